@@ -1,0 +1,1 @@
+"""The Dagster ``Definitions``: invoicing, re-rating and recalculation (SPEC §7)."""

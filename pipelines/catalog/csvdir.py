@@ -1,0 +1,225 @@
+"""Import and export of the catalog as a directory of CSV files (SPEC §3).
+
+Import reads every file before it changes anything and reports every problem it finds, each
+with file, line and column; then the whole directory is applied as one write. Each file
+present replaces its table (rows matched by key, so unchanged customers keep their history);
+a file that is absent leaves its table as it is. Export writes every file, header included
+even when empty, so that importing an export gives back the same catalog.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from pipelines.catalog.store import Catalog
+from schemas.catalog import ENTITIES, RATES, Entity, canonical_auth_value, parse_row, row_problems
+from schemas.errors import CdrflowError, Problem, ValidationError
+from schemas.fields import Identifier
+from schemas.integrity import Rec
+
+RATES_DIR = "rates"
+FILES = {e.file: e for e in ENTITIES if e is not RATES}
+
+
+def read_entity_file(
+    path: Path, entity: Entity, label: str, fixed: dict[str, Any] | None = None
+) -> tuple[list[Rec], list[Problem]]:
+    """Parse one CSV file of ``entity``; ``fixed`` columns (a rate file's card) are implied."""
+    fixed = fixed or {}
+    allowed = {c.name for c in entity.csv_columns} - set(fixed)
+    required = {c.name for c in entity.csv_columns if c.required} - set(fixed)
+    recs: list[Rec] = []
+    problems: list[Problem] = []
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return [], [
+            Problem(label, None, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        ]
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return [], [Problem(label, 1, None, "is empty: the first line must be the header")]
+    except csv.Error as exc:
+        return [], [Problem(label, 1, None, f"is not valid CSV ({exc})")]
+    for name in header:
+        if name not in allowed:
+            hint = "" if name else " (an empty header cell)"
+            problems.append(
+                Problem(
+                    label,
+                    1,
+                    name or None,
+                    f"is not a column of {entity.file}{hint}; "
+                    f"expected some of {', '.join(sorted(allowed))}",
+                )
+            )
+        elif header.count(name) > 1:
+            problems.append(Problem(label, 1, name, "appears twice in the header"))
+    for name in sorted(required - set(header)):
+        problems.append(Problem(label, 1, name, "is required but missing from the header"))
+    if problems:
+        return [], problems
+    key_columns = set(entity.key) | {c.name for c in entity.refs}
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append(Problem(label, reader.line_num, None, f"is not valid CSV ({exc})"))
+            break
+        line = reader.line_num
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            problems.append(
+                Problem(
+                    label, line, None, f"has {len(fields)} fields but the header has {len(header)}"
+                )
+            )
+            continue
+        raw = dict(zip(header, fields, strict=True))
+        row, field_problems = parse_row(entity, raw)
+        row.update(fixed)
+        field_problems += [
+            p for p in row_problems(entity, row) if p[0] not in {fp[0] for fp in field_problems}
+        ]
+        problems += [Problem(label, line, column, message) for column, message in field_problems]
+        if entity.name == "auth":
+            row["value"] = canonical_auth_value(row)
+        if not any(column in key_columns for column, _ in field_problems):
+            recs.append(Rec(row, label, line))
+    return recs, problems
+
+
+def read_directory(directory: Path) -> tuple[dict[str, list[Rec]], list[str], list[Problem]]:
+    """Every catalog file of ``directory``: rows per entity, cards with rate files, problems."""
+    if not directory.is_dir():
+        raise CdrflowError(f"{directory}: not a directory of catalog CSV files")
+    state: dict[str, list[Rec]] = {}
+    cards: list[str] = []
+    problems: list[Problem] = []
+    for path in sorted(directory.iterdir()):
+        if path.is_dir():
+            if path.name != RATES_DIR:
+                problems.append(
+                    Problem(
+                        str(path), None, None, f"is not part of a catalog (only {RATES_DIR}/ is)"
+                    )
+                )
+            continue
+        entity = FILES.get(path.name)
+        if entity is None:
+            problems.append(
+                Problem(
+                    str(path),
+                    None,
+                    None,
+                    f"is not a catalog file; expected one of {', '.join(sorted(FILES))}",
+                )
+            )
+            continue
+        state[entity.name], found = read_entity_file(path, entity, str(path))
+        problems += found
+    rates_dir = directory / RATES_DIR
+    if rates_dir.is_dir():
+        state["rates"] = []
+        for path in sorted(rates_dir.iterdir()):
+            card = path.stem
+            try:
+                if path.suffix != ".csv":
+                    raise ValueError("a rate file is named <card_id>.csv")
+                Identifier().parse(card)
+            except ValueError as exc:
+                problems.append(Problem(str(path), None, None, f"is not a rate file: {exc}"))
+                continue
+            recs, found = read_entity_file(path, RATES, str(path), fixed={"card_id": card})
+            state["rates"] += recs
+            cards.append(card)
+            problems += found
+    return state, cards, problems
+
+
+def import_directory(catalog: Catalog, directory: Path, *, force: bool = False) -> dict[str, int]:
+    """Apply a catalog directory as one write; returns rows per file read."""
+    state, cards, problems = read_directory(directory)
+    if problems:
+        raise ValidationError(problems)
+    catalog.replace(state, cards, force=force)
+    return {name: len(recs) for name, recs in state.items()}
+
+
+def import_card(catalog: Catalog, card_id: str, path: Path) -> int:
+    """Replace the rate rows of one card with a CSV file of SPEC §3's rates format."""
+    if not path.is_file():
+        raise CdrflowError(f"{path}: no such file")
+    recs, problems = read_entity_file(path, RATES, str(path), fixed={"card_id": card_id})
+    if problems:
+        raise ValidationError(problems)
+    catalog.replace({"rates": recs}, [card_id])
+    return len(recs)
+
+
+def export_directory(catalog: Catalog, directory: Path) -> dict[str, int]:
+    """Write the whole catalog as CSV files (no passwords); returns rows per entity."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / RATES_DIR).mkdir(exist_ok=True)
+    state = catalog.snapshot()
+    counts = {}
+    for entity in ENTITIES:
+        recs = state[entity.name]
+        counts[entity.name] = len(recs)
+        if entity is RATES:
+            for card in state["rate_cards"]:
+                card_id = card.row["card_id"]
+                rows = [r for r in recs if r.row["card_id"] == card_id]
+                _write_csv(
+                    directory / RATES_DIR / f"{card_id}.csv",
+                    entity,
+                    rows,
+                    skip=frozenset({"card_id"}),
+                )
+        else:
+            _write_csv(directory / entity.file, entity, recs)
+    return counts
+
+
+def _sorted(entity: Entity, recs: list[Rec]) -> list[Rec]:
+    columns = entity.key or (entity.unique[0] if entity.unique else ())
+    return sorted(
+        recs,
+        key=lambda r: tuple("" if r.row.get(c) is None else str(r.row.get(c)) for c in columns),
+    )
+
+
+def _write_csv(
+    path: Path, entity: Entity, recs: list[Rec], skip: frozenset[str] = frozenset()
+) -> None:
+    columns = [c for c in entity.exported_columns if c.name not in skip]
+    with _atomic(path) as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([c.name for c in columns])
+        for rec in _sorted(entity, recs):
+            writer.writerow([c.kind.render(rec.row.get(c.name)) for c in columns])
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[TextIO]:
+    """Write a file next to its destination, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            yield out
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

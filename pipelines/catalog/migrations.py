@@ -1,0 +1,77 @@
+"""Versioned schema migrations of the catalog store.
+
+A new store is created from the current table definitions and stamped with the newest
+version; an existing store runs, in order and in one transaction, every migration newer than
+the version it records. A migration is a function of an open SQLAlchemy connection; append
+new ones to ``MIGRATIONS`` with the next number, never edit a published one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from pipelines.catalog.tables import metadata
+from schemas.errors import CdrflowError
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[sa.Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "baseline: the catalog of SPEC §3", lambda conn: metadata.create_all(conn)),
+)
+
+_versions = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.String, nullable=False),
+    sa.Column("applied_at", sa.String, nullable=False),
+)
+
+
+def current_version(conn: sa.Connection) -> int:
+    """The schema version the store records; 0 for a new, empty store."""
+    if not sa.inspect(conn).has_table(_versions.name):
+        return 0
+    return conn.execute(
+        sa.select(sa.func.coalesce(sa.func.max(_versions.c.version), 0))
+    ).scalar_one()
+
+
+def migrate(conn: sa.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the store on ``conn`` (inside a write transaction) to the newest version."""
+    head = migrations[-1].version
+    current = current_version(conn)
+    _versions.create(conn, checkfirst=True)
+    if current > head:
+        raise CdrflowError(
+            f"the catalog has schema version {current}, newer than this cdrflow knows ({head}): "
+            "upgrade cdrflow"
+        )
+    if current == 0:
+        metadata.create_all(conn)
+        pending: Sequence[Migration] = migrations
+        run = False
+    else:
+        pending = [m for m in migrations if m.version > current]
+        run = True
+    for m in pending:
+        if run:
+            m.apply(conn)
+        conn.execute(
+            _versions.insert().values(
+                version=m.version,
+                description=m.description,
+                applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+        )
+    return head

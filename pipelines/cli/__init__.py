@@ -1,0 +1,133 @@
+"""The ``cdrflow`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.catalog.csvdir import export_directory, import_card, import_directory
+from pipelines.cli import demo as demo_module
+from pipelines.cli.context import catalog_of, home_of, operator_errors
+from pipelines.cli.entities import FormatOption, register
+from pipelines.cli.output import Format, emit, say
+from pipelines.home import catalog_path
+from schemas.catalog import RATES
+
+app = typer.Typer(
+    name="cdrflow",
+    help="CDR rating and analytics for VoIP carriers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            help="home directory (default: $CDRFLOW_HOME, else ./cdrflow-home)",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+
+
+catalog_app = typer.Typer(
+    help="The catalog as a whole: import, export, summary.", no_args_is_help=True
+)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("import")
+@operator_errors
+def catalog_import(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="directory of catalog CSV files (SPEC §3)")],
+    force: Annotated[
+        bool, typer.Option("--force", help="remove customers even with billing history")
+    ] = False,
+) -> None:
+    """Import a directory of CSV files; each file present replaces its table, all or nothing."""
+    counts = import_directory(catalog_of(ctx), directory, force=force)
+    emit(
+        [{"table": k, "rows": v} for k, v in counts.items()],
+        Format.table,
+        columns=["table", "rows"],
+        title=f"imported {directory}",
+    )
+
+
+@catalog_app.command("export")
+@operator_errors
+def catalog_export(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="directory to write the CSV files to")],
+) -> None:
+    """Export the whole catalog as CSV files (passwords are never exported)."""
+    counts = export_directory(catalog_of(ctx), directory)
+    say(f"exported {sum(counts.values())} rows to {directory}")
+
+
+@catalog_app.command("info")
+@operator_errors
+def catalog_info(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
+    """Where the catalog is, its version, and how many rows each table holds."""
+    catalog = catalog_of(ctx)
+    rows = [{"table": k, "rows": v} for k, v in catalog.counts().items()]
+    if fmt is Format.table:
+        say(f"catalog {catalog_path(home_of(ctx))}, version {catalog.version()}")
+    emit(rows, fmt, columns=["table", "rows"])
+
+
+groups = register(app)
+cards = groups["cards"]
+
+
+@cards.command("import")
+@operator_errors
+def cards_import(
+    ctx: typer.Context,
+    card_id: Annotated[str, typer.Argument(help="the card whose rates the file replaces")],
+    file: Annotated[Path, typer.Argument(help="CSV file: prefix,name,rate,connect_fee?,mcd?,…")],
+) -> None:
+    """Replace the rate rows of one card with a CSV file."""
+    count = import_card(catalog_of(ctx), card_id, file)
+    say(f"card [bold]{card_id}[/bold] now has {count} rate rows")
+
+
+@cards.command("rates")
+@operator_errors
+def cards_rates(
+    ctx: typer.Context,
+    card_id: Annotated[str, typer.Argument(help="the card")],
+    prefix: Annotated[
+        str | None, typer.Option(help="only rows whose prefix starts with this")
+    ] = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List the rate rows of one card."""
+    catalog = catalog_of(ctx)
+    catalog.get("rate_cards", card_id)
+    rows = [
+        r
+        for r in catalog.list("rates", card=card_id)
+        if not prefix or r["prefix"].startswith(prefix)
+    ]
+    rows.sort(key=lambda r: (r["prefix"], r["effective_from"] or ""))
+    columns = [c.name for c in RATES.columns if c.name != "card_id"]
+    emit(rows, fmt, entity=RATES, columns=columns, title=f"rates of {card_id} ({len(rows)})")
+
+
+app.command("demo")(demo_module.demo)
+
+
+def main() -> None:
+    app()

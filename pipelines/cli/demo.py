@@ -1,0 +1,153 @@
+"""The main job for a newcomer: a short end-to-end tour of the catalog.
+
+It imports the bundled sample catalog into the home, does what an operator does on the
+customer card (a new customer with a route, an IP auth, a contact and a payment), shows a
+refused change, and proves that an export re-imports to the same catalog.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import typer
+
+from pipelines.catalog import Catalog
+from pipelines.catalog.csvdir import export_directory, import_directory
+from pipelines.catalog.secrets import generate_password
+from pipelines.cli.context import catalog_of, home_of, operator_errors
+from pipelines.cli.output import Format, emit, say
+from schemas.catalog import CUSTOMERS, ROUTES
+from schemas.errors import CdrflowError, ValidationError
+
+DEMO_CUSTOMER = "demo-voip"
+
+
+def sample_catalog() -> Path:
+    """The bundled sample catalog: a few customers, nested rate cards, packages, DIDs."""
+    return Path(str(resources.files("pipelines") / "sample_catalog"))
+
+
+@operator_errors
+def demo(ctx: typer.Context) -> None:
+    """Run the catalog demo in the home (a home holding other customers is refused)."""
+    home = home_of(ctx)
+    catalog = catalog_of(ctx)
+    sample = sample_catalog()
+    known = {r["customer_id"] for r in catalog.list("customers")}
+    expected = {
+        line.split(",")[0] for line in (sample / "customers.csv").read_text().splitlines()[1:]
+    }
+    if known - expected - {DEMO_CUSTOMER}:
+        raise CdrflowError(
+            f"{home} holds customers of its own ({', '.join(sorted(known - expected))}); "
+            "run the demo with --home pointing at a new directory"
+        )
+
+    say(f"[bold]1.[/bold] import the sample catalog {sample} into {home}")
+    counts = import_directory(catalog, sample, force=True)
+    emit(
+        [{"table": k, "rows": v} for k, v in counts.items()],
+        Format.table,
+        columns=["table", "rows"],
+    )
+    emit(
+        catalog.list("customers"),
+        Format.table,
+        entity=CUSTOMERS,
+        columns=["customer_id", "name", "status", "currency", "tax_percent", "debit_limit"],
+        title="customers",
+    )
+
+    say(
+        f"\n[bold]2.[/bold] the customer card: add {DEMO_CUSTOMER} "
+        "with a route, auth, contact, payment"
+    )
+    catalog.add(
+        "customers",
+        {
+            "customer_id": DEMO_CUSTOMER,
+            "name": "Demo VoIP LLC",
+            "status": "active",
+            "currency": "USD",
+            "tax_percent": "8.25",
+            "debit_limit": "250",
+        },
+    )
+    catalog.add(
+        "routes",
+        {
+            "customer_id": DEMO_CUSTOMER,
+            "card_id": "retail-usd",
+            "tech_prefix": "5050#",
+            "dial_string": "1|44",
+            "priority": "1",
+        },
+    )
+    catalog.add(
+        "auth",
+        {
+            "customer_id": DEMO_CUSTOMER,
+            "kind": "ip",
+            "value": "192.0.2.0/29",
+            "tech_prefix": "5050#",
+            "channels": "50",
+            "cps": "5",
+        },
+    )
+    catalog.add(
+        "contacts",
+        {
+            "customer_id": DEMO_CUSTOMER,
+            "name": "Dana Demo",
+            "email": "dana@demo-voip.example",
+            "password": generate_password(),
+        },
+    )
+    catalog.add(
+        "payments",
+        {
+            "payment_id": "PAY-DEMO-1",
+            "customer_id": DEMO_CUSTOMER,
+            "amount": "200",
+            "status": "completed",
+            "at": "2026-11-26T09:00:00Z",
+        },
+    )
+    emit(
+        catalog.list("routes", customer=DEMO_CUSTOMER),
+        Format.table,
+        entity=ROUTES,
+        title="routes of demo-voip",
+    )
+
+    say("\n[bold]3.[/bold] a refused change: a customer's currency is fixed once it exists")
+    try:
+        catalog.edit("customers", DEMO_CUSTOMER, {"currency": "EUR"})
+    except ValidationError as exc:
+        say(f"[yellow]refused:[/yellow] {exc}")
+
+    say("\n[bold]4.[/bold] export, re-import into an empty catalog, export again")
+    export = home / "export"
+    export_directory(catalog, export)
+    with tempfile.TemporaryDirectory() as scratch, Catalog(Path(scratch) / "home") as copy:
+        import_directory(copy, export)
+        again = Path(scratch) / "again"
+        export_directory(copy, again)
+        same = _same_tree(export, again)
+    say(
+        f"exported to {export}; round trip "
+        + ("[green]identical[/green]" if same else "[red]DIFFERS[/red]")
+    )
+    if not same:
+        raise CdrflowError("the exported catalog did not re-import to the same catalog")
+    say(f"\ncatalog version {catalog.version()}; try: cdrflow --home {home} customers list")
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files = sorted(p.relative_to(a) for p in a.rglob("*.csv"))
+    if files != sorted(p.relative_to(b) for p in b.rglob("*.csv")):
+        return False
+    return all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)

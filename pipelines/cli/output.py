@@ -1,0 +1,100 @@
+"""What commands print: rich tables for people, CSV or JSON for machines."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from schemas.catalog import Entity
+from schemas.fields import Integer, Kind, Text
+
+console = Console()
+errors = Console(stderr=True)
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _kinds(entity: Entity | None, columns: Sequence[str]) -> list[Kind]:
+    by_name = entity.column_by_name if entity else {}
+    return [
+        Integer() if name == "id" else (by_name[name].kind if name in by_name else Text())
+        for name in columns
+    ]
+
+
+def emit(
+    rows: Sequence[Mapping[str, Any]],
+    fmt: Format,
+    *,
+    entity: Entity | None = None,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
+    """Print rows in ``fmt``; values are rendered by their column's kind (money exact)."""
+    if columns is None:
+        columns = (
+            list(rows[0])
+            if rows
+            else [c.name for c in entity.columns if not c.secret]
+            if entity
+            else []
+        )
+    kinds = _kinds(entity, columns)
+    if fmt is Format.json:
+        payload = [
+            {c: k.jsonable(r.get(c)) for c, k in zip(columns, kinds, strict=True)} for r in rows
+        ]
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    elif fmt is Format.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)])
+    else:
+        table = Table(title=title, title_justify="left", header_style="bold")
+        for name, kind in zip(columns, kinds, strict=True):
+            numeric = kind.storage in ("int", "micro")
+            table.add_column(name, justify="right" if numeric else "left", overflow="fold")
+        for r in rows:
+            table.add_row(*(k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)))
+        console.print(table)
+        if not rows:
+            console.print("[dim](none)[/dim]")
+
+
+def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: str) -> None:
+    """One row, shown as field/value pairs in a table (one object in JSON)."""
+    columns = list(row)
+    kinds = _kinds(entity, columns)
+    if fmt is Format.table:
+        table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        for c, k in zip(columns, kinds, strict=True):
+            table.add_row(c, k.render(row.get(c)))
+        console.print(table)
+    elif fmt is Format.json:
+        payload = {c: k.jsonable(row.get(c)) for c, k in zip(columns, kinds, strict=True)}
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    else:
+        emit([row], fmt, entity=entity, columns=columns)
+
+
+def say(message: str) -> None:
+    """A line for the operator; goes to stderr when stdout carries CSV or JSON."""
+    console.print(message)
+
+
+def fail(message: str) -> None:
+    errors.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)

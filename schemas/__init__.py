@@ -1,0 +1,1 @@
+"""Column names, types and validation: the single source every other package reads."""

@@ -1,0 +1,1 @@
+"""DuckDB queries over the lake: ASR, ACD, PDD, NER, channels, CPS (SPEC §6)."""
