@@ -30,8 +30,12 @@ FILES = {e.file: e for e in ENTITIES if e is not RATES}
 
 def read_entity_file(
     path: Path, entity: Entity, label: str, fixed: dict[str, Any] | None = None
-) -> tuple[list[Rec], list[Problem]]:
-    """Parse one CSV file of ``entity``; ``fixed`` columns (a rate file's card) are implied."""
+) -> tuple[list[Rec] | None, list[Problem]]:
+    """Parse one CSV file of ``entity``; ``fixed`` columns (a rate file's card) are implied.
+
+    The rows are None when the file as a whole is unusable (encoding, header): then its
+    table is left out of the import's checks, which would only repeat the one problem.
+    """
     fixed = fixed or {}
     allowed = {c.name for c in entity.csv_columns} - set(fixed)
     required = {c.name for c in entity.csv_columns if c.required} - set(fixed)
@@ -47,9 +51,9 @@ def read_entity_file(
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
-        return [], [Problem(label, 1, None, "is empty: the first line must be the header")]
+        return None, [Problem(label, 1, None, "is empty: the first line must be the header")]
     except csv.Error as exc:
-        return [], [Problem(label, 1, None, f"is not valid CSV ({exc})")]
+        return None, [Problem(label, 1, None, f"is not valid CSV ({exc})")]
     for name in header:
         if name not in allowed:
             hint = "" if name else " (an empty header cell)"
@@ -67,7 +71,7 @@ def read_entity_file(
     for name in sorted(required - set(header)):
         problems.append(Problem(label, 1, name, "is required but missing from the header"))
     if problems:
-        return [], problems
+        return None, problems
     key_columns = set(entity.key) | {c.name for c in entity.refs}
     while True:
         try:
@@ -128,8 +132,10 @@ def read_directory(directory: Path) -> tuple[dict[str, list[Rec]], list[str], li
                 )
             )
             continue
-        state[entity.name], found = read_entity_file(path, entity, str(path))
+        recs, found = read_entity_file(path, entity, str(path))
         problems += found
+        if recs is not None:
+            state[entity.name] = recs
     rates_dir = directory / RATES_DIR
     if rates_dir.is_dir():
         state["rates"] = []
@@ -142,19 +148,18 @@ def read_directory(directory: Path) -> tuple[dict[str, list[Rec]], list[str], li
             except ValueError as exc:
                 problems.append(Problem(str(path), None, None, f"is not a rate file: {exc}"))
                 continue
-            recs, found = read_entity_file(path, RATES, str(path), fixed={"card_id": card})
-            state["rates"] += recs
-            cards.append(card)
+            rates, found = read_entity_file(path, RATES, str(path), fixed={"card_id": card})
             problems += found
+            if rates is not None:
+                state["rates"] += rates
+                cards.append(card)
     return state, cards, problems
 
 
 def import_directory(catalog: Catalog, directory: Path, *, force: bool = False) -> dict[str, int]:
     """Apply a catalog directory as one write; returns rows per file read."""
     state, cards, problems = read_directory(directory)
-    if problems:
-        raise ValidationError(problems)
-    catalog.replace(state, cards, force=force)
+    catalog.replace(state, cards, force=force, problems=problems)
     return {name: len(recs) for name, recs in state.items()}
 
 
@@ -163,7 +168,7 @@ def import_card(catalog: Catalog, card_id: str, path: Path) -> int:
     if not path.is_file():
         raise CdrflowError(f"{path}: no such file")
     recs, problems = read_entity_file(path, RATES, str(path), fixed={"card_id": card_id})
-    if problems:
+    if recs is None or problems:
         raise ValidationError(problems)
     catalog.replace({"rates": recs}, [card_id])
     return len(recs)

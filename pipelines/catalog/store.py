@@ -205,13 +205,19 @@ class Catalog:
     # -- writing many rows -----------------------------------------------------------------
 
     def replace(
-        self, new: Mapping[str, list[Rec]], cards: Sequence[str], *, force: bool = False
+        self,
+        new: Mapping[str, list[Rec]],
+        cards: Sequence[str],
+        *,
+        force: bool = False,
+        problems: Sequence[Problem] = (),
     ) -> None:
         """Replace whole entities (and the rate rows of ``cards``) with ``new``, as one write.
 
         Keyed rows are matched by key, so a kept customer keeps its routes; a removed one
         takes its owned rows along as ``delete`` would. A stored password hash is kept for a
-        row that names no password.
+        row that names no password. ``problems`` found while reading the rows are reported
+        together with the ones the whole catalog shows, so that one run names them all.
         """
 
         def change(state: StateDict) -> None:
@@ -232,20 +238,29 @@ class Catalog:
                 if keys:
                     _cascade(state, BY_NAME[name], keys, force, imported=frozenset(new))
 
-        self._change(change, touched=(*SMALL_ENTITIES, "rates"), cards=cards)
+        self._change(change, touched=(*SMALL_ENTITIES, "rates"), cards=cards, earlier=problems)
 
-    def _change(self, change: Any, touched: Sequence[str], cards: Sequence[str] = ()) -> None:
+    def _change(
+        self,
+        change: Any,
+        touched: Sequence[str],
+        cards: Sequence[str] = (),
+        earlier: Sequence[Problem] = (),
+    ) -> None:
         with self.transaction(write=True) as conn:
             before = _state(conn)
             before["rates"] = _load(conn, BY_NAME["rates"], cards)
             after = {name: list(recs) for name, recs in before.items()}
-            change(after)
+            try:
+                change(after)
+            except ValidationError as exc:
+                raise ValidationError([*earlier, *exc.problems]) from None
             keyed_before = {
                 name: {BY_NAME[name].key_of(r.row): r.row for r in recs}
                 for name, recs in before.items()
                 if BY_NAME[name].key
             }
-            problems = check(after, keyed_before)
+            problems = [*earlier, *check(after, keyed_before)]
             if problems:
                 raise ValidationError(problems)
             for name in reversed([e.name for e in ENTITIES if e.name in touched]):
@@ -363,18 +378,22 @@ def _upsert(conn: sa.Connection, entity: Entity, old: list[Rec], new: list[Rec])
             elif _changed(prior, rec):
                 where = sa.and_(*(table.c[k] == rec.row[k] for k in entity.key))
                 conn.execute(table.update().where(where).values(**_stored(entity, rec)))
+        if inserts:
+            conn.execute(table.insert(), inserts)
     else:
         by_id = {r.id: r for r in old}
-        inserts = []
+        fresh = [rec for rec in new if rec.id is None]
         for rec in new:
-            if rec.id is None:
-                inserts.append(_stored(entity, rec))
-            elif _changed(by_id[rec.id], rec):
+            if rec.id is not None and _changed(by_id[rec.id], rec):
                 conn.execute(
                     table.update().where(table.c.id == rec.id).values(**_stored(entity, rec))
                 )
-    if inserts:
-        conn.execute(table.insert(), inserts)
+        if fresh:
+            # The new rows learn their ids, so that `add` can name what it added.
+            insert = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+            ids = conn.execute(insert, [_stored(entity, rec) for rec in fresh]).scalars().all()
+            for rec, ident in zip(fresh, ids, strict=True):
+                rec.id = ident
 
 
 def _changed(old: Rec, new: Rec) -> bool:
@@ -434,23 +453,25 @@ def _cascade(
             ):
                 continue
             users = [r for r in state[child.name] if (r.row.get(column.name),) in keys]
-            if not users:
-                continue
             if column.ref.cascade or (column.ref.history and force):
                 state[child.name] = [r for r in state[child.name] if r not in users]
                 continue
-            names = ", ".join(r.where for r in users[:5]) + (" …" if len(users) > 5 else "")
-            problems.append(
-                Problem(
-                    f"{parent.singular} {'/'.join(str(k[0]) for k in keys)}",
-                    None,
-                    None,
-                    f"is still used by {len(users)} {child.name} ({names}); "
-                    "change or delete them first",
-                )
-            )
+            for key in sorted(keys):
+                mine = [r for r in users if (r.row.get(column.name),) == key]
+                if mine:
+                    problems.append(_still_used(parent, key[0], child, mine))
     if problems:
         raise ValidationError(problems)
+
+
+def _still_used(parent: Entity, key: Any, child: Entity, users: list[Rec]) -> Problem:
+    names = ", ".join(r.where for r in users[:5]) + (" …" if len(users) > 5 else "")
+    return Problem(
+        f"{parent.singular} {key}",
+        None,
+        None,
+        f"is still used by {len(users)} {child.name} ({names}); change or delete them first",
+    )
 
 
 def _guard_customer_history(

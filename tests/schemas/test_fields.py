@@ -1,0 +1,97 @@
+"""Field kinds: what each accepts, what it refuses, and exact decimals."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas import fields as f
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "value"),
+    [
+        (f.Money(), "0.015", Decimal("0.015")),
+        (f.Money(), "0.0150000", Decimal("0.015")),
+        (f.Money(), ".5", Decimal("0.5")),
+        (f.Money(), "100", Decimal("100")),
+        (f.Money(signed=True), "-50", Decimal("-50")),
+        (f.Integer(low=1), "6", 6),
+        (f.YesNo(), "YES", True),
+        (f.YesNo(), "no", False),
+        (f.Day(), "2026-11-26", "2026-11-26"),
+        (f.Timestamp(), "2026-11-26T10:00:00", "2026-11-26T10:00:00Z"),
+        (f.Timestamp(), "2026-11-26T12:00:00+02:00", "2026-11-26T10:00:00Z"),
+        (f.Timestamp(), "2026-11-26", "2026-11-26T00:00:00Z"),
+        (f.Timestamp(), "2026-11-26T10:00:00.25Z", "2026-11-26T10:00:00.250000Z"),
+        (f.Currency(), "EUR", "EUR"),
+        (f.Digits(), "4477", "4477"),
+        (f.TechPrefix(), "9901#", "9901#"),
+        (f.PrefixList(), "44|447", "44|447"),
+        (f.PrefixList(regex=True), "^(33|49)[0-9]+$", "^(33|49)[0-9]+$"),
+        (f.CliPattern(), "+44", "+44"),
+        (f.Identifier(), "acme-telecom.uk", "acme-telecom.uk"),
+        (f.Email(), "noc@example.com", "noc@example.com"),
+    ],
+)
+def test_accepts(kind: f.Kind, text: str, value: object) -> None:
+    assert kind.parse(text) == value
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "fragment"),
+    [
+        (f.Money(), "0.0000001", "more than 6 decimal places"),
+        (f.Money(), "-0.01", "negative"),
+        (f.Money(), "1e-3", "not a decimal"),
+        (f.Money(), "NaN", "not a decimal"),
+        (f.Money(), "0,015", "not a decimal"),
+        (f.Money(high=Decimal(100)), "100.5", "more than 100"),
+        (f.Integer(low=1), "0", "outside"),
+        (f.Integer(), "1.5", "not a whole number"),
+        (f.YesNo(), "true", "not yes or no"),
+        (f.Day(), "2026-02-30", "not a date"),
+        (f.Timestamp(), "yesterday", "not an ISO 8601"),
+        (f.Currency(), "EURO", "ISO 4217"),
+        (f.Currency(), "usd", "ISO 4217"),
+        (f.Digits(), "44a", "digits only"),
+        (f.Digits(), "+44", "digits only"),
+        (f.TechPrefix(), "99-01", "tech prefix"),
+        (f.PrefixList(), "44||447", "prefixes"),
+        (f.PrefixList(regex=True), "^(33", "regular expression"),
+        (f.CliPattern(), "abc", "neither"),
+        (f.Identifier(), "has space", "not an identifier"),
+        (f.Email(), "nobody", "e-mail"),
+        (f.Text(), "two\nlines", "one line"),
+        (f.Secret(), "short", "shorter than 8"),
+    ],
+)
+def test_refuses(kind: f.Kind, text: str, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        kind.parse(text)
+
+
+def test_ip_or_cidr_is_canonical() -> None:
+    assert f.parse_ip_or_cidr("10.0.0.0/24") == "10.0.0.0/24"
+    assert f.parse_ip_or_cidr("2001:DB8::1") == "2001:db8::1"
+    with pytest.raises(ValueError, match="not an IP"):
+        f.parse_ip_or_cidr("10.0.0.1/24")  # host bits set: not a network
+    with pytest.raises(ValueError, match="not an IP"):
+        f.parse_ip_or_cidr("300.1.1.1")
+
+
+@given(st.integers(min_value=-(10**17), max_value=10**17))
+def test_money_round_trips_through_text_and_micro_units(micro: int) -> None:
+    value = f.from_micro(micro)
+    kind = f.Money(signed=True)
+    assert f.to_micro(kind.parse(kind.render(value))) == micro
+
+
+@given(st.decimals(min_value=0, max_value=10**6, places=6, allow_nan=False))
+def test_money_render_never_uses_exponents(value: Decimal) -> None:
+    text = f.Money().render(value)
+    assert "E" not in text.upper()
+    assert Decimal(text) == value
