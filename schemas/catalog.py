@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -419,7 +420,9 @@ def _ordered(row: Mapping[str, Any], first: str, last: str, strict: bool) -> lis
     a, b = row.get(first), row.get(last)
     if a is None or b is None:
         return []
-    if (b <= a) if strict else (b < a):
+    # Canonical times drop a zero fraction, so compare them as times, not as text.
+    earlier, later = (datetime.fromisoformat(v.replace("Z", "+00:00")) for v in (a, b))
+    if (later <= earlier) if strict else (later < earlier):
         word = "after" if strict else "on or after"
         return [(last, f"{b} must be {word} {first} {a}")]
     return []

@@ -16,10 +16,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from schemas.currencies import ISO_4217
 
 MICRO = 1_000_000
 DECIMAL_PLACES = 6
+MAX_DIGITS = 15
 
 
 @dataclass(frozen=True)
@@ -212,11 +216,13 @@ class Currency(Kind):
 
 @dataclass(frozen=True)
 class Digits(Kind):
-    """A dialling prefix or number: digits only."""
+    """A dialling prefix or number: digits only, at most 15 (E.164's longest number)."""
 
     def parse(self, text: str) -> str:
-        if not re.fullmatch(r"[0-9]{1,32}", text):
+        if not re.fullmatch(r"[0-9]+", text):
             raise ValueError(f"{text!r} is not a prefix of digits only")
+        if len(text) > MAX_DIGITS:
+            raise ValueError(f"{text!r} is longer than {MAX_DIGITS} digits (E.164)")
         return text
 
     def describe(self) -> str:
@@ -235,10 +241,15 @@ class TechPrefix(Kind):
 
 
 def _check_regex(text: str) -> None:
+    """A pattern must compile for Python and for RE2, which matches it on Arrow columns."""
     try:
         re.compile(text)
     except re.error as exc:
         raise ValueError(f"{text!r} is not a valid regular expression ({exc})") from None
+    try:
+        pc.match_substring_regex(pa.array([""]), text)
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"{text!r} uses a feature RE2 does not support ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -252,7 +263,7 @@ class PrefixList(Kind):
             _check_regex(text)
             return text
         parts = text.split("|")
-        if not all(re.fullmatch(r"[0-9]{1,32}", p) for p in parts):
+        if not all(re.fullmatch(r"[0-9]{1,15}", p) for p in parts):
             hint = ", or a regex starting with ^" if self.regex else ""
             raise ValueError(f"{text!r} is not |-separated digit prefixes{hint}")
         return text
@@ -310,4 +321,9 @@ def parse_ip_or_cidr(text: str) -> str:
             return str(ipaddress.ip_network(text, strict=True))
         return str(ipaddress.ip_address(text))
     except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
         raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
+    raise ValueError(f"{text!r} has host bits set; the network is {network}")

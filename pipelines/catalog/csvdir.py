@@ -168,9 +168,9 @@ def import_card(catalog: Catalog, card_id: str, path: Path) -> int:
     if not path.is_file():
         raise CdrflowError(f"{path}: no such file")
     recs, problems = read_entity_file(path, RATES, str(path), fixed={"card_id": card_id})
-    if recs is None or problems:
+    if recs is None:
         raise ValidationError(problems)
-    catalog.replace({"rates": recs}, [card_id])
+    catalog.replace({"rates": recs}, [card_id], problems=problems)
     return len(recs)
 
 

@@ -99,10 +99,12 @@ class Catalog:
                     raise CdrflowError(f"{entity.name} have no {column} to filter by")
                 query = query.where(table.c[column] == value)
         if text:
-            pattern = f"%{text.lower()}%"
-            query = query.where(
-                sa.or_(*(sa.func.lower(table.c[c]).like(pattern) for c in entity.search))
+            # Literal text: % and _ are not wildcards.
+            matches = (
+                sa.func.lower(table.c[c]).contains(text.lower(), autoescape=True)
+                for c in entity.search
             )
+            query = query.where(sa.or_(*matches))
         order = [table.c[k] for k in entity.key] or [table.c.id]
         with self.transaction() as conn:
             return [_public(entity, r) for r in _fetch(conn, entity, query.order_by(*order))]
@@ -140,7 +142,7 @@ class Catalog:
         entity = BY_NAME[entity_name]
         row, problems = parse_row(entity, raw)
         rec = Rec(_canonical(entity, row), f"new {entity.singular}")
-        _raise(rec, problems + row_problems(entity, rec.row))
+        _raise(rec, _merge(problems, row_problems(entity, rec.row)))
 
         def change(state: StateDict) -> None:
             state[entity.name].append(rec)
@@ -160,10 +162,11 @@ class Catalog:
 
         def change(state: StateDict) -> None:
             old = _find(state[entity.name], entity, ident)
-            new = Rec(
-                _canonical(entity, {**old.row, **updates}), old.where, id=old.id, extra=old.extra
-            )
-            _raise(new, problems + row_problems(entity, new.row))
+            extra = old.extra
+            if entity.name == "auth" and updates.get("kind") == "ip":
+                extra = {}  # an IP entry has no password: the old one goes
+            new = Rec(_canonical(entity, {**old.row, **updates}), old.where, id=old.id, extra=extra)
+            _raise(new, _merge(problems, row_problems(entity, new.row)))
             state[entity.name] = [new if r is old else r for r in state[entity.name]]
             result.update(_public(entity, new))
 
@@ -198,6 +201,7 @@ class Catalog:
         def change(state: StateDict) -> None:
             old = _find(state[entity.name], entity, ident)
             new = Rec({**old.row, "password": password}, old.where, id=old.id, extra=old.extra)
+            _raise(new, row_problems(entity, new.row))
             state[entity.name] = [new if r is old else r for r in state[entity.name]]
 
         self._change(change, touched=[entity.name])
@@ -423,6 +427,12 @@ def _canonical(entity: Entity, row: dict[str, Any]) -> dict[str, Any]:
     if entity.name == "auth":
         row["value"] = canonical_auth_value(row)
     return row
+
+
+def _merge(parsed: list[tuple[str, str]], rules: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A column whose value did not parse is not also reported as missing."""
+    failed = {column for column, _ in parsed}
+    return parsed + [p for p in rules if p[0] not in failed]
 
 
 def _raise(rec: Rec, problems: list[tuple[str, str]]) -> None:

@@ -19,6 +19,7 @@ from pipelines.catalog.secrets import generate_password
 from pipelines.cli.context import catalog_of, operator_errors
 from pipelines.cli.output import Format, emit, emit_record, say
 from schemas.catalog import ENTITIES, Column, Entity
+from schemas.errors import CdrflowError
 
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="table, csv or json")]
 ForceOption = Annotated[
@@ -83,18 +84,22 @@ def _given(entity: Entity, values: dict[str, Any]) -> dict[str, str | None]:
     return {c.name: values[c.name] for c in entity.columns if values.get(c.name) is not None}
 
 
-def _announce_password(entity: Entity, ident: Any, password: str) -> None:
+def _announce_password(
+    entity: Entity, ident: Any, password: str, fmt: Format = Format.table
+) -> None:
     # The one time a generated password is shown; only its hash is kept (README: Passwords).
+    # With --format csv/json it goes to stderr, so that stdout stays parseable.
     say(
         f"password of {entity.singular} {ident}: [bold]{password}[/bold]  "
-        "(shown once; only a hash is stored)"
+        "(shown once; only a hash is stored)",
+        fmt,
     )
 
 
 def _read_password_stdin() -> str:
     line = sys.stdin.readline().rstrip("\r\n")
     if not line:
-        raise typer.BadParameter("--password-stdin was given but standard input was empty")
+        raise CdrflowError("--password-stdin was given but standard input was empty")
     return line
 
 
@@ -124,6 +129,8 @@ def build_group(entity: Entity) -> typer.Typer:
     def add(ctx: typer.Context, **values: Any) -> None:
         raw = _given(entity, values)
         password = None
+        if values.get("password_stdin") and not _wants_password(entity, raw):
+            raise CdrflowError(f"only a kind=user {entity.singular} has a password")
         if has_secret and _wants_password(entity, raw):
             password = (
                 _read_password_stdin() if values.get("password_stdin") else generate_password()
@@ -136,7 +143,7 @@ def build_group(entity: Entity) -> typer.Typer:
             say(f"added {entity.singular} [bold]{ident}[/bold]")
         emit_record(row, fmt, entity=entity, title=f"{entity.singular} {ident}")
         if password is not None and not values.get("password_stdin"):
-            _announce_password(entity, ident, password)
+            _announce_password(entity, ident, password, fmt)
 
     group.command("add", help=f"Add a {entity.singular}.")(
         operator_errors(
@@ -155,7 +162,7 @@ def build_group(entity: Entity) -> typer.Typer:
     def edit(ctx: typer.Context, ident: str, **values: Any) -> None:
         changes = _given(entity, values)
         if not changes:
-            raise typer.BadParameter("give at least one option to change")
+            raise CdrflowError(f"{entity.singular} {ident}: give at least one option to change")
         row = catalog_of(ctx).edit(entity.name, ident, changes)
         if values["fmt"] is Format.table:
             say(f"changed {entity.singular} [bold]{ident}[/bold]: {', '.join(changes)}")
@@ -199,6 +206,12 @@ def build_group(entity: Entity) -> typer.Typer:
         )
 
     def list_(ctx: typer.Context, **values: Any) -> None:
+        if entity.status and values.get("status") is not None:
+            # A mistyped status is an error, not an empty list.
+            try:
+                entity.column_by_name[entity.status].kind.parse(values["status"])
+            except ValueError as exc:
+                raise CdrflowError(f"--status: {exc}") from None
         rows = catalog_of(ctx).list(
             entity.name,
             status=values.get("status"),

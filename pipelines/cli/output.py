@@ -10,7 +10,9 @@ from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text as RichText
 
 from schemas.catalog import Entity
 from schemas.fields import Integer, Kind, Text
@@ -43,13 +45,14 @@ def emit(
 ) -> None:
     """Print rows in ``fmt``; values are rendered by their column's kind (money exact)."""
     if columns is None:
-        columns = (
-            list(rows[0])
-            if rows
-            else [c.name for c in entity.columns if not c.secret]
-            if entity
-            else []
-        )
+        if rows:
+            columns = list(rows[0])
+        elif entity:
+            # The columns a row would have, so that an empty listing has the same header.
+            columns = ["id"] if entity.surrogate else []
+            columns += [c.name for c in entity.columns if not c.secret]
+        else:
+            columns = []
     kinds = _kinds(entity, columns)
     if fmt is Format.json:
         payload = [
@@ -62,12 +65,14 @@ def emit(
         for r in rows:
             writer.writerow([k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)])
     else:
-        table = Table(title=title, title_justify="left", header_style="bold")
+        table = Table(title=_text(title), title_justify="left", header_style="bold")
         for name, kind in zip(columns, kinds, strict=True):
             numeric = kind.storage in ("int", "micro")
             table.add_column(name, justify="right" if numeric else "left", overflow="fold")
         for r in rows:
-            table.add_row(*(k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)))
+            table.add_row(
+                *(RichText(k.render(r.get(c))) for c, k in zip(columns, kinds, strict=True))
+            )
         console.print(table)
         if not rows:
             console.print("[dim](none)[/dim]")
@@ -78,11 +83,11 @@ def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: s
     columns = list(row)
     kinds = _kinds(entity, columns)
     if fmt is Format.table:
-        table = Table(title=title, title_justify="left", show_header=False)
+        table = Table(title=_text(title), title_justify="left", show_header=False)
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for c, k in zip(columns, kinds, strict=True):
-            table.add_row(c, k.render(row.get(c)))
+            table.add_row(c, RichText(k.render(row.get(c))))
         console.print(table)
     elif fmt is Format.json:
         payload = {c: k.jsonable(row.get(c)) for c, k in zip(columns, kinds, strict=True)}
@@ -91,10 +96,16 @@ def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: s
         emit([row], fmt, entity=entity, columns=columns)
 
 
-def say(message: str) -> None:
-    """A line for the operator; goes to stderr when stdout carries CSV or JSON."""
-    console.print(message)
+def say(message: str, fmt: Format = Format.table) -> None:
+    """A line for the operator (console markup); goes to stderr when stdout carries CSV or
+    JSON (``fmt``), so that what a program reads stays parseable."""
+    (console if fmt is Format.table else errors).print(message)
 
 
 def fail(message: str) -> None:
-    errors.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    """An error: ``message`` is plain text (a pattern like ``[0-9]`` is shown as it is)."""
+    errors.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _text(title: str | None) -> RichText | None:
+    return None if title is None else RichText(title)

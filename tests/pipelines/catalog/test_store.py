@@ -191,3 +191,22 @@ def test_a_store_newer_than_the_program_is_refused(catalog: Catalog, home: Path)
     catalog.close()
     with pytest.raises(CdrflowError, match="schema version 99, newer than this cdrflow knows"):
         Catalog(home)
+
+
+def test_effective_times_compare_as_times_not_text(catalog: Catalog) -> None:
+    catalog.add("rate_cards", CARD)
+    row = {"card_id": "k1", "prefix": "44", "name": "UK", "rate": "0.01"}
+    # "…00.5Z" sorts before "…00Z" as text, yet is half a second later.
+    catalog.add(
+        "rates",
+        {**row, "effective_from": "2026-12-01T00:00:00Z", "effective_to": "2026-12-01T00:00:00.5Z"},
+    )
+    with pytest.raises(ValidationError, match="must be after"):
+        catalog.add(
+            "rates",
+            {
+                **row,
+                "effective_from": "2026-12-02T00:00:00.5Z",
+                "effective_to": "2026-12-02T00:00:00Z",
+            },
+        )
