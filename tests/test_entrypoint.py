@@ -44,9 +44,19 @@ def test_an_operator_error_is_one_line_without_a_traceback(tmp_path: Path) -> No
 def test_the_demo_leaves_a_home_with_other_customers_alone(tmp_path: Path) -> None:
     home = str(tmp_path / "home")
     add = _cdrflow(
-        "--home", home, "customers", "add", "--customer-id", "mine", "--name", "Mine",
-        "--status", "active", "--currency", "USD",
-    )  # fmt: skip
+        "--home",
+        home,
+        "customers",
+        "add",
+        "--customer-id",
+        "mine",
+        "--name",
+        "Mine",
+        "--status",
+        "active",
+        "--currency",
+        "USD",
+    )
     assert add.returncode == 0, add.stderr
     done = _cdrflow("--home", home, "demo")
     assert done.returncode == 1

@@ -9,6 +9,7 @@ import typer
 
 from pipelines.catalog.csvdir import export_directory, import_card, import_directory
 from pipelines.cli import demo as demo_module
+from pipelines.cli import rate as rate_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.entities import FormatOption, register
 from pipelines.cli.output import Format, emit, say
@@ -99,7 +100,9 @@ def cards_import(
     file: Annotated[Path, typer.Argument(help="CSV file: prefix,name,rate,connect_fee?,mcd?,…")],
 ) -> None:
     """Replace the rate rows of one card with a CSV file."""
-    count = import_card(catalog_of(ctx), card_id, file)
+    catalog = catalog_of(ctx)
+    catalog.get("rate_cards", card_id)  # an unknown card is one problem, not one per row
+    count = import_card(catalog, card_id, file)
     say(f"card [bold]{card_id}[/bold] now has {count} rate rows")
 
 
@@ -127,6 +130,7 @@ def cards_rates(
 
 
 app.command("demo")(demo_module.demo)
+app.command("rate")(rate_module.rate)
 
 
 def main() -> None:

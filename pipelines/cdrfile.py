@@ -1,0 +1,339 @@
+"""Reading switch CDR files (JSON Lines, CSV, Parquet) in bounded memory, line by line exact.
+
+A file is read in blocks of whole lines; every record keeps its raw text, its source file and
+its line (for Parquet, its row number), so that a rejection can say exactly where it was.
+Each block becomes a table of the SPEC §4 fields as text (``RawBlock``); ``validate`` then
+types it (``schemas.cdr.INPUT``) and splits off the invalid records with the field at fault.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from schemas.cdr import INPUT, INPUT_NAMES
+from schemas.errors import CdrflowError
+
+BLOCK_BYTES = 64 << 20
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
+TEXT_COLUMNS = [*INPUT_NAMES, "raw", "source", "line", "problem"]
+
+
+@dataclass
+class RawBlock:
+    """Records of one block as text: the SPEC fields, ``raw``, ``source``, ``line``, and a
+    ``problem`` already found while reading (malformed JSON, a CSV row of the wrong width)."""
+
+    table: pa.Table
+    bytes_read: int
+
+
+def file_format(path: Path) -> str:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise CdrflowError(
+            f"{path}: unknown CDR file type {path.suffix!r}; use .jsonl, .csv or .parquet"
+        ) from None
+
+
+def read_blocks(
+    path: Path, con: duckdb.DuckDBPyConnection, block_bytes: int = BLOCK_BYTES
+) -> Iterator[RawBlock]:
+    """The records of a CDR file, block by block."""
+    if not path.is_file():
+        raise CdrflowError(f"{path}: no such file")
+    kind = file_format(path)
+    if kind == "parquet":
+        yield from _parquet_blocks(path)
+        return
+    header: list[str] | None = None
+    for first_line, lines, raw_bytes in _line_blocks(path, block_bytes):
+        if kind == "jsonl":
+            yield RawBlock(_json_records(con, str(path), first_line, lines), len(raw_bytes))
+            continue
+        if header is None:
+            header = _csv_header(path, lines)
+            lines, raw_bytes, first_line = (
+                lines.slice(1),
+                raw_bytes[len(lines[0].as_py().encode()) :],
+                first_line + 1,
+            )
+        yield RawBlock(
+            _csv_records(str(path), header, first_line, lines, raw_bytes), len(raw_bytes)
+        )
+
+
+def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, pa.Array, bytes]]:
+    """(number of the first line, the lines with their newline, the bytes) per block."""
+    line = 1
+    carry = b""
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(block_bytes)
+            data = carry + chunk
+            if not data:
+                return
+            if chunk:
+                end = data.rfind(b"\n") + 1
+                if end == 0:
+                    carry = data
+                    continue
+            else:
+                end = len(data)
+                if not data.endswith(b"\n"):
+                    data += b"\n"
+                    end += 1
+            block, carry = data[:end], data[end:]
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10) + 1
+            offsets = np.zeros(ends.size + 1, np.int64)
+            offsets[1:] = ends
+            lines = pa.LargeStringArray.from_buffers(
+                ends.size, pa.py_buffer(offsets), pa.py_buffer(block)
+            )
+            try:
+                lines.validate(full=True)
+            except pa.ArrowInvalid:
+                lines = pa.array(
+                    [b.decode("utf-8", "replace") for b in block.splitlines(keepends=True)],
+                    pa.large_string(),
+                )
+            yield line, lines, block
+            line += ends.size
+            if not chunk:
+                return
+
+
+_TEXT_STRUCT = json.dumps({name: "VARCHAR" for name in INPUT_NAMES})
+# json_transform to VARCHAR keeps each value's text (a number as written, an object as JSON);
+# validation then judges the text. A line that is not one JSON object is malformed.
+_JSON_SQL = f"""
+WITH parsed AS (
+    SELECT line AS raw, n, json_valid(line) AND starts_with(ltrim(line), '{{') AS ok
+    FROM lines
+)
+SELECT unnest(CASE WHEN ok THEN json_transform(raw, '{_TEXT_STRUCT}') END),
+       raw, ? AS source, n AS line,
+       CASE WHEN NOT ok THEN 'not a JSON object' END AS problem
+FROM parsed
+"""
+
+
+def _json_records(
+    con: duckdb.DuckDBPyConnection, source: str, first_line: int, lines: pa.Array
+) -> pa.Table:
+    numbers = pa.array(np.arange(first_line, first_line + len(lines), dtype=np.int64))
+    table = pa.table({"line": lines.cast(pa.string()), "n": numbers})
+    con.register("lines", table)
+    try:
+        result = con.sql(_JSON_SQL, params=[source]).to_arrow_table()
+    finally:
+        con.unregister("lines")
+    return _mark_empty(result)
+
+
+def _blank(raw: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Lines holding nothing but white space: not records at all."""
+    lengths = pc.fill_null(pc.binary_length(raw), 0).to_numpy(zero_copy_only=False)
+    blank = np.zeros(len(lengths), bool)
+    for i in np.flatnonzero(lengths <= 4):  # a newline, a CR, a stray space or tab
+        blank[i] = not (raw[int(i)].as_py() or "").strip()
+    return blank
+
+
+def _mark_empty(table: pa.Table) -> pa.Table:
+    blank = _blank(table["raw"])
+    if not blank.any():
+        return table
+    problem = pc.if_else(pa.array(blank), "empty", table["problem"])
+    return table.set_column(table.schema.get_field_index("problem"), "problem", problem)
+
+
+def _csv_header(path: Path, lines: pa.Array) -> list[str]:
+    text = lines[0].as_py().rstrip("\r\n") if len(lines) else ""
+    names = [h.strip() for h in next(csv.reader([text]), [])]
+    missing = [name for name in ("callid", "dt", "dest_number", "sip_code") if name not in names]
+    if missing:
+        raise CdrflowError(f"{path}:1: the CSV header lacks {', '.join(missing)} (SPEC §4 fields)")
+    return names
+
+
+def _csv_records(
+    source: str, header: list[str], first_line: int, lines: pa.Array, raw_bytes: bytes
+) -> pa.Table:
+    n = len(lines)
+    empty = _blank(lines)
+    bad: list[str] = []
+
+    def on_invalid(row: pcsv.InvalidRow) -> str:
+        bad.append(row.text)
+        return "skip"
+
+    parsed = pcsv.read_csv(
+        io.BytesIO(raw_bytes),
+        read_options=pcsv.ReadOptions(column_names=header, use_threads=True, block_size=16 << 20),
+        parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
+        convert_options=pcsv.ConvertOptions(
+            column_types={name: pa.string() for name in header},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    invalid = np.zeros(n, bool)
+    if bad:
+        # pyarrow names a bad row by its text: every line with that text is bad.
+        wanted = {b.rstrip("\r\n") for b in bad}
+        stripped = pc.utf8_rtrim(lines.cast(pa.string()), characters="\r\n")
+        invalid = pc.is_in(stripped, value_set=pa.array(sorted(wanted))).to_numpy(
+            zero_copy_only=False
+        )
+        invalid &= ~empty
+    good = np.flatnonzero(~empty & ~invalid)
+    if good.size != parsed.num_rows:
+        raise CdrflowError(f"{source}: could not map CSV rows to lines near line {first_line}")
+    numbers = np.arange(first_line, first_line + n, dtype=np.int64)
+    columns = {}
+    for name in INPUT_NAMES:
+        if name in parsed.column_names:
+            values = np.full(n, None, dtype=object)
+            values[good] = parsed[name].to_numpy(zero_copy_only=False)
+            columns[name] = pa.array(values, pa.string())
+        else:
+            columns[name] = pa.nulls(n, pa.string())
+    problem = np.full(n, None, dtype=object)
+    problem[invalid] = f"the row does not have the {len(header)} fields of the header"
+    problem[empty] = "empty"
+    columns["raw"] = lines.cast(pa.string())
+    columns["source"] = pa.array([source] * n, pa.string()) if n else pa.array([], pa.string())
+    columns["line"] = pa.array(numbers)
+    columns["problem"] = pa.array(problem, pa.string())
+    return pa.table(columns)
+
+
+def _parquet_blocks(path: Path) -> Iterator[RawBlock]:
+    file = pq.ParquetFile(path)
+    names = [name for name in INPUT_NAMES if name in file.schema_arrow.names]
+    row = 1
+    for batch in file.iter_batches(batch_size=500_000, columns=names):
+        table = pa.Table.from_batches([batch])
+        n = table.num_rows
+        columns = {}
+        for name in INPUT_NAMES:
+            if name not in names:
+                columns[name] = pa.nulls(n, pa.string())
+                continue
+            column = table[name]
+            if pa.types.is_timestamp(column.type):
+                column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")  # %S carries the fraction
+            columns[name] = column.cast(pa.string())
+        columns["raw"] = pa.nulls(n, pa.string())  # made from the row only when it is rejected
+        columns["source"] = pa.array([str(path)] * n, pa.string())
+        columns["line"] = pa.array(np.arange(row, row + n, dtype=np.int64))
+        columns["problem"] = pa.nulls(n, pa.string())
+        yield RawBlock(pa.table(columns), batch.nbytes)
+        row += n
+
+
+def raw_of_row(table: pa.Table, index: int) -> str:
+    """The raw text of a Parquet row: its fields as one JSON object."""
+    record = {
+        k: v
+        for k, v in table.slice(index, 1).to_pylist()[0].items()
+        if k in INPUT_NAMES and v is not None
+    }
+    return json.dumps(record, ensure_ascii=False)
+
+
+__all__ = ["INPUT", "TEXT_COLUMNS", "RawBlock", "file_format", "raw_of_row", "read_blocks"]
+
+
+def _checks() -> str:
+    """The SPEC §4 rules as one SQL CASE: the first broken rule names its field."""
+
+    def q(name: str) -> str:
+        return f"""'{name}: ' || coalesce('''' || replace("{name}", chr(0), '') || '''', 'null')"""
+
+    return f"""
+    CASE
+      WHEN problem IS NOT NULL THEN problem
+      WHEN callid IS NULL THEN 'callid: missing'
+      WHEN dt IS NULL THEN 'dt: missing'
+      WHEN t_dt IS NULL THEN {q("dt")} || ' is neither ISO 8601 nor epoch milliseconds'
+      WHEN dest_number IS NULL THEN 'dest_number: missing'
+      WHEN NOT regexp_full_match(dest_number, '[0-9+*#]{{1,64}}')
+        THEN {q("dest_number")} || ' may hold only digits, +, * and #'
+      WHEN sip_code IS NULL THEN 'sip_code: missing'
+      WHEN t_sip_code IS NULL OR t_sip_code NOT BETWEEN 100 AND 699
+        THEN {q("sip_code")} || ' is not a SIP response code (100-699)'
+      WHEN duration IS NOT NULL AND (t_duration IS NULL OR t_duration < 0)
+        THEN {q("duration")} || ' is not a number of seconds >= 0'
+      WHEN pdd_ms IS NOT NULL AND (t_pdd_ms IS NULL OR t_pdd_ms < 0)
+        THEN {q("pdd_ms")} || ' is not a whole number of milliseconds >= 0'
+      WHEN ring_duration IS NOT NULL AND (t_ring_duration IS NULL OR t_ring_duration < 0)
+        THEN {q("ring_duration")} || ' is not a number of seconds >= 0'
+      WHEN direction IS NOT NULL AND direction NOT IN ('outbound', 'inbound')
+        THEN {q("direction")} || ' is neither outbound nor inbound'
+    END"""
+
+
+_STRINGS = [f.name for f in INPUT if pa.types.is_string(f.type)]
+_GIVEN = ", ".join(f'nullif(trim("{name}"), \'\') AS "{name}"' for name in INPUT_NAMES)
+_VALIDATE_SQL = f"""
+WITH given AS (
+    SELECT {_GIVEN},
+           raw, source, line, problem
+    FROM block
+), typed AS (
+    SELECT *,
+           CASE WHEN regexp_full_match(dt, '[0-9]{{1,15}}')
+                THEN epoch_ms(CAST(dt AS BIGINT))::TIMESTAMPTZ
+                ELSE TRY_CAST(dt AS TIMESTAMPTZ) END AS t_dt,
+           TRY_CAST(sip_code AS SMALLINT) AS t_sip_code,
+           TRY_CAST(duration AS DECIMAL(18, 6)) AS t_duration,
+           TRY_CAST(pdd_ms AS BIGINT) AS t_pdd_ms,
+           TRY_CAST(ring_duration AS DECIMAL(18, 6)) AS t_ring_duration
+    FROM given
+)
+SELECT {", ".join(f'"{name}"' for name in _STRINGS if name not in ("direction",))},
+       t_dt AS dt, t_sip_code AS sip_code, t_duration AS duration, t_pdd_ms AS pdd_ms,
+       t_ring_duration AS ring_duration, coalesce(direction, 'outbound') AS direction,
+       raw, source, line, {_checks()} AS invalid
+FROM typed
+"""
+
+
+def validate(con: duckdb.DuckDBPyConnection, block: pa.Table) -> tuple[pa.Table, pa.Table, int]:
+    """Type a block of text records. Returns (valid records: ``INPUT`` plus raw, source and
+    line; invalid ones with their ``detail``; the number of blank lines skipped)."""
+    con.register("block", block)
+    try:
+        result = con.sql(_VALIDATE_SQL).to_arrow_table()
+    finally:
+        con.unregister("block")
+    invalid = result["invalid"]
+    blank = pc.fill_null(pc.equal(invalid, "empty"), False)
+    bad = pc.and_not(pc.is_valid(invalid), blank)
+    good = pc.is_null(invalid)
+    valid = result.filter(good)
+    columns = [valid[name].cast(INPUT.field(name).type) for name in INPUT_NAMES]
+    columns += [valid["raw"], valid["source"], valid["line"]]
+    typed = pa.table(columns, names=[*INPUT_NAMES, "raw", "source", "line"])
+    rejects = result.filter(bad)
+    return typed, rejects, int(pc.sum(blank).as_py() or 0)

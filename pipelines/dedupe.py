@@ -1,0 +1,125 @@
+"""The set of callids already billed: the lake's (within the window) and this run's.
+
+A callid is kept as two independent 64-bit hashes of its bytes (128 bits: a false match
+among a billion callids has a chance of about 1e-21), in an open-addressing table of numpy
+arrays that numba probes. The table holds the lake's callids for the days around the CDRs
+being rated (SPEC §5.5: at least 7 days of ``dt``) and every callid this run has rated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.home import rated_lake
+from rating.engine import _strings
+
+WINDOW_DAYS = 7
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_POLY = np.uint64(0x9E3779B97F4A7C15)
+
+
+@nb.njit(cache=True)
+def _hash(offsets, data, h1, h2):
+    for i in range(h1.size):
+        a = _FNV_OFFSET
+        b = np.uint64(0x243F6A8885A308D3)
+        for k in range(offsets[i], offsets[i + 1]):
+            c = np.uint64(data[k])
+            a = (a ^ c) * _FNV_PRIME
+            b = (b + c + np.uint64(1)) * _POLY
+            b ^= b >> np.uint64(29)
+        # splitmix64's finaliser spreads the low bits the table slots use.
+        a ^= a >> np.uint64(33)
+        a *= np.uint64(0xFF51AFD7ED558CCD)
+        a ^= a >> np.uint64(33)
+        h1[i] = a if a != 0 else np.uint64(1)  # 0 marks an empty slot
+        h2[i] = b
+
+
+@nb.njit(cache=True)
+def _mark(h1, h2, ok, keys1, keys2, dup, insert_only):
+    """Walk in input order: a callid already in the table is a duplicate; a rated (``ok``)
+    one that is not goes in, so that later repeats are duplicates too."""
+    mask = keys1.size - 1
+    added = 0
+    for i in range(h1.size):
+        s = np.int64(h1[i] & np.uint64(mask))
+        found = False
+        while keys1[s] != 0:
+            if keys1[s] == h1[i] and keys2[s] == h2[i]:
+                found = True
+                break
+            s = (s + 1) & mask
+        if found:
+            if not insert_only:
+                dup[i] = True
+            continue
+        if ok[i]:
+            keys1[s] = h1[i]
+            keys2[s] = h2[i]
+            added += 1
+    return added
+
+
+class BilledCallids:
+    """Callids already billed, for duplicate detection across the lake and one run."""
+
+    def __init__(self, home: Path) -> None:
+        self.lake = rated_lake(home)
+        self.keys1 = np.zeros(1 << 16, np.uint64)
+        self.keys2 = np.zeros(1 << 16, np.uint64)
+        self.count = 0
+        self.loaded_days: set[int] = set()
+
+    def _room(self, more: int) -> None:
+        if 2 * (self.count + more) <= self.keys1.size:
+            return
+        size = self.keys1.size
+        while 2 * (self.count + more) > size:
+            size *= 2
+        old1, old2 = self.keys1[self.keys1 != 0], self.keys2[self.keys1 != 0]
+        self.keys1 = np.zeros(size, np.uint64)
+        self.keys2 = np.zeros(size, np.uint64)
+        self.count = 0
+        self._insert(old1, old2)
+
+    def _insert(self, h1: np.ndarray, h2: np.ndarray) -> None:
+        self._room(h1.size)
+        dup = np.zeros(h1.size, np.bool_)
+        self.count += _mark(h1, h2, np.ones(h1.size, np.bool_), self.keys1, self.keys2, dup, True)
+
+    def load_lake(self, days: np.ndarray) -> None:
+        """Bring in the lake's callids of every day within the window of ``days``."""
+        if days.size == 0:
+            return
+        wanted = set(range(int(days.min()) - WINDOW_DAYS, int(days.max()) + WINDOW_DAYS + 1))
+        for day in sorted(wanted - self.loaded_days):
+            self.loaded_days.add(day)
+            folder = self.lake / f"date={np.datetime64(day, 'D')}"
+            for path in sorted(folder.glob("*.parquet")):
+                callids = pq.read_table(path, columns=["callid"])["callid"]
+                self._insert(*hashes(callids))
+
+    def mark(self, callids: pa.ChunkedArray | pa.Array, ok: np.ndarray) -> np.ndarray:
+        """Duplicates among ``callids`` (input order); rated ones (``ok``, not duplicate) are
+        remembered as billed."""
+        h1, h2 = hashes(callids)
+        self._room(h1.size)
+        dup = np.zeros(h1.size, np.bool_)
+        self.count += _mark(h1, h2, ok.astype(np.bool_), self.keys1, self.keys2, dup, False)
+        return dup
+
+
+def hashes(callids: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    offsets, data = _strings(pc.cast(callids, pa.string()))
+    h1 = np.empty(len(offsets) - 1, np.uint64)
+    h2 = np.empty(len(offsets) - 1, np.uint64)
+    _hash(offsets, data, h1, h2)
+    return h1, h2

@@ -1,0 +1,162 @@
+"""Writing the lake so that a crash at any moment changes nothing (SPEC §5.5).
+
+A run writes every file into ``lake/_staging/<run>/`` first. Its commit point is one atomic
+rename: the run's manifest into ``lake/_runs/<run>.json``. Only then are the staged files
+moved into their partitions, each by an atomic rename. Whoever next takes the home's lake
+lock finishes that move for a committed run (roll forward) and deletes the staging of a run
+that never committed (roll back). A reader never sees a partial file; after recovery the lake
+holds all of a run or none of it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.home import rated_lake
+
+FINGERPRINT_BYTES = 1 << 20
+
+
+def lake_root(home: Path) -> Path:
+    return rated_lake(home).parent
+
+
+@contextmanager
+def lake_lock(home: Path, on_wait: Any = None) -> Iterator[None]:
+    """One writer of the lake at a time; a second waits (``on_wait`` is told)."""
+    root = lake_root(home)
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fingerprint(path: Path) -> str:
+    """A file's identity for 'was this input already rated': its size and the hash of its
+    first and last MiB (reading it whole would cost as much as rating it)."""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with path.open("rb") as f:
+        digest.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(f.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
+def committed_runs(home: Path) -> list[dict[str, Any]]:
+    runs = lake_root(home) / "_runs"
+    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))] if runs.is_dir() else []
+
+
+def recover(home: Path) -> list[str]:
+    """Finish or undo what crashed runs left; returns a line per run recovered."""
+    root = lake_root(home)
+    staging = root / "_staging"
+    done = []
+    if not staging.is_dir():
+        return done
+    for run_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
+        manifest = root / "_runs" / f"{run_dir.name}.json"
+        if manifest.is_file():
+            _publish(run_dir, root)
+            done.append(f"run {run_dir.name}: committed before a crash; its files are now in place")
+        else:
+            done.append(f"run {run_dir.name}: did not commit; its staged files were removed")
+        shutil.rmtree(run_dir)
+    return done
+
+
+def _publish(run_dir: Path, root: Path) -> None:
+    for staged in sorted(run_dir.rglob("*.parquet")):
+        target = root / staged.relative_to(run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+
+
+class Staging:
+    """The files of one run, written aside until ``commit``."""
+
+    def __init__(self, home: Path, run_id: str, file_rows: int = 1 << 20) -> None:
+        self.root = lake_root(home)
+        self.run_id = run_id
+        self.dir = self.root / "_staging" / run_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sequence = 0
+        self.files: list[str] = []
+        self.file_rows = file_rows
+        self.committed = False
+        self.pending: dict[str, list[tuple[pa.Table, pa.Array]]] = {}
+
+    def add(self, kind: str, table: pa.Table, days: pa.Array) -> None:
+        """Stage ``table`` for ``kind``'s partitions by the UTC date in ``days`` (date32);
+        rows are gathered into files of about ``file_rows`` rows."""
+        if table.num_rows == 0:
+            return
+        pending = self.pending.setdefault(kind, [])
+        pending.append((table, days))
+        if sum(t.num_rows for t, _ in pending) >= self.file_rows:
+            self.flush(kind)
+
+    def flush(self, kind: str) -> None:
+        pending = self.pending.pop(kind, [])
+        if pending:
+            table = pa.concat_tables([t for t, _ in pending])
+            days = pa.concat_arrays([d for _, d in pending])
+            self._write(kind, table, days)
+
+    def _write(self, kind: str, table: pa.Table, days: pa.Array) -> None:
+        self.sequence += 1
+        for day in pc.unique(days).to_pylist():
+            part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+            folder = self.dir / kind / f"date={day.isoformat()}"
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"part-{self.run_id}-{self.sequence:05d}.parquet"
+            tmp = folder / f".{name}.tmp"
+            pq.write_table(part, tmp, compression="zstd", compression_level=1)
+            os.replace(tmp, folder / name)
+            self.files.append(f"{kind}/date={day.isoformat()}/{name}")
+
+    def commit(self, manifest: dict[str, Any]) -> None:
+        """The commit point: the manifest appears atomically; then the files move in."""
+        for kind in list(self.pending):
+            self.flush(kind)
+        for name in self.files:  # on disk before the commit point, so power loss cannot tear a run
+            with (self.dir / name).open("rb") as f:
+                os.fsync(f.fileno())
+        runs = self.root / "_runs"
+        runs.mkdir(exist_ok=True)
+        tmp = runs / f".{self.run_id}.json.tmp"
+        tmp.write_text(json.dumps({**manifest, "run": self.run_id, "files": self.files}, indent=1))
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, runs / f"{self.run_id}.json")
+        self.committed = True
+        _publish(self.dir, self.root)
+        shutil.rmtree(self.dir)
+
+    def abort(self) -> None:
+        """Undo a run that failed before its commit point; after it, only ``recover`` may
+        touch the staged files (it finishes publishing them)."""
+        if not self.committed:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,281 @@
+"""``cdrflow rate``: files of switch CDRs in, the rated and rejected lake out, exactly once.
+
+One run: take the lake lock, recover what a crashed run left, skip inputs an earlier run
+already committed, then read each file block by block (bounded memory), validate, price,
+mark duplicates, and stage rated and rejected files. Calls that may draw on packages are
+held back (only them) and rated at the end in (dt, callid) order across the whole run. The
+run commits at once (``pipelines.lakefiles``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.catalog import Catalog
+from pipelines.cdrfile import read_blocks, validate
+from pipelines.dedupe import BilledCallids
+from pipelines.home import rated_lake
+from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
+from rating.engine import Priced, finish, price, usage_from
+from rating.tables import Tables, compile_tables
+from schemas.cdr import INPUT_NAMES, REJECTED, TIME
+
+SNAPSHOT_ENTITIES = (
+    "customers",
+    "rate_cards",
+    "rates",
+    "routes",
+    "auth",
+    "packages",
+    "customer_packages",
+    "dids",
+    "providers",
+)
+
+_DETAIL = {
+    "duplicate": "callid {callid} is already billed (in the lake or earlier in this input)",
+    "unknown_customer": "no customer: customer_id {customer_id}, source_ip {source_ip}, "
+    "sip_user {sip_user} match none",
+    "no_route": "customer {customer} has no route that takes {dest_number}",
+    "no_rate": "no rate for {dest_number} at {dt}",
+}
+
+
+@dataclass
+class Summary:
+    """What a run did, for the operator and for tests."""
+
+    run: str
+    rated: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    blank_lines: int = 0
+    skipped_inputs: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    bytes_read: int = 0
+
+    @property
+    def records(self) -> int:
+        return self.rated + sum(self.rejected.values())
+
+
+def load_tables(catalog: Catalog) -> Tables:
+    """The catalog compiled for rating (once per catalog version)."""
+    version = catalog.version()
+    snapshot = {name: catalog.list(name) for name in SNAPSHOT_ENTITIES}
+    return compile_tables(snapshot, version)
+
+
+def package_usage(con: duckdb.DuckDBPyConnection, home: Path, tables: Tables) -> Any:
+    """Package seconds already drawn, from the lake (the truth of usage, SPEC §5.3)."""
+    lake = rated_lake(home)
+    if not tables.allot_package or not any(lake.glob("date=*/*.parquet")):
+        return usage_from(tables, [])
+    rows = con.sql(
+        f"""
+        SELECT customer_id, d.package_id, strftime(d.start_date, '%Y-%m-%d'), d.period_start,
+               sum(d.seconds)
+        FROM (SELECT customer_id, unnest(package_draws) AS d
+              FROM read_parquet('{lake}/date=*/*.parquet', hive_partitioning = false)
+              WHERE len(package_draws) > 0)
+        GROUP BY ALL
+        """
+    ).fetchall()
+    return usage_from(tables, rows)
+
+
+def rate_files(
+    home: Path,
+    paths: Sequence[Path],
+    *,
+    progress: Callable[[int], None] | None = None,
+    block_bytes: int = 64 << 20,
+    on_wait: Callable[[], None] | None = None,
+) -> Summary:
+    """Rate CDR files into the home's lake, exactly once."""
+    started = time.perf_counter()
+    run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    summary = Summary(run)
+    with lake_lock(home, on_wait):
+        summary.recovered = recover(home)
+        done = {fp: r["run"] for r in committed_runs(home) for fp in r.get("inputs", {}).values()}
+        todo: dict[str, str] = {}
+        for path in paths:
+            fp = fingerprint(path)
+            if fp in done:
+                summary.skipped_inputs.append(f"{path}: already rated by run {done[fp]}")
+            elif fp not in todo.values():
+                todo[str(path)] = fp
+        if not todo:
+            summary.seconds = time.perf_counter() - started
+            return summary
+        with Catalog(home) as catalog:
+            tables = load_tables(catalog)
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        staging = Staging(home, run)
+        try:
+            _run(
+                home, con, tables, [Path(p) for p in todo], staging, summary, progress, block_bytes
+            )
+            staging.commit(
+                {
+                    "inputs": todo,
+                    "catalog_version": tables.version,
+                    "rated": summary.rated,
+                    "rejected": dict(summary.rejected),
+                }
+            )
+        except BaseException:
+            staging.abort()
+            raise
+        finally:
+            con.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run(
+    home: Path,
+    con: duckdb.DuckDBPyConnection,
+    tables: Tables,
+    paths: Sequence[Path],
+    staging: Staging,
+    summary: Summary,
+    progress: Callable[[int], None] | None,
+    block_bytes: int,
+) -> None:
+    billed = BilledCallids(home)
+    usage = package_usage(con, home, tables)
+    now = int(datetime.now(UTC).timestamp() * 1_000_000)
+    held: list[Priced] = []
+    for path in paths:
+        for block in read_blocks(path, con, block_bytes):
+            valid, invalid, blank = validate(con, block.table)
+            summary.blank_lines += blank
+            _stage_rejects(con, staging, invalid, "invalid", invalid["invalid"], now, summary)
+            priced = price(tables, valid)
+            billed.load_lake(priced.days)
+            ok = priced.reason == None  # noqa: E711 - elementwise
+            dup = billed.mark(valid["callid"], ok)
+            priced.reason[dup] = "duplicate"
+            rejected = np.flatnonzero(priced.reason != None)  # noqa: E711
+            if rejected.size:
+                _stage_rating_rejects(con, staging, tables, priced.take(rejected), now, summary)
+            rated = np.flatnonzero(priced.reason == None)  # noqa: E711
+            may_draw = (priced.billed[rated] > 0) & (
+                tables.allot_count[np.maximum(priced.customer[rated], 0)] > 0
+            )
+            if may_draw.any():
+                held.append(priced.take(rated[may_draw]))
+            _stage_rated(
+                staging, finish(tables, priced.take(rated[~may_draw]), usage, now), summary
+            )
+            if progress is not None:
+                progress(block.bytes_read)
+            summary.bytes_read += block.bytes_read
+    if held:
+        _stage_rated(staging, finish(tables, Priced.concat(held), usage, now), summary)
+
+
+def _days(times: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The UTC date (date32) of each time: the lake partition it belongs to."""
+    days = pc.cast(pc.cast(times, TIME), pa.date32())
+    return days.combine_chunks() if isinstance(days, pa.ChunkedArray) else days
+
+
+def _stage_rated(staging: Staging, table: pa.Table, summary: Summary) -> None:
+    summary.rated += table.num_rows
+    staging.add("rated", table, _days(table["dt"]))
+
+
+def _stage_rejects(
+    con: duckdb.DuckDBPyConnection,
+    staging: Staging,
+    table: pa.Table,
+    reason: str,
+    detail: pa.Array | pa.ChunkedArray,
+    now: int,
+    summary: Summary,
+) -> None:
+    """Rejected records: what was given, why, and where it was, with the raw text as read
+    (a Parquet row, which has none, as a JSON object of its fields)."""
+    n = table.num_rows
+    if n == 0:
+        return
+    raw = pc.utf8_rtrim(pc.cast(table["raw"], pa.string()), characters="\r\n")
+    if raw.null_count:
+        raw = pc.coalesce(raw, _row_json(con, table))
+    rejected_at = pa.array(np.full(n, now, np.int64)).cast(TIME)
+    dt = table["dt"] if pa.types.is_timestamp(table["dt"].type) else pa.nulls(n, TIME)
+    out = pa.table(
+        {
+            "callid": pc.cast(table["callid"], pa.string()),
+            "dt": pc.cast(dt, TIME),
+            "customer_id": pc.cast(table["customer_id"], pa.string()),
+            "reject_reason": pa.array([reason] * n, pa.string()),
+            "reject_detail": pc.cast(detail, pa.string()),
+            "raw": raw,
+            "rejected_at": rejected_at,
+            "source": table["source"],
+            "line": table["line"],
+        },
+        schema=REJECTED,
+    )
+    summary.rejected[reason] += n
+    # A record without a valid dt is filed under the day it was rejected.
+    staging.add("rejected", out, pc.coalesce(_days(out["dt"]), _days(rejected_at)))
+
+
+def _row_json(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.ChunkedArray:
+    fields = table.select([name for name in INPUT_NAMES if name in table.column_names])
+    con.register("fields", fields)
+    try:
+        return con.sql("SELECT to_json(fields)::VARCHAR AS j FROM fields").to_arrow_table()["j"]
+    finally:
+        con.unregister("fields")
+
+
+def _stage_rating_rejects(
+    con: duckdb.DuckDBPyConnection,
+    staging: Staging,
+    tables: Tables,
+    p: Priced,
+    now: int,
+    summary: Summary,
+) -> None:
+    for reason in ("duplicate", "unknown_customer", "no_route", "no_rate"):
+        index = np.flatnonzero(p.reason == reason)
+        if index.size == 0:
+            continue
+        part = p.batch.take(pa.array(index))
+        customers = [tables.customer_ids[c] if c >= 0 else "" for c in p.customer[index]]
+        given = part.select(["callid", "customer_id", "source_ip", "sip_user", "dest_number", "dt"])
+        detail = [
+            _DETAIL[reason].format(
+                **{k: (v if v is not None else "-") for k, v in row.items()}, customer=customer
+            )
+            for row, customer in zip(given.to_pylist(), customers, strict=True)
+        ]
+        if reason != "unknown_customer":  # the customer found, not only the one given
+            part = part.set_column(
+                part.schema.get_field_index("customer_id"),
+                "customer_id",
+                pa.array([c or None for c in customers], pa.string()),
+            )
+        _stage_rejects(con, staging, part, reason, pa.array(detail, pa.string()), now, summary)
+
+
+__all__ = ["Summary", "load_tables", "rate_files"]

@@ -1,0 +1,584 @@
+"""The rating engine's wrappers: Arrow columns in, kernels run, Arrow columns out.
+
+Rating is two steps so that packages can be drawn in (dt, callid) order across a whole run:
+``price`` resolves who pays, the route, the rate row, billed seconds and the provider leg of
+one batch; ``finish`` draws packages over any number of priced batches (concatenated) and
+computes charge, tax and profit exactly, producing rated CDRs (``schemas.cdr.RATED``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+from numba import types as nbt
+from numba.typed import Dict
+
+from rating import kernels
+from rating.modes import Rounding, round_ratio
+from rating.tables import EPOCH, Tables
+from schemas.cdr import INPUT_NAMES, MONEY, PACKAGE_DRAW, RATED, TIME
+from schemas.errors import CdrflowError
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass
+class Priced:
+    """One or more batches after ``price``: the validated input and what rating found."""
+
+    batch: pa.Table  # validated input columns (schemas.cdr.INPUT)
+    reason: npt.NDArray[np.object_]  # None, or the reject reason
+    customer: I64
+    card: I64
+    start: I64  # where the rated number starts in dest_number
+    row: I64  # rate row, -1 none
+    billed: I64
+    provider_card: I64
+    provider_row: I64
+    provider_billed: I64
+    days: I64  # UTC day of dt, days since 1970-01-01
+
+    def __len__(self) -> int:
+        return int(self.batch.num_rows)
+
+    def take(self, index: npt.NDArray[np.int64]) -> Priced:
+        arrays = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "batch"}
+        return Priced(batch=self.batch.take(pa.array(index)), **arrays)
+
+    @staticmethod
+    def concat(parts: Sequence[Priced]) -> Priced:
+        arrays = {
+            f.name: np.concatenate([getattr(p, f.name) for p in parts])
+            for f in fields(Priced)
+            if f.name != "batch"
+        }
+        return Priced(batch=pa.concat_tables([p.batch for p in parts]), **arrays)
+
+
+def _strings(column: pa.ChunkedArray | pa.Array) -> tuple[I64, npt.NDArray[np.uint8]]:
+    """Arrow string buffers as (int64 offsets, uint8 data), nulls as empty strings."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    array = pc.fill_null(array, "").cast(pa.large_string())
+    _, offsets_buf, data_buf = array.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int64)[array.offset : array.offset + len(array) + 1]
+    data = (
+        np.frombuffer(data_buf, np.uint8)
+        if data_buf is not None and data_buf.size
+        else np.zeros(1, np.uint8)
+    )
+    return offsets, data
+
+
+def _micro(column: pa.ChunkedArray) -> I64:
+    """A decimal(18,6) column as int64 millionths (nulls as 0), without a float in between."""
+    array = pc.fill_null(column, Decimal(0)).combine_chunks()
+    words = np.frombuffer(array.buffers()[1], np.int64)
+    # A decimal128 is two little-endian words; values below 2^63 live in the low one.
+    return words[2 * array.offset : 2 * (array.offset + len(array)) : 2].copy()
+
+
+def _times(column: pa.ChunkedArray) -> I64:
+    times: I64 = column.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+    return times
+
+
+def price(tables: Tables, batch: pa.Table) -> Priced:
+    """Resolve, route and bill every CDR of a validated batch (SPEC §5.1-§5.2 without packages)."""
+    n = batch.num_rows
+    dest = batch["dest_number"]
+    offsets, data = _strings(dest)
+    customer = np.full(n, -1, np.int64)
+    card = np.full(n, -1, np.int64)
+    start = np.zeros(n, np.int64)
+    provider_card = np.full(n, -1, np.int64)
+    # 1a. Inbound calls to a DID: the DID's customer and card, the number as it is.
+    if tables.did_numbers:
+        inbound = pc.fill_null(pc.equal(batch["direction"], "inbound"), False)
+        plus = pc.starts_with(dest, "+")
+        bare = pc.if_else(plus, pc.utf8_slice_codeunits(dest, 1), dest)
+        did = pc.index_in(bare, value_set=pa.array(tables.did_numbers))
+        did = pc.if_else(inbound, did, None)
+        did_np = pc.fill_null(did, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        hit = did_np >= 0
+        customer[hit] = tables.did_customer[did_np[hit]]
+        card[hit] = tables.did_card[did_np[hit]]
+        start[hit] = pc.fill_null(plus, False).to_numpy(zero_copy_only=False)[hit].astype(np.int64)
+        provider_card[hit] = tables.did_provider_card[did_np[hit]]
+    else:
+        hit = np.zeros(n, bool)
+    # 1b. An explicit customer_id must name a customer.
+    given = _index_of(batch["customer_id"], tables.customer_index)
+    named = (given != -1) & ~hit
+    customer[named] = given[named]  # -2, an unknown customer, stays unresolved
+    # 1c-d. Auth by source IP, then by SIP user.
+    pending = ~hit & ~named
+    if pending.any():
+        out = np.where(pending, -1, customer)
+        for column, candidates in (("source_ip", _ip_candidates), ("sip_user", _user_candidates)):
+            keys, lists = candidates(tables, batch[column])
+            if lists:
+                cand_first, cand_count, cand_entry = _csr(lists)
+                keys = np.where(out < 0, keys, -1)
+                tp = tables.auth_tech_prefix
+                kernels.resolve_auth(
+                    offsets,
+                    data,
+                    keys,
+                    cand_first,
+                    cand_count,
+                    cand_entry,
+                    tp.offsets,
+                    tp.data,
+                    tables.auth_customer,
+                    out,
+                )
+        customer = np.where(pending, out, customer)
+    reason = np.full(n, None, dtype=object)
+    reason[customer < 0] = "unknown_customer"
+    # 2. Routes, for calls that are not to a DID.
+    routed = (customer >= 0) & ~hit
+    if routed.any():
+        route_customers = np.where(routed, customer, -1)
+        regex_ok = _regex_matches(tables, dest, route_customers)
+        rt, dial = tables.route_tech_prefix, tables.dial_prefixes
+        route_card = np.full(n, -1, np.int64)
+        route_start = np.zeros(n, np.int64)
+        kernels.choose_route(
+            offsets,
+            data,
+            route_customers,
+            tables.route_first,
+            tables.route_count,
+            tables.route_card,
+            rt.offsets,
+            rt.data,
+            tables.route_strip,
+            tables.route_dial_kind,
+            tables.route_dial_first,
+            tables.route_dial_count,
+            dial.offsets,
+            dial.data,
+            tables.route_regex_col,
+            regex_ok,
+            route_card,
+            route_start,
+        )
+        card = np.where(routed, route_card, card)
+        start = np.where(routed, route_start, start)
+        reason[routed & (route_card < 0)] = "no_route"
+    # 3. The rate row: longest prefix effective at dt.
+    times = _times(batch["dt"])
+    row = np.full(n, -1, np.int64)
+    _lookup(tables, offsets, data, start, card, times, row)
+    reason[(reason == None) & (row < 0)] = "no_rate"  # noqa: E711 - numpy elementwise
+    # Billing.
+    answered = pc.fill_null(pc.equal(batch["sip_code"], 200), False).to_numpy(zero_copy_only=False)
+    duration = _micro(batch["duration"])
+    billed = np.zeros(n, np.int64)
+    safe_card = np.maximum(card, 0)
+    kernels.bill(
+        answered,
+        duration,
+        row,
+        tables.card_duration_rounding[safe_card],
+        tables.row_mcd,
+        tables.row_pulse,
+        tables.row_grace,
+        billed,
+    )
+    # The provider leg: the CDR's provider card (else a DID's), same number, own rules.
+    named_card = _index_of(batch["provider_card_id"], tables.card_index)
+    provider_card = np.where(
+        named_card >= 0, named_card, np.where(named_card == -2, -1, provider_card)
+    )
+    provider_card = np.where(reason == None, provider_card, -1)  # noqa: E711
+    provider_row = np.full(n, -1, np.int64)
+    _lookup(tables, offsets, data, start, provider_card, times, provider_row)
+    provider_billed = np.zeros(n, np.int64)
+    kernels.bill(
+        answered,
+        duration,
+        provider_row,
+        tables.card_duration_rounding[np.maximum(provider_card, 0)],
+        tables.row_mcd,
+        tables.row_pulse,
+        tables.row_grace,
+        provider_billed,
+    )
+    days = np.floor_divide(times, 86_400_000_000)
+    return Priced(
+        batch,
+        reason,
+        customer,
+        card,
+        start,
+        row,
+        billed,
+        provider_card,
+        provider_row,
+        provider_billed,
+        days,
+    )
+
+
+def _lookup(
+    tables: Tables, offsets: I64, data: Any, start: I64, card: I64, times: I64, out: I64
+) -> None:
+    kernels.longest_prefix(
+        offsets,
+        data,
+        start,
+        card,
+        times,
+        tables.slot_card,
+        tables.slot_key,
+        tables.slot_first,
+        tables.slot_count,
+        tables.bits,
+        tables.len_mask,
+        tables.ver_from,
+        tables.ver_to,
+        tables.ver_row,
+        out,
+    )
+
+
+def _index_of(column: pa.ChunkedArray, index: dict[str, int]) -> I64:
+    """Each value's index in ``index``: -1 when null or empty, -2 when unknown."""
+    encoded = pc.fill_null(column, "").combine_chunks().dictionary_encode()
+    lookup = np.array(
+        [index.get(v, -2) if v else -1 for v in encoded.dictionary.to_pylist()] or [-1], np.int64
+    )
+    found: I64 = lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+    return found
+
+
+def _encoded(column: pa.ChunkedArray) -> tuple[I64, list[str]]:
+    encoded = pc.fill_null(column, "").combine_chunks().dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(
+        np.int64
+    ), encoded.dictionary.to_pylist()
+
+
+def _ip_candidates(tables: Tables, column: pa.ChunkedArray) -> tuple[I64, list[list[int]]]:
+    """Per distinct source IP, the auth entries whose network holds it, best first."""
+    keys, values = _encoded(column)
+    lists: list[list[int]] = []
+    for value in values:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            lists.append([])
+            continue
+        found: list[int] = []
+        for length, networks in tables.ip_networks.items():
+            if length > address.max_prefixlen:
+                continue
+            network = ipaddress.ip_network(f"{address}/{length}", strict=False)
+            found += networks.get(network, [])
+        lists.append(sorted(found, key=tables.auth_order.__getitem__))
+    return keys, lists
+
+
+def _user_candidates(tables: Tables, column: pa.ChunkedArray) -> tuple[I64, list[list[int]]]:
+    keys, values = _encoded(column)
+    lists = [
+        sorted(tables.user_entries.get(v, []), key=tables.auth_order.__getitem__) if v else []
+        for v in values
+    ]
+    return keys, lists
+
+
+def _csr(lists: list[list[int]]) -> tuple[I64, I64, I64]:
+    counts = np.array([len(x) for x in lists], np.int64)
+    first = np.zeros(len(lists), np.int64)
+    np.cumsum(counts[:-1], out=first[1:])
+    flat = np.array([e for x in lists for e in x] or [0], np.int64)
+    return first, counts, flat
+
+
+def _regex_matches(tables: Tables, dest: pa.ChunkedArray, customers: I64) -> npt.NDArray[np.bool_]:
+    """For regex dial strings: does the number left after each route's manipulation match?"""
+    n = len(customers)
+    regex_routes = [r for r, pattern in enumerate(tables.route_regex) if pattern is not None]
+    out = np.zeros((n, tables.regex_width), np.bool_)
+    tp = tables.route_tech_prefix
+    for r in regex_routes:
+        rows = np.flatnonzero(customers == tables.route_customer[r])
+        if rows.size == 0:
+            continue
+        numbers = dest.take(pa.array(rows))
+        rest = pc.utf8_slice_codeunits(numbers, int(tp.offsets[r + 1] - tp.offsets[r]))
+        rest = pc.if_else(pc.starts_with(rest, "+"), pc.utf8_slice_codeunits(rest, 1), rest)
+        rest = pc.utf8_slice_codeunits(rest, int(tables.route_strip[r]))
+        ok = pc.fill_null(pc.match_substring_regex(rest, tables.route_regex[r]), False)
+        out[rows, tables.route_regex_col[r]] = ok.to_numpy(zero_copy_only=False)
+    return out
+
+
+def new_usage() -> Any:
+    """Package seconds used, by allotment × 2^32 + period start day (a numba typed dict)."""
+    return Dict.empty(key_type=nbt.int64, value_type=nbt.int64)
+
+
+def usage_from(tables: Tables, draws: Iterable[tuple[str, str, str, date, int]]) -> Any:
+    """Package usage from draws recorded earlier: (customer_id, package_id, start_date,
+    period_start, seconds). Draws on allotments no longer in the catalog are ignored."""
+    allotments = {
+        (tables.customer_ids[c], p, s): a
+        for a, (c, p, s) in enumerate(
+            zip(tables.allot_customer, tables.allot_package, tables.allot_start_date, strict=True)
+        )
+    }
+    usage = new_usage()
+    for customer, package, start, period, seconds in draws:
+        a = allotments.get((customer, package, start))
+        if a is not None:
+            key = a * 4294967296 + (period - EPOCH).days
+            usage[key] = usage.get(key, 0) + int(seconds)
+    return usage
+
+
+def finish(tables: Tables, priced: Priced, usage: Any, rated_at: int) -> pa.Table:
+    """Draw packages in (dt, callid) order, then charge, tax and profit: the rated table of
+    the rows of ``priced`` that have no reject reason, in their original order."""
+    ok = np.flatnonzero(priced.reason == None)  # noqa: E711
+    p = priced.take(ok)
+    n = len(p)
+    offsets, data = _strings(p.batch["dest_number"])
+    package_seconds = np.zeros(n, np.int64)
+    first_allot = np.full(n, -1, np.int64)
+    eligible = (p.billed > 0) & (tables.allot_count[np.maximum(p.customer, 0)] > 0)
+    if eligible.any():
+        rows = np.flatnonzero(eligible)
+        sub = p.batch.select(["dt", "callid"]).take(pa.array(rows))
+        order = rows[
+            pc.sort_indices(
+                sub, sort_keys=[("dt", "ascending"), ("callid", "ascending")]
+            ).to_numpy()
+        ]
+        capacity = int(tables.allot_count[p.customer[rows]].sum())
+        draw_row = np.empty(capacity, np.int64)
+        draw_allot = np.empty(capacity, np.int64)
+        draw_period = np.empty(capacity, np.int64)
+        draw_seconds = np.empty(capacity, np.int64)
+        ap = tables.allot_prefixes
+        count = kernels.draw_packages(
+            order,
+            p.customer,
+            p.days,
+            offsets,
+            data,
+            p.start,
+            p.billed,
+            tables.allot_first,
+            tables.allot_count,
+            tables.allot_start,
+            tables.allot_end,
+            tables.allot_freq,
+            tables.allot_seconds,
+            tables.allot_pfx_first,
+            tables.allot_pfx_count,
+            ap.offsets,
+            ap.data,
+            usage,
+            package_seconds,
+            first_allot,
+            draw_row,
+            draw_allot,
+            draw_period,
+            draw_seconds,
+        )
+        draws = (draw_row[:count], draw_allot[:count], draw_period[:count], draw_seconds[:count])
+    else:
+        draws = (np.zeros(0, np.int64),) * 4
+    # Charges, exact in millionths.
+    precision = tables.card_precision[p.card]
+    charge = np.zeros(n, np.int64)
+    flags = np.zeros(n, np.bool_)
+    kernels.charge(
+        p.billed,
+        package_seconds,
+        p.row,
+        tables.row_rate,
+        tables.row_connect_fee,
+        precision,
+        tables.card_rounding[p.card],
+        charge,
+        flags,
+    )
+    tax = np.zeros(n, np.int64)
+    tax_flags = np.zeros(n, np.bool_)
+    kernels.tax(charge, tables.customer_tax[p.customer], precision, tax, tax_flags)
+    pc_card = np.maximum(p.provider_card, 0)
+    provider_charge = np.zeros(n, np.int64)
+    provider_flags = np.zeros(n, np.bool_)
+    kernels.charge(
+        p.provider_billed,
+        np.zeros(n, np.int64),
+        p.provider_row,
+        tables.row_rate,
+        tables.row_connect_fee,
+        tables.card_precision[pc_card],
+        tables.card_rounding[pc_card],
+        provider_charge,
+        provider_flags,
+    )
+    _exact_fallback(
+        tables, p, package_seconds, charge, tax, provider_charge, flags | tax_flags | provider_flags
+    )
+    return _rated_table(
+        tables, p, package_seconds, first_allot, draws, charge, tax, provider_charge, rated_at
+    )
+
+
+def _exact_fallback(
+    tables: Tables,
+    p: Priced,
+    package_seconds: I64,
+    charge: I64,
+    tax: I64,
+    provider_charge: I64,
+    flags: npt.NDArray[np.bool_],
+) -> None:
+    """Rows whose numbers would overflow int64 are computed with Python integers."""
+    for i in np.flatnonzero(flags):
+        charge[i] = _charge_exact(tables, p.card[i], p.row[i], p.billed[i], package_seconds[i])
+        unit = 10 ** (6 - int(tables.card_precision[p.card[i]]))
+        num = int(charge[i]) * int(tables.customer_tax[p.customer[i]])
+        tax[i] = round_ratio(num, 100 * 10**6 * unit, Rounding.HALF_UP) * unit
+        if p.provider_row[i] >= 0:
+            provider_charge[i] = _charge_exact(
+                tables, p.provider_card[i], p.provider_row[i], p.provider_billed[i], 0
+            )
+
+
+def _charge_exact(tables: Tables, card: int, row: int, billed: int, package_seconds: int) -> int:
+    if row < 0 or billed == 0:
+        return 0
+    charged = int(billed) - int(package_seconds)
+    unit = 10 ** (6 - int(tables.card_precision[card]))
+    num = charged * int(tables.row_rate[row]) + (
+        60 * int(tables.row_connect_fee[row]) if charged > 0 else 0
+    )
+    value: int = round_ratio(num, 60 * unit, int(tables.card_rounding[card])) * unit
+    if value >= 10**18:
+        raise CdrflowError(
+            f"a charge of {Decimal(value).scaleb(-6)} is beyond DECIMAL(18,6); "
+            "check the rate and the duration"
+        )
+    return value
+
+
+def _money(values: I64, valid: npt.NDArray[np.bool_] | None = None) -> pa.Array:
+    """int64 millionths as DECIMAL(18,6), exactly: the integers are the decimals' unscaled
+    values, so the buffer is written directly (two little-endian words, sign-extended)."""
+    words = np.empty((len(values), 2), np.int64)
+    words[:, 0] = values
+    words[:, 1] = values >> 63
+    validity = None if valid is None else pa.array(valid).buffers()[1]
+    nulls = -1 if valid is None else int(len(valid) - np.count_nonzero(valid))
+    return pa.Array.from_buffers(
+        MONEY, len(values), [validity, pa.py_buffer(words)], null_count=nulls
+    )
+
+
+def _rated_table(
+    tables: Tables,
+    p: Priced,
+    package_seconds: I64,
+    first_allot: I64,
+    draws: tuple[I64, I64, I64, I64],
+    charge: I64,
+    tax: I64,
+    provider_charge: I64,
+    rated_at: int,
+) -> pa.Table:
+    n = len(p)
+    offsets, data = _strings(p.batch["dest_number"])
+    columns: dict[str, Any] = {name: p.batch[name] for name in INPUT_NAMES}
+    customer_ids = pa.array(tables.customer_ids or [""])
+    columns["customer_id"] = customer_ids.take(pa.array(p.customer))
+    columns["customer_status"] = pa.array(tables.customer_status or [""]).take(pa.array(p.customer))
+    columns["card_id"] = pa.array(tables.card_ids).take(pa.array(p.card))
+    columns["number"] = _suffixes(offsets, data, p.start)
+    columns["dest_code"] = pa.array(tables.row_prefix).take(pa.array(p.row))
+    columns["dest_name"] = pa.array(tables.row_name).take(pa.array(p.row))
+    columns["billed_duration"] = pa.array(p.billed, pa.int32())
+    columns["rate"] = _money(tables.row_rate[p.row])
+    columns["connect_fee"] = _money(tables.row_connect_fee[p.row])
+    columns["package_seconds"] = pa.array(package_seconds, pa.int32())
+    has_package = first_allot >= 0
+    columns["package_id"] = pc.if_else(
+        pa.array(has_package),
+        pa.array(tables.allot_package or [""]).take(pa.array(np.maximum(first_allot, 0))),
+        pa.scalar(None, pa.string()),
+    )
+    columns["package_draws"] = _draws(tables, n, draws)
+    columns["charge"] = _money(charge)
+    columns["tax"] = _money(tax)
+    currency = pa.array(tables.card_currency).take(pa.array(p.card))
+    columns["currency"] = currency
+    known = p.provider_row >= 0
+    columns["provider_charge"] = _money(provider_charge, known)
+    provider_currency = pc.if_else(
+        pa.array(known),
+        pa.array(tables.card_currency).take(pa.array(np.maximum(p.provider_card, 0))),
+        pa.scalar(None, pa.string()),
+    )
+    columns["provider_currency"] = provider_currency
+    same = known & pc.fill_null(pc.equal(currency, provider_currency), False).to_numpy(
+        zero_copy_only=False
+    )
+    columns["profit"] = _money(charge - provider_charge, same)
+    columns["rated_at"] = pa.array(np.full(n, rated_at, np.int64), pa.int64()).cast(TIME)
+    for name in ("source", "line"):
+        columns[name] = (
+            p.batch[name] if name in p.batch.column_names else pa.nulls(n, RATED.field(name).type)
+        )
+    return pa.table([columns[f.name] for f in RATED], schema=RATED)
+
+
+def _suffixes(offsets: I64, data: Any, start: I64) -> pa.Array:
+    """The rated numbers: each dest_number from its ``start`` on, as a new string array."""
+    begin = offsets[:-1] + start
+    lengths = offsets[1:] - begin
+    new_offsets = np.zeros(len(start) + 1, np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    index = np.repeat(begin - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
+    buffer = data[index] if index.size else np.zeros(0, np.uint8)
+    return pa.LargeStringArray.from_buffers(
+        len(start), pa.py_buffer(new_offsets), pa.py_buffer(buffer.tobytes())
+    ).cast(pa.string())
+
+
+def _draws(tables: Tables, n: int, draws: tuple[I64, I64, I64, I64]) -> pa.Array:
+    rows, allots, periods, seconds = draws
+    order = np.argsort(rows, kind="stable")  # draws of one call stay in drawing order
+    rows, allots, periods, seconds = rows[order], allots[order], periods[order], seconds[order]
+    offsets = np.searchsorted(rows, np.arange(n + 1)).astype(np.int32)
+    starts = [(date.fromisoformat(d) - EPOCH).days for d in tables.allot_start_date] or [0]
+    values = pa.StructArray.from_arrays(
+        [
+            pa.array(tables.allot_package or [""]).take(pa.array(allots)),
+            pa.array(np.array(starts, np.int32)[allots], pa.int32()).cast(pa.date32()),
+            pa.array(periods.astype(np.int32), pa.int32()).cast(pa.date32()),
+            pa.array(seconds, pa.int32()),
+        ],
+        fields=list(PACKAGE_DRAW),
+    )
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), values, type=RATED.field("package_draws").type
+    )
+
+
+__all__ = ["Priced", "finish", "new_usage", "price", "usage_from"]

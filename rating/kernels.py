@@ -1,0 +1,358 @@
+"""Numba kernels of the rating engine: plain loops over 1-D arrays that fill ``out`` arrays.
+
+They import nothing but numpy and numba. Strings arrive as Arrow's own buffers (an offsets
+array and a uint8 data array), money as int64 millionths, times as int64 microseconds,
+rounding modes as ``rating.modes.Rounding`` integers.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+UP, DOWN, HALF_UP, HALF_DOWN = 0, 1, 2, 3
+MICRO = 1_000_000
+MAX_DIGITS = 15
+# Above this, a product of two int64 factors may overflow: the row is flagged and the
+# wrapper computes it exactly in Python.
+SAFE = np.int64(2**62)
+
+_MUL = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+@nb.njit(cache=True, inline="always")
+def slot_of(card, key, bits):
+    # Fibonacci hashing of the packed (digits, length) key, mixed with the card.
+    h = (np.uint64(key) * _MUL) ^ (np.uint64(card) * _MIX)
+    return np.int64(h >> np.uint64(64 - bits))
+
+
+@nb.njit(cache=True, inline="always")
+def round_ratio(num, den, mode):
+    q = num // den
+    r = num - q * den
+    if mode == UP:
+        return q + (r > 0)
+    if mode == DOWN:
+        return q
+    if mode == HALF_UP:
+        return q + (2 * r >= den)
+    return q + (2 * r > den)
+
+
+@nb.njit(cache=True)
+def longest_prefix(
+    offsets,
+    data,
+    starts,
+    cards,
+    times,  # the numbers: data[offsets[i] + starts[i]:offsets[i+1]]
+    slot_card,
+    slot_key,
+    slot_first,
+    slot_count,
+    bits,
+    len_mask,
+    ver_from,
+    ver_to,
+    ver_row,
+    out,
+):
+    """Fill ``out[i]`` with the rate row of the longest prefix of number i effective at its
+    time on card ``cards[i]``, or -1 (no card: ``cards[i] < 0``; no such row)."""
+    keys = np.empty(MAX_DIGITS + 1, np.int64)
+    for i in range(cards.size):
+        out[i] = -1
+        card = cards[i]
+        if card < 0:
+            continue
+        begin = offsets[i] + starts[i]
+        n = min(offsets[i + 1] - begin, MAX_DIGITS)
+        v = np.int64(0)
+        for k in range(n):
+            v = v * 10 + (data[begin + k] - 48)
+            keys[k + 1] = v * 16 + (k + 1)  # digits and length: "4" and "04" differ
+        mask = len_mask[card]
+        t = times[i]
+        for length in range(n, 0, -1):
+            if not (mask >> length) & 1:
+                continue
+            s = slot_of(card, keys[length], bits)
+            while slot_key[s] != -1:
+                if slot_key[s] == keys[length] and slot_card[s] == card:
+                    # Versions are sorted by effective_from, newest first.
+                    for j in range(slot_first[s], slot_first[s] + slot_count[s]):
+                        if ver_from[j] <= t < ver_to[j]:
+                            out[i] = ver_row[j]
+                            break
+                    break
+                s = (s + 1) & ((1 << bits) - 1)
+            if out[i] >= 0:
+                break
+
+
+@nb.njit(cache=True)
+def bill(answered, duration_us, rows, duration_rounding, mcd, pulse, grace, out_billed):
+    """Billed seconds (SPEC §5.2): duration rounded to whole seconds by the card's mode, then
+    grace, minimum charge duration and pulse; 0 when unanswered or without a rate row."""
+    for i in range(rows.size):
+        r = rows[i]
+        out_billed[i] = 0
+        if r < 0 or not answered[i]:
+            continue
+        d = round_ratio(duration_us[i], MICRO, duration_rounding[i])
+        if d == 0 or d <= grace[r]:
+            continue
+        if d <= mcd[r]:
+            out_billed[i] = mcd[r]
+        else:
+            steps = (d - mcd[r] + pulse[r] - 1) // pulse[r]
+            out_billed[i] = mcd[r] + steps * pulse[r]
+
+
+@nb.njit(cache=True)
+def charge(billed, package_seconds, rows, rate, connect_fee, precision, rounding, out, flags):
+    """``round(charged × rate / 60 + connect_fee, precision, rounding)`` in millionths, exact:
+    the rational is rounded on integers. ``flags[i]`` marks a row too large for int64."""
+    for i in range(rows.size):
+        r = rows[i]
+        out[i] = 0
+        if r < 0 or billed[i] == 0:
+            continue
+        charged = billed[i] - package_seconds[i]
+        unit = np.int64(10) ** (6 - precision[i])
+        if charged > 0 and rate[r] > SAFE // charged // 60:
+            flags[i] = True
+            continue
+        num = charged * rate[r] + (60 * connect_fee[r] if charged > 0 else 0)
+        out[i] = round_ratio(num, 60 * unit, rounding[i]) * unit
+
+
+@nb.njit(cache=True)
+def tax(charges, tax_micro_percent, precision, out, flags):
+    """``round(charge × tax_percent / 100, precision, half_up)`` in millionths, exact."""
+    for i in range(charges.size):
+        out[i] = 0
+        if charges[i] == 0 or tax_micro_percent[i] == 0:
+            continue
+        if charges[i] > SAFE // tax_micro_percent[i]:
+            flags[i] = True
+            continue
+        unit = np.int64(10) ** (6 - precision[i])
+        # charge (µ) × percent (µ) / 100 / 10^6 = tax in µ; then to the card's unit.
+        out[i] = round_ratio(charges[i] * tax_micro_percent[i], 100 * MICRO * unit, HALF_UP) * unit
+
+
+@nb.njit(cache=True)
+def _first_of_month(day):
+    # days since 1970-01-01 -> the first day of its month (Hinnant's civil_from_days).
+    z = day + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    return day - (d - 1)
+
+
+@nb.njit(cache=True)
+def period_start(day, frequency, start_day):
+    """The first day of the package period holding ``day``: 0 daily, 1 ISO week from Monday,
+    2 calendar month, 3 once (the whole validity, which starts at ``start_day``)."""
+    if frequency == 0:
+        return day
+    if frequency == 1:
+        return day - (day + 3) % 7  # 1970-01-01 was a Thursday
+    if frequency == 2:
+        return _first_of_month(day)
+    return start_day
+
+
+@nb.njit(cache=True)
+def _matches_any(data, begin, n, pfx_first, pfx_count, pfx_offsets, pfx_data):
+    if pfx_count == 0:
+        return True
+    for p in range(pfx_first, pfx_first + pfx_count):
+        a, b = pfx_offsets[p], pfx_offsets[p + 1]
+        if b - a > n:
+            continue
+        ok = True
+        for k in range(b - a):
+            if data[begin + k] != pfx_data[a + k]:
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+@nb.njit(cache=True)
+def draw_packages(
+    order,
+    customers,
+    days,
+    offsets,
+    data,
+    starts,
+    billed,
+    cust_first,
+    cust_count,
+    allot_start,
+    allot_end,
+    allot_freq,
+    allot_seconds,
+    allot_pfx_first,
+    allot_pfx_count,
+    pfx_offsets,
+    pfx_data,
+    used,
+    out_seconds,
+    out_first,
+    draw_row,
+    draw_allot,
+    draw_period,
+    draw_seconds,
+):
+    """Consume package seconds call by call in ``order`` (SPEC §5.3). ``used`` maps
+    allotment × 2^32 + period start day to seconds already used and is updated. Returns the
+    number of draws written to the ``draw_*`` arrays."""
+    n_draws = 0
+    for o in range(order.size):
+        i = order[o]
+        out_seconds[i] = 0
+        out_first[i] = -1
+        need = billed[i]
+        c = customers[i]
+        if need <= 0 or c < 0:
+            continue
+        day = days[i]
+        begin = offsets[i] + starts[i]
+        n = offsets[i + 1] - begin
+        for a in range(cust_first[c], cust_first[c] + cust_count[c]):
+            if need == 0:
+                break
+            if day < allot_start[a] or day > allot_end[a]:
+                continue
+            if not _matches_any(
+                data, begin, n, allot_pfx_first[a], allot_pfx_count[a], pfx_offsets, pfx_data
+            ):
+                continue
+            p = period_start(day, allot_freq[a], allot_start[a])
+            key = np.int64(a) * 4294967296 + p
+            spent = used.get(key, 0)
+            available = allot_seconds[a] - spent
+            if available <= 0:
+                continue
+            take = min(available, need)
+            used[key] = spent + take
+            need -= take
+            out_seconds[i] += take
+            if out_first[i] < 0:
+                out_first[i] = a
+            draw_row[n_draws] = i
+            draw_allot[n_draws] = a
+            draw_period[n_draws] = p
+            draw_seconds[n_draws] = take
+            n_draws += 1
+    return n_draws
+
+
+@nb.njit(cache=True, inline="always")
+def _starts_with(data, begin, n, pfx_data, a, b):
+    if b - a > n:
+        return False
+    for k in range(b - a):
+        if data[begin + k] != pfx_data[a + k]:
+            return False
+    return True
+
+
+@nb.njit(cache=True)
+def resolve_auth(
+    offsets,
+    data,
+    keys,
+    cand_first,
+    cand_count,
+    cand_entry,
+    tp_offsets,
+    tp_data,
+    entry_customer,
+    out_customer,
+):
+    """For each unresolved CDR (``out_customer[i] < 0``) whose auth key (a distinct source IP
+    or SIP user) is ``keys[i] ≥ 0``: the customer of the first candidate entry, in the given
+    order, whose tech prefix starts the dialled number (SPEC §5.1 step 1)."""
+    for i in range(keys.size):
+        k = keys[i]
+        if out_customer[i] >= 0 or k < 0:
+            continue
+        begin = offsets[i]
+        n = offsets[i + 1] - begin
+        for c in range(cand_first[k], cand_first[k] + cand_count[k]):
+            e = cand_entry[c]
+            if _starts_with(data, begin, n, tp_data, tp_offsets[e], tp_offsets[e + 1]):
+                out_customer[i] = entry_customer[e]
+                break
+
+
+@nb.njit(cache=True)
+def choose_route(
+    offsets,
+    data,
+    customers,
+    route_first,
+    route_count,
+    route_card,
+    tp_offsets,
+    tp_data,
+    strip,
+    dial_kind,
+    dial_first,
+    dial_count,
+    dial_offsets,
+    dial_data,
+    regex_col,
+    regex_ok,
+    out_card,
+    out_start,
+):
+    """The first matching route of each CDR's customer (routes come sorted by priority, then
+    longest tech prefix): its card, and where the rated number starts in the dialled one
+    (after the tech prefix, one '+', and ``strip`` digits). -1 when no route matches."""
+    for i in range(customers.size):
+        c = customers[i]
+        if c < 0:
+            continue
+        begin = offsets[i]
+        n = offsets[i + 1] - begin
+        for r in range(route_first[c], route_first[c] + route_count[c]):
+            a, b = tp_offsets[r], tp_offsets[r + 1]
+            if not _starts_with(data, begin, n, tp_data, a, b):
+                continue
+            s = b - a
+            if s < n and data[begin + s] == 43:  # '+'
+                s += 1
+            s += strip[r]
+            if s >= n:
+                continue
+            digits = True
+            for k in range(begin + s, begin + n):
+                if data[k] < 48 or data[k] > 57:
+                    digits = False
+                    break
+            if not digits:
+                continue
+            kind = dial_kind[r]
+            if kind == 1:
+                if not _matches_any(
+                    data, begin + s, n - s, dial_first[r], dial_count[r], dial_offsets, dial_data
+                ):
+                    continue
+            elif kind == 2 and not regex_ok[i, regex_col[r]]:
+                continue
+            out_card[i] = route_card[r]
+            out_start[i] = s
+            break

@@ -1,0 +1,379 @@
+"""Compiled rate tables: the catalog turned into flat numpy arrays once per catalog version.
+
+The input is a catalog snapshot (entity name → rows as ``Catalog.list`` returns them); the
+output, ``Tables``, is what the kernels read: an open-addressing hash of (card, prefix) →
+effective-date versions, per-card attributes, routes and auth entries in the order SPEC §5.1
+tries them, DIDs, and package allotments. Nothing here reads a file or the store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rating.modes import BY_WORD
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+U8 = npt.NDArray[np.uint8]
+
+NEVER_BEFORE = np.iinfo(np.int64).min
+NEVER_AFTER = np.iinfo(np.int64).max
+FREQUENCY = {"daily": 0, "weekly": 1, "monthly": 2, "once": 3}
+EPOCH = date(1970, 1, 1)
+
+Snapshot = Mapping[str, Sequence[Mapping[str, Any]]]
+
+
+def micro(value: Decimal | None) -> int:
+    return 0 if value is None else int(Decimal(value).scaleb(6))
+
+
+def time_us(text: str | None, default: int) -> int:
+    """A stored catalog time ('…Z') as microseconds since the epoch."""
+    if text is None:
+        return default
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _US
+
+
+_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def day_number(text: str | None, default: int) -> int:
+    return default if text is None else (date.fromisoformat(text) - EPOCH).days
+
+
+@dataclass(frozen=True)
+class Strings:
+    """Byte strings as one offsets array and one data array, as Arrow keeps them."""
+
+    offsets: I64
+    data: U8
+
+    @staticmethod
+    def of(values: Sequence[str | None]) -> Strings:
+        encoded = [(v or "").encode() for v in values]
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        data = np.frombuffer(b"".join(encoded), np.uint8) if encoded else np.zeros(0, np.uint8)
+        return Strings(offsets, data.copy() if data.size else np.zeros(1, np.uint8))
+
+
+@dataclass
+class Tables:
+    """Everything the engine needs of one catalog version, as arrays and small lookups."""
+
+    version: int
+    # Customers.
+    customer_ids: list[str]
+    customer_index: dict[str, int]
+    customer_status: list[str]
+    customer_currency: list[str]
+    customer_tax: I64  # tax_percent in millionths
+    # Cards.
+    card_ids: list[str]
+    card_index: dict[str, int]
+    card_currency: list[str]
+    card_precision: I64
+    card_rounding: I64
+    card_duration_rounding: I64
+    # Rate rows and the (card, prefix) hash.
+    row_prefix: list[str]
+    row_name: list[str]
+    row_rate: I64
+    row_connect_fee: I64
+    row_mcd: I64
+    row_pulse: I64
+    row_grace: I64
+    slot_card: I64
+    slot_key: I64
+    slot_first: I64
+    slot_count: I64
+    bits: int
+    len_mask: I64
+    ver_from: I64
+    ver_to: I64
+    ver_row: I64
+    # Auth: IP entries by network, user entries by name, each candidate list in SPEC order.
+    auth_customer: I64
+    auth_tech_prefix: Strings
+    ip_networks: dict[int, dict[Any, list[int]]]  # prefix length → network → entry indexes
+    user_entries: dict[str, list[int]]
+    auth_order: dict[int, tuple[int, int, int]]  # entry → sort key within one candidate list
+    # Routes, per customer, in the order they are tried.
+    route_first: I64
+    route_count: I64
+    route_card: I64
+    route_tech_prefix: Strings
+    route_strip: I64
+    route_dial_kind: I64  # 0 all, 1 prefixes, 2 regex
+    route_dial_first: I64
+    route_dial_count: I64
+    dial_prefixes: Strings
+    route_regex: list[str | None]
+    route_regex_col: I64
+    route_customer: I64
+    regex_width: int
+    # DIDs.
+    did_numbers: list[str]
+    did_customer: I64
+    did_card: I64
+    did_provider_card: I64
+    # Package allotments (customer packages), per customer in package_id order.
+    allot_first: I64
+    allot_count: I64
+    allot_start: I64
+    allot_end: I64
+    allot_freq: I64
+    allot_seconds: I64
+    allot_pfx_first: I64
+    allot_pfx_count: I64
+    allot_prefixes: Strings
+    allot_package: list[str]
+    allot_start_date: list[str]
+    allot_customer: I64
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def compile_tables(snapshot: Snapshot, version: int = 0) -> Tables:
+    """Compile a catalog snapshot (entity → rows) into ``Tables``."""
+    customers = sorted(snapshot["customers"], key=lambda r: r["customer_id"])
+    customer_index = {r["customer_id"]: i for i, r in enumerate(customers)}
+    cards = sorted(snapshot["rate_cards"], key=lambda r: r["card_id"])
+    card_index = {r["card_id"]: i for i, r in enumerate(cards)}
+    rates = _rates(snapshot["rates"], card_index)
+    auth = _auth(snapshot["auth"], customer_index)
+    routes = _routes(snapshot["routes"], customer_index, card_index, len(customers))
+    dids = sorted(snapshot["dids"], key=lambda r: r["number"])
+    allots = _allotments(snapshot, customer_index)
+    return Tables(
+        version=version,
+        customer_ids=[r["customer_id"] for r in customers],
+        customer_index=customer_index,
+        customer_status=[r["status"] for r in customers],
+        customer_currency=[r["currency"] for r in customers],
+        customer_tax=np.array([micro(r["tax_percent"]) for r in customers], np.int64),
+        card_ids=[r["card_id"] for r in cards],
+        card_index=card_index,
+        card_currency=[r["currency"] for r in cards],
+        card_precision=np.array([r["precision"] for r in cards], np.int64),
+        card_rounding=np.array([BY_WORD[r["rounding"]] for r in cards], np.int64),
+        card_duration_rounding=np.array([BY_WORD[r["duration_rounding"]] for r in cards], np.int64),
+        **rates,
+        **auth,
+        **routes,
+        did_numbers=[r["number"] for r in dids],
+        did_customer=np.array([customer_index[r["customer_id"]] for r in dids], np.int64),
+        did_card=np.array([card_index[r["customer_card_id"]] for r in dids], np.int64),
+        did_provider_card=np.array(
+            [card_index.get(r["provider_card_id"] or "", -1) for r in dids], np.int64
+        ),
+        **allots,
+    )
+
+
+def _rates(rows: Sequence[Mapping[str, Any]], card_index: Mapping[str, int]) -> dict[str, Any]:
+    ordered = sorted(
+        rows,
+        key=lambda r: (
+            card_index[r["card_id"]],
+            r["prefix"],
+            time_us(r["effective_from"], NEVER_BEFORE),
+        ),
+    )
+    n = len(ordered)
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, r in enumerate(ordered):
+        groups.setdefault((card_index[r["card_id"]], r["prefix"]), []).append(i)
+    bits = max(4, int(2 * max(len(groups), 1) - 1).bit_length())  # load factor ≤ 1/2
+    size = 1 << bits
+    slot_card = np.full(size, -1, np.int64)
+    slot_key = np.full(size, -1, np.int64)
+    slot_first = np.zeros(size, np.int64)
+    slot_count = np.zeros(size, np.int64)
+    len_mask = np.zeros(max(len(card_index), 1), np.int64)
+    ver_from = np.empty(n, np.int64)
+    ver_to = np.empty(n, np.int64)
+    ver_row = np.empty(n, np.int64)
+    position = 0
+    for (card, prefix), members in groups.items():
+        key = int(prefix) * 16 + len(prefix)
+        slot = _slot(card, key, bits)
+        while slot_key[slot] != -1:
+            slot = (slot + 1) & (size - 1)
+        slot_card[slot], slot_key[slot] = card, key
+        slot_first[slot], slot_count[slot] = position, len(members)
+        len_mask[card] |= 1 << len(prefix)
+        for i in reversed(members):  # newest effective_from first
+            ver_from[position] = time_us(ordered[i]["effective_from"], NEVER_BEFORE)
+            ver_to[position] = time_us(ordered[i]["effective_to"], NEVER_AFTER)
+            ver_row[position] = i
+            position += 1
+    return {
+        "row_prefix": [r["prefix"] for r in ordered],
+        "row_name": [r["name"] for r in ordered],
+        "row_rate": np.array([micro(r["rate"]) for r in ordered], np.int64),
+        "row_connect_fee": np.array([micro(r["connect_fee"]) for r in ordered], np.int64),
+        "row_mcd": np.array([r["mcd"] for r in ordered], np.int64),
+        "row_pulse": np.array([r["pulse"] for r in ordered], np.int64),
+        "row_grace": np.array([r["grace"] for r in ordered], np.int64),
+        "slot_card": slot_card,
+        "slot_key": slot_key,
+        "slot_first": slot_first,
+        "slot_count": slot_count,
+        "bits": bits,
+        "len_mask": len_mask,
+        "ver_from": ver_from,
+        "ver_to": ver_to,
+        "ver_row": ver_row,
+    }
+
+
+def _slot(card: int, key: int, bits: int) -> int:
+    # The same hash as kernels.slot_of, in Python integers (uint64 wrap-around).
+    mask = (1 << 64) - 1
+    h = ((key * 0x9E3779B97F4A7C15) & mask) ^ ((card * 0xC2B2AE3D27D4EB4F) & mask)
+    return h >> (64 - bits)
+
+
+def _auth(rows: Sequence[Mapping[str, Any]], customer_index: Mapping[str, int]) -> dict[str, Any]:
+    ip_networks: dict[int, dict[Any, list[int]]] = {}
+    user_entries: dict[str, list[int]] = {}
+    order: dict[int, tuple[int, int, int]] = {}
+    for e, r in enumerate(rows):
+        tech = r["tech_prefix"] or ""
+        if r["kind"] == "ip":
+            network = ipaddress.ip_network(r["value"])
+            ip_networks.setdefault(network.prefixlen, {}).setdefault(network, []).append(e)
+            # Longest tech prefix, then the most specific network, then the oldest entry.
+            order[e] = (-len(tech), -network.prefixlen, r["id"])
+        else:
+            user_entries.setdefault(r["value"], []).append(e)
+            order[e] = (-len(tech), 0, r["id"])
+    return {
+        "auth_customer": np.array([customer_index[r["customer_id"]] for r in rows], np.int64),
+        "auth_tech_prefix": Strings.of([r["tech_prefix"] for r in rows]),
+        "ip_networks": ip_networks,
+        "user_entries": user_entries,
+        "auth_order": order,
+    }
+
+
+def _routes(
+    rows: Sequence[Mapping[str, Any]],
+    customer_index: Mapping[str, int],
+    card_index: Mapping[str, int],
+    n_customers: int,
+) -> dict[str, Any]:
+    ordered = sorted(
+        rows,
+        key=lambda r: (
+            customer_index[r["customer_id"]],
+            r["priority"],
+            -len(r["tech_prefix"] or ""),
+            r["id"],
+        ),
+    )
+    first = np.zeros(n_customers, np.int64)
+    count = np.zeros(n_customers, np.int64)
+    for i, r in enumerate(ordered):
+        c = customer_index[r["customer_id"]]
+        if count[c] == 0:
+            first[c] = i
+        count[c] += 1
+    dial_kind: list[int] = []
+    dial_first: list[int] = []
+    dial_count: list[int] = []
+    prefixes: list[str] = []
+    regex: list[str | None] = []
+    regex_col: list[int] = []
+    per_customer: dict[int, int] = {}
+    for r in ordered:
+        dial = r["dial_string"]
+        dial_first.append(len(prefixes))
+        if dial is None:
+            dial_kind.append(0)
+            dial_count.append(0)
+            regex.append(None)
+            regex_col.append(0)
+        elif dial.startswith("^"):
+            dial_kind.append(2)
+            dial_count.append(0)
+            regex.append(dial)
+            c = customer_index[r["customer_id"]]
+            regex_col.append(per_customer.get(c, 0))
+            per_customer[c] = per_customer.get(c, 0) + 1
+        else:
+            parts = dial.split("|")
+            dial_kind.append(1)
+            dial_count.append(len(parts))
+            prefixes += parts
+            regex.append(None)
+            regex_col.append(0)
+    return {
+        "route_first": first,
+        "route_count": count,
+        "route_card": np.array([card_index[r["card_id"]] for r in ordered], np.int64),
+        "route_tech_prefix": Strings.of([r["tech_prefix"] for r in ordered]),
+        "route_strip": np.array([r["strip_digits"] for r in ordered], np.int64),
+        "route_dial_kind": np.array(dial_kind, np.int64),
+        "route_dial_first": np.array(dial_first, np.int64),
+        "route_dial_count": np.array(dial_count, np.int64),
+        "dial_prefixes": Strings.of(prefixes),
+        "route_regex": regex,
+        "route_regex_col": np.array(regex_col, np.int64),
+        "route_customer": np.array([customer_index[r["customer_id"]] for r in ordered], np.int64),
+        "regex_width": max(per_customer.values(), default=0) or 1,
+    }
+
+
+def _allotments(snapshot: Snapshot, customer_index: Mapping[str, int]) -> dict[str, Any]:
+    packages = {r["package_id"]: r for r in snapshot["packages"]}
+    rows = sorted(
+        snapshot["customer_packages"],
+        key=lambda r: (customer_index[r["customer_id"]], r["package_id"], r["start_date"]),
+    )
+    n_customers = len(customer_index)
+    first = np.zeros(n_customers, np.int64)
+    count = np.zeros(n_customers, np.int64)
+    prefixes: list[str] = []
+    pfx_first, pfx_count = [], []
+    for i, r in enumerate(rows):
+        c = customer_index[r["customer_id"]]
+        if count[c] == 0:
+            first[c] = i
+        count[c] += 1
+        parts = (
+            (packages[r["package_id"]]["prefixes"] or "").split("|")
+            if packages[r["package_id"]]["prefixes"]
+            else []
+        )
+        pfx_first.append(len(prefixes))
+        pfx_count.append(len(parts))
+        prefixes += parts
+    return {
+        "allot_first": first,
+        "allot_count": count,
+        "allot_start": np.array([day_number(r["start_date"], 0) for r in rows], np.int64),
+        "allot_end": np.array([day_number(r["end_date"], 2**40) for r in rows], np.int64),
+        "allot_freq": np.array(
+            [FREQUENCY[packages[r["package_id"]]["frequency"]] for r in rows], np.int64
+        ),
+        "allot_seconds": np.array(
+            [packages[r["package_id"]]["seconds"] * (r["quantity"] or 1) for r in rows], np.int64
+        ),
+        "allot_pfx_first": np.array(pfx_first, np.int64),
+        "allot_pfx_count": np.array(pfx_count, np.int64),
+        "allot_prefixes": Strings.of(prefixes),
+        "allot_package": [r["package_id"] for r in rows],
+        "allot_start_date": [r["start_date"] for r in rows],
+        "allot_customer": np.array([customer_index[r["customer_id"]] for r in rows], np.int64),
+    }

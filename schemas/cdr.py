@@ -1,0 +1,100 @@
+"""Arrow schemas of the CDR a switch emits, the rated CDR, and the rejected record (SPEC §4-§5.4).
+
+Every column name and type of the lake is spelled here and nowhere else. Money is
+``DECIMAL(18,6)``; durations are decimals too, so that a re-rate starts from the exact
+seconds the switch reported.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+MONEY = pa.decimal128(18, 6)
+SECONDS = pa.decimal128(18, 6)
+TIME = pa.timestamp("us", tz="UTC")
+
+# The fields of SPEC §4, in order, with the types they have once validated.
+INPUT_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("callid", pa.string(), nullable=False),
+    pa.field("dt", TIME, nullable=False),
+    pa.field("dest_number", pa.string(), nullable=False),
+    pa.field("source_cli", pa.string()),
+    pa.field("duration", SECONDS),
+    pa.field("sip_code", pa.int16(), nullable=False),
+    pa.field("sip_reason", pa.string()),
+    pa.field("release_reason", pa.string()),
+    pa.field("pdd_ms", pa.int64()),
+    pa.field("ring_duration", SECONDS),
+    pa.field("customer_id", pa.string()),
+    pa.field("source_ip", pa.string()),
+    pa.field("sip_user", pa.string()),
+    pa.field("provider_id", pa.string()),
+    pa.field("provider_card_id", pa.string()),
+    pa.field("switch", pa.string()),
+    pa.field("direction", pa.string()),
+)
+INPUT = pa.schema(INPUT_FIELDS)
+INPUT_NAMES: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS)
+REQUIRED: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS if not f.nullable)
+
+# Where a record came from: a file and its line (or row), or a topic, partition and offset.
+ORIGIN_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("line", pa.int64(), nullable=False),
+)
+
+PACKAGE_DRAW = pa.struct(
+    [
+        pa.field("package_id", pa.string(), nullable=False),
+        pa.field("start_date", pa.date32(), nullable=False),
+        pa.field("period_start", pa.date32(), nullable=False),
+        pa.field("seconds", pa.int32(), nullable=False),
+    ]
+)
+
+# SPEC §5.4: every input field (customer_id now resolved), then what rating adds. Beyond the
+# SPEC's list: `number` (the number rated, after the route's manipulation) and
+# `package_draws` (every package a call drew on; the lake is the truth of package usage).
+RATED_FIELDS: tuple[pa.Field, ...] = (
+    *(f for f in INPUT_FIELDS),
+    pa.field("customer_status", pa.string()),
+    pa.field("card_id", pa.string()),
+    pa.field("number", pa.string()),
+    pa.field("dest_code", pa.string()),
+    pa.field("dest_name", pa.string()),
+    pa.field("billed_duration", pa.int32()),
+    pa.field("rate", MONEY),
+    pa.field("connect_fee", MONEY),
+    pa.field("package_seconds", pa.int32()),
+    pa.field("package_id", pa.string()),
+    pa.field("package_draws", pa.list_(PACKAGE_DRAW)),
+    pa.field("charge", MONEY),
+    pa.field("tax", MONEY),
+    pa.field("currency", pa.string()),
+    pa.field("provider_charge", MONEY),
+    pa.field("provider_currency", pa.string()),
+    pa.field("profit", MONEY),
+    pa.field("rated_at", TIME),
+    *ORIGIN_FIELDS,
+)
+RATED = pa.schema(RATED_FIELDS)
+
+REJECT_REASONS: tuple[str, ...] = (
+    "invalid",
+    "duplicate",
+    "unknown_customer",
+    "no_route",
+    "no_rate",
+)
+
+REJECTED_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("callid", pa.string()),
+    pa.field("dt", TIME),
+    pa.field("customer_id", pa.string()),
+    pa.field("reject_reason", pa.string(), nullable=False),
+    pa.field("reject_detail", pa.string(), nullable=False),
+    pa.field("raw", pa.string(), nullable=False),
+    pa.field("rejected_at", TIME),
+    *ORIGIN_FIELDS,
+)
+REJECTED = pa.schema(REJECTED_FIELDS)

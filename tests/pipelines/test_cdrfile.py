@@ -1,0 +1,205 @@
+"""Reading CDR files: every record keeps its line and raw text; every bad one says why."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.cdrfile import read_blocks, validate
+from schemas.cdr import INPUT, INPUT_NAMES
+from schemas.errors import CdrflowError
+
+GOOD = {"callid": "a", "dt": "2026-11-01T10:00:00Z", "dest_number": "447700900123",
+        "sip_code": 200, "duration": 7.5, "source_ip": "203.0.113.10"}  # fmt: skip
+
+
+@pytest.fixture
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    yield connection
+    connection.close()
+
+
+def _read(
+    con: duckdb.DuckDBPyConnection, path: Path, block_bytes: int = 1 << 20
+) -> tuple[pa.Table, pa.Table, int]:
+    valid, invalid, blank = [], [], 0
+    for block in read_blocks(path, con, block_bytes):
+        v, i, b = validate(con, block.table)
+        valid.append(v)
+        invalid.append(i)
+        blank += b
+    return pa.concat_tables(valid), pa.concat_tables(invalid), blank
+
+
+BASE = {"dt": "2026-11-01T10:00:00Z", "dest_number": "44", "sip_code": 200}
+
+
+def line(callid: str | None, drop: str = "", **fields: object) -> str:
+    """A JSON line of BASE changed by ``fields``, without the field ``drop``."""
+    record = {"callid": callid, **BASE, **fields}
+    return json.dumps({k: v for k, v in record.items() if k != drop and v is not None})
+
+
+BAD_JSON = [
+    (line("b", dt="yesterday"), "dt: 'yesterday' is neither ISO 8601 nor epoch milliseconds"),
+    (line("c", dest_number="44x"), "dest_number: '44x' may hold only digits, +, * and #"),
+    (line("d", sip_code=999), "sip_code: '999' is not a SIP response code (100-699)"),
+    (line("e", duration="abc"), "duration: 'abc' is not a number of seconds >= 0"),
+    (line("f", duration=-1), "duration: '-1' is not a number of seconds >= 0"),
+    (line("g", pdd_ms="slow"), "pdd_ms: 'slow' is not a whole number of milliseconds >= 0"),
+    (line(None), "callid: missing"),
+    (line("h", drop="dt"), "dt: missing"),
+    (line("i", drop="dest_number"), "dest_number: missing"),
+    (line("j", drop="sip_code"), "sip_code: missing"),
+    (line("k", direction="up"), "direction: 'up' is neither outbound nor inbound"),
+    (line("l", sip_code="two"), "sip_code: 'two' is not a SIP response code (100-699)"),
+    (line("m", ring_duration=[1]), "ring_duration: '[1]' is not a number of seconds >= 0"),
+    ('{"callid": "n", "dt": truncated', "not a JSON object"),
+    ("[1, 2, 3]", "not a JSON object"),
+    ("plain text", "not a JSON object"),
+]
+
+
+def test_json_lines_every_bad_record_names_its_line_and_field(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    lines = (
+        [json.dumps(GOOD), ""]
+        + [text for text, _ in BAD_JSON]
+        + [json.dumps({**GOOD, "callid": "z"})]
+    )
+    path = tmp_path / "cdrs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    valid, invalid, blank = _read(con, path)
+    assert valid["callid"].to_pylist() == ["a", "z"]
+    assert valid["line"].to_pylist() == [1, len(lines)]
+    assert blank == 1
+    got = {(row["line"], row["invalid"], row["raw"]) for row in invalid.to_pylist()}
+    expected = {(i + 3, detail, text + "\n") for i, (text, detail) in enumerate(BAD_JSON)}
+    assert got == expected
+    assert set(invalid["source"].to_pylist()) == {str(path)}
+
+
+def test_values_are_typed_exactly(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "cdrs.jsonl"
+    records = [
+        {**GOOD, "duration": 7.123456, "pdd_ms": 1500, "ring_duration": "3.25"},
+        {**GOOD, "callid": "b", "dt": 1761991200123, "sip_code": "486", "direction": "inbound"},
+        {**GOOD, "callid": "c", "dt": "2026-11-01T12:00:00+02:00", "dest_number": "+4477*#"},
+        {**GOOD, "callid": "d", "dt": "2026-11-01 10:00:00.5", "customer_id": 42},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    valid, invalid, _ = _read(con, path)
+    assert invalid.num_rows == 0
+    assert valid.schema.field("dt").type == INPUT.field("dt").type
+    rows = valid.to_pylist()
+    assert rows[0]["duration"] == Decimal("7.123456") and rows[0]["ring_duration"] == Decimal(
+        "3.25"
+    )
+    assert rows[1]["dt"] == datetime(2025, 11, 1, 10, 0, 0, 123000, tzinfo=UTC)
+    assert rows[1]["sip_code"] == 486 and rows[1]["direction"] == "inbound"
+    assert rows[2]["dt"] == datetime(2026, 11, 1, 10, tzinfo=UTC)
+    assert rows[3]["dt"] == datetime(2026, 11, 1, 10, 0, 0, 500000, tzinfo=UTC)
+    assert rows[3]["customer_id"] == "42" and rows[0]["direction"] == "outbound"
+
+
+def test_blocks_split_only_between_lines(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "cdrs.jsonl"
+    path.write_text("".join(json.dumps({**GOOD, "callid": f"c{i}"}) + "\n" for i in range(500)))
+    valid, invalid, _ = _read(con, path, block_bytes=1000)  # many small blocks
+    assert invalid.num_rows == 0
+    assert valid["line"].to_pylist() == list(range(1, 501))
+    assert valid["callid"].to_pylist() == [f"c{i}" for i in range(500)]
+
+
+def test_a_last_line_without_newline_is_read(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "cdrs.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "callid": "last"}))
+    valid, _, _ = _read(con, path)
+    assert valid["callid"].to_pylist() == ["a", "last"]
+
+
+def test_csv_keeps_numbers_as_text_and_reports_bad_rows(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "cdrs.csv"
+    path.write_text(
+        "callid,dt,dest_number,source_cli,sip_code,duration,unknown_extra\n"
+        "a,2026-11-01T10:00:00Z,+4420700000,+4420711111,200,7.5,x\n"
+        "b,2026-11-01T10:00:00Z,0044207,,486,,\n"
+        "c,2026-11-01T10:00:00Z,44,too,many,fields,here,and,more\n"
+        "\n"
+        "d,2026-11-01T10:00:00Z,44,,700,,\n"
+        '"e",2026-11-01T10:00:00Z,"44",,200,"1.5",\n'
+    )
+    valid, invalid, blank = _read(con, path)
+    assert valid["callid"].to_pylist() == ["a", "b", "e"]
+    assert valid["dest_number"].to_pylist() == ["+4420700000", "0044207", "44"]
+    assert valid["source_cli"].to_pylist()[0] == "+4420711111"
+    assert valid["line"].to_pylist() == [2, 3, 7]
+    assert blank == 1
+    got = {(r["line"], r["invalid"]) for r in invalid.to_pylist()}
+    assert got == {(4, "the row does not have the 7 fields of the header"),
+                   (6, "sip_code: '700' is not a SIP response code (100-699)")}  # fmt: skip
+
+
+def test_csv_without_the_required_header_is_refused(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "cdrs.csv"
+    path.write_text("call,when\n1,2\n")
+    with pytest.raises(
+        CdrflowError, match=r"cdrs.csv:1: the CSV header lacks callid, dt, dest_number, sip_code"
+    ):
+        _read(con, path)
+
+
+def test_parquet_rows_are_numbered_and_typed(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "cdrs.parquet"
+    table = pa.table({
+        "callid": ["a", "b"],
+        "dt": pa.array([datetime(2026, 11, 1, 10, tzinfo=UTC)] * 2, pa.timestamp("ms", tz="UTC")),
+        "dest_number": ["4477", "44"],
+        "sip_code": pa.array([200, 999], pa.int32()),
+        "duration": [7.5, None],
+    })  # fmt: skip
+    pq.write_table(table, path)
+    valid, invalid, _ = _read(con, path)
+    assert valid.to_pylist()[0]["duration"] == Decimal("7.5")
+    assert valid["line"].to_pylist() == [1]
+    [bad] = invalid.to_pylist()
+    assert (bad["line"], bad["invalid"]) == (
+        2,
+        "sip_code: '999' is not a SIP response code (100-699)",
+    )
+
+
+def test_unknown_file_types_are_refused(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "cdrs.xml"
+    path.write_text("<cdr/>")
+    with pytest.raises(
+        CdrflowError, match=r"unknown CDR file type '.xml'; use .jsonl, .csv or .parquet"
+    ):
+        _read(con, path)
+
+
+def test_all_input_columns_come_out(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "cdrs.jsonl"
+    full = {name: "1" for name in INPUT_NAMES} | GOOD | {"direction": "outbound"}
+    path.write_text(json.dumps(full) + "\n")
+    valid, _, _ = _read(con, path)
+    assert valid.column_names[: len(INPUT_NAMES)] == list(INPUT_NAMES)

@@ -1,0 +1,223 @@
+"""``cdrflow rate``: every record in exactly one place, exactly once, whatever happens."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import lakefiles
+from pipelines.catalog import Catalog
+from pipelines.catalog.csvdir import import_directory
+from pipelines.cli.demo import sample_catalog
+from pipelines.rate import rate_files
+from schemas.cdr import MONEY, RATED, REJECTED
+from tests.pipelines.workload import records, write_jsonl
+
+# What differs between two runs that did the same work: when, and which file a row came from.
+RUN_COLUMNS = {"rated_at", "rejected_at", "source", "line"}
+
+
+def new_home(root: Path, name: str) -> Path:
+    home = root / name
+    with Catalog(home) as catalog:
+        import_directory(catalog, sample_catalog())
+    return home
+
+
+def lake(home: Path, kind: str) -> pa.Table:
+    files = sorted((home / "lake" / kind).glob("date=*/*.parquet"))
+    if not files:
+        return pa.table({})
+    return pa.concat_tables(
+        pq.read_table(f, schema=RATED if kind == "rated" else REJECTED) for f in files
+    )
+
+
+def content(home: Path, kind: str) -> list[tuple[object, ...]]:
+    """A lake's rows without the run's own marks, in a stable order."""
+    table = lake(home, kind)
+    if table.num_rows == 0:
+        return []
+    columns = [c for c in table.column_names if c not in RUN_COLUMNS]
+    rows = [tuple(str(r[c]) for c in columns) for r in table.select(columns).to_pylist()]
+    return sorted(rows)
+
+
+@pytest.fixture
+def workload(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "cdrs.jsonl", records(3000, seed=1), broken_every=500)
+
+
+def test_every_record_lands_in_exactly_one_place(tmp_path: Path, workload: Path) -> None:
+    home = new_home(tmp_path, "home")
+    summary = rate_files(home, [workload])
+    lines = workload.read_text().count("\n")
+    assert summary.records == lines
+    rated, rejected = lake(home, "rated"), lake(home, "rejected")
+    assert rated.num_rows == summary.rated and rejected.num_rows == sum(summary.rejected.values())
+    places = (
+        rated.select(["source", "line"]).to_pylist()
+        + rejected.select(["source", "line"]).to_pylist()
+    )
+    assert sorted(p["line"] for p in places) == list(range(1, lines + 1))
+    assert set(rejected["reject_reason"].to_pylist()) == {
+        "invalid",
+        "duplicate",
+        "unknown_customer",
+        "no_route",
+        "no_rate",
+    }
+    broken = rejected.filter(pa.compute.equal(rejected["reject_reason"], "invalid")).to_pylist()
+    assert {r["raw"] for r in broken} == {'{"callid": "broken", "dt": '}
+    assert all(r["reject_detail"] == "not a JSON object" for r in broken)
+    # Each callid is billed once.
+    callids = rated["callid"].to_pylist()
+    assert len(callids) == len(set(callids))
+
+
+def test_the_lake_is_hive_partitioned_parquet_with_exact_money(
+    tmp_path: Path, workload: Path
+) -> None:
+    home = new_home(tmp_path, "home")
+    rate_files(home, [workload])
+    files = list((home / "lake" / "rated").glob("date=*/*.parquet"))
+    assert {f.parent.name for f in files} == {"date=2026-11-02"}
+    schema = pq.read_schema(files[0])
+    for name in ("charge", "tax", "rate", "connect_fee", "provider_charge", "profit"):
+        assert schema.field(name).type == MONEY
+    with duckdb.connect() as con:
+        [(days, charged)] = con.sql(
+            f"SELECT count(DISTINCT date), sum(charge) FROM read_parquet("
+            f"'{home}/lake/rated/**/*.parquet', hive_partitioning = true)"
+        ).fetchall()
+    assert days == 1 and charged > 0
+
+
+def test_a_rerun_of_the_same_file_rates_nothing_new(tmp_path: Path, workload: Path) -> None:
+    home = new_home(tmp_path, "home")
+    first = rate_files(home, [workload])
+    before = content(home, "rated"), content(home, "rejected")
+    again = rate_files(home, [workload])
+    assert again.records == 0 and again.skipped_inputs == [
+        f"{workload}: already rated by run {first.run}"
+    ]
+    assert (content(home, "rated"), content(home, "rejected")) == before
+
+
+def test_repeats_across_runs_are_duplicates(tmp_path: Path) -> None:
+    home = new_home(tmp_path, "home")
+    rows = records(400, seed=3)
+    rate_files(home, [write_jsonl(tmp_path / "a.jsonl", rows[:300])])
+    second = rate_files(home, [write_jsonl(tmp_path / "b.jsonl", rows[250:])])
+    rejected = lake(home, "rejected").to_pylist()
+    resent = {
+        r["callid"]
+        for r in rejected
+        if r["reject_reason"] == "duplicate" and r["source"].endswith("b.jsonl")
+    }
+    billed_first = {
+        r["callid"] for r in lake(home, "rated").to_pylist() if r["source"].endswith("a.jsonl")
+    }
+    overlap = {r["callid"] for r in rows[250:300]}
+    assert overlap & billed_first <= resent
+    assert second.rejected["duplicate"] >= len(overlap & billed_first)
+
+
+def test_two_runs_over_split_input_give_the_result_of_one(tmp_path: Path) -> None:
+    rows = records(2000, seed=5)
+    whole = new_home(tmp_path, "whole")
+    rate_files(whole, [write_jsonl(tmp_path / "all.jsonl", rows)])
+    split = new_home(tmp_path, "split")
+    rate_files(split, [write_jsonl(tmp_path / "first.jsonl", rows[:1100])])
+    rate_files(split, [write_jsonl(tmp_path / "second.jsonl", rows[1100:])])
+    assert content(split, "rated") == content(whole, "rated")
+    assert content(split, "rejected") == content(whole, "rejected")
+    # Packages were drawn across the split as in one run.
+    drawn = sum(r["package_seconds"] for r in lake(split, "rated").to_pylist())
+    assert drawn > 0
+
+
+def test_a_crash_after_the_commit_point_is_rolled_forward(
+    tmp_path: Path, workload: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = new_home(tmp_path, "clean")
+    rate_files(clean, [workload])
+    home = new_home(tmp_path, "home")
+    moved = []
+    real = os.replace
+
+    def crash_after_first_publish(src: str | Path, dst: str | Path) -> None:
+        real(src, dst)
+        published = "lake/rated/" in str(dst) or "lake/rejected/" in str(dst)
+        if "_staging" in str(src) and published:
+            moved.append(dst)
+            raise KeyboardInterrupt  # the process dies mid-publish
+
+    monkeypatch.setattr(lakefiles.os, "replace", crash_after_first_publish)
+    with pytest.raises(KeyboardInterrupt):
+        rate_files(home, [workload])
+    monkeypatch.undo()
+    assert moved, "the crash happened while files were being published"
+    again = rate_files(home, [workload])  # recovers, then finds the input already rated
+    assert any("committed before a crash" in line for line in again.recovered)
+    assert again.records == 0
+    assert content(home, "rated") == content(clean, "rated")
+    assert content(home, "rejected") == content(clean, "rejected")
+
+
+def test_a_crash_before_the_commit_point_leaves_no_trace(
+    tmp_path: Path, workload: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = new_home(tmp_path, "home")
+
+    def die(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lakefiles.Staging, "commit", die)
+    with pytest.raises(KeyboardInterrupt):
+        rate_files(home, [workload])
+    monkeypatch.undo()
+    assert not list((home / "lake").glob("r*/date=*/*.parquet"))
+    clean = new_home(tmp_path, "clean")
+    rate_files(clean, [workload])
+    rate_files(home, [workload])
+    assert content(home, "rated") == content(clean, "rated")
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_then_a_rerun_gives_the_uninterrupted_lake(tmp_path: Path) -> None:
+    rows = records(60_000, seed=9)
+    path = write_jsonl(tmp_path / "big.jsonl", rows, broken_every=1000)
+    clean = new_home(tmp_path, "clean")
+    rate_files(clean, [path])
+    home = new_home(tmp_path, "home")
+    exe = str(Path(sys.executable).parent / "cdrflow")
+    command = [exe, "--home", str(home), "rate", str(path), "--format", "json"]
+    env = {**os.environ, "CDRFLOW_BLOCK_BYTES": str(1 << 20)}  # many blocks: kills land mid-run
+    killed = 0
+    for delay in (0.6, 1.2, 1.8, 2.4, 3.0):
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            killed += 1
+        process.wait()
+    assert killed, "no run was killed: the workload is too small for this machine"
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert content(home, "rated") == content(clean, "rated")
+    assert content(home, "rejected") == content(clean, "rejected")
+    assert not any((home / "lake" / "_staging").iterdir())
+    shutil.rmtree(tmp_path / "clean")
