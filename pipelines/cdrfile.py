@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from schemas.cdr import INPUT, INPUT_NAMES
+from pipelines import scan
+from schemas.cdr import INPUT, INPUT_NAMES, SECONDS
 from schemas.errors import CdrflowError
 
 BLOCK_BYTES = 64 << 20
@@ -65,24 +66,41 @@ def read_blocks(
         yield from _parquet_blocks(path)
         return
     header: list[str] | None = None
-    for first_line, lines, raw_bytes in _line_blocks(path, block_bytes):
+    for block in _line_blocks(path, block_bytes):
+        lines, numbers, raw_bytes = block.text, block.numbers, block.data.tobytes()
         if kind == "jsonl":
-            yield RawBlock(_json_records(con, str(path), first_line, lines), len(raw_bytes))
+            yield RawBlock(_json_records(con, str(path), numbers, lines), len(raw_bytes))
             continue
         if header is None:
             header = _csv_header(path, lines)
-            lines, raw_bytes, first_line = (
+            lines, raw_bytes, numbers = (
                 lines.slice(1),
-                raw_bytes[len(lines[0].as_py().encode()) :],
-                first_line + 1,
+                raw_bytes[int(block.offsets[1]) :],
+                numbers[1:],
             )
-        yield RawBlock(
-            _csv_records(str(path), header, first_line, lines, raw_bytes), len(raw_bytes)
-        )
+        yield RawBlock(_csv_records(str(path), header, numbers, lines, raw_bytes), len(raw_bytes))
 
 
-def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, pa.Array, bytes]]:
-    """(number of the first line, the lines with their newline, the bytes) per block."""
+@dataclass
+class Lines:
+    """One block of whole lines: the bytes, where each line starts, and the same lines as an
+    Arrow string array over those bytes (each with its newline)."""
+
+    first: int  # the file's line number of the first line
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64, len + 1
+    text: pa.LargeStringArray
+
+    def __len__(self) -> int:
+        return int(self.offsets.size - 1)
+
+    @property
+    def numbers(self) -> np.ndarray:
+        return np.arange(self.first, self.first + len(self), dtype=np.int64)
+
+
+def _line_blocks(path: Path, block_bytes: int) -> Iterator[Lines]:
+    """The file in blocks of whole lines (a last line without newline gets one)."""
     line = 1
     carry = b""
     with path.open("rb") as f:
@@ -97,28 +115,40 @@ def _line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, pa.Array, 
                     carry = data
                     continue
             else:
-                end = len(data)
                 if not data.endswith(b"\n"):
                     data += b"\n"
-                    end += 1
+                end = len(data)
             block, carry = data[:end], data[end:]
-            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10) + 1
+            array = np.frombuffer(block, np.uint8)
+            found = np.empty(array.size // 16 + 16, np.int64)  # lines are longer than 16 bytes…
+            count, high = scan.line_ends(array, found)
+            if count > found.size or (high and not _utf8(block)):
+                # Undecodable bytes become U+FFFD, so that every line is still text.
+                block = b"".join(
+                    part.decode("utf-8", "replace").encode() + b"\n"
+                    for part in block.split(b"\n")[:-1]
+                )
+                array = np.frombuffer(block, np.uint8)
+                ends = np.flatnonzero(array == 10) + 1
+            else:
+                ends = found[:count]
             offsets = np.zeros(ends.size + 1, np.int64)
             offsets[1:] = ends
-            lines = pa.LargeStringArray.from_buffers(
+            text = pa.LargeStringArray.from_buffers(
                 ends.size, pa.py_buffer(offsets), pa.py_buffer(block)
             )
-            try:
-                lines.validate(full=True)
-            except pa.ArrowInvalid:
-                lines = pa.array(
-                    [b.decode("utf-8", "replace") for b in block.splitlines(keepends=True)],
-                    pa.large_string(),
-                )
-            yield line, lines, block
+            yield Lines(line, array, offsets, text)
             line += ends.size
             if not chunk:
                 return
+
+
+def _utf8(block: bytes) -> bool:
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 _TEXT_STRUCT = json.dumps({name: "VARCHAR" for name in INPUT_NAMES})
@@ -137,10 +167,9 @@ FROM parsed
 
 
 def _json_records(
-    con: duckdb.DuckDBPyConnection, source: str, first_line: int, lines: pa.Array
+    con: duckdb.DuckDBPyConnection, source: str, numbers: np.ndarray, lines: pa.Array
 ) -> pa.Table:
-    numbers = pa.array(np.arange(first_line, first_line + len(lines), dtype=np.int64))
-    table = pa.table({"line": lines.cast(pa.string()), "n": numbers})
+    table = pa.table({"line": lines.cast(pa.string()), "n": pa.array(numbers, pa.int64())})
     con.register("lines", table)
     try:
         result = con.sql(_JSON_SQL, params=[source]).to_arrow_table()
@@ -176,7 +205,7 @@ def _csv_header(path: Path, lines: pa.Array) -> list[str]:
 
 
 def _csv_records(
-    source: str, header: list[str], first_line: int, lines: pa.Array, raw_bytes: bytes
+    source: str, header: list[str], numbers: np.ndarray, lines: pa.Array, raw_bytes: bytes
 ) -> pa.Table:
     n = len(lines)
     empty = _blank(lines)
@@ -207,8 +236,7 @@ def _csv_records(
         invalid &= ~empty
     good = np.flatnonzero(~empty & ~invalid)
     if good.size != parsed.num_rows:
-        raise CdrflowError(f"{source}: could not map CSV rows to lines near line {first_line}")
-    numbers = np.arange(first_line, first_line + n, dtype=np.int64)
+        raise CdrflowError(f"{source}: could not map CSV rows to lines near line {numbers[0]}")
     columns = {}
     for name in INPUT_NAMES:
         if name in parsed.column_names:
@@ -222,7 +250,7 @@ def _csv_records(
     problem[empty] = "empty"
     columns["raw"] = lines.cast(pa.string())
     columns["source"] = pa.array([source] * n, pa.string()) if n else pa.array([], pa.string())
-    columns["line"] = pa.array(numbers)
+    columns["line"] = pa.array(numbers, pa.int64())
     columns["problem"] = pa.array(problem, pa.string())
     return pa.table(columns)
 
@@ -337,3 +365,177 @@ def validate(con: duckdb.DuckDBPyConnection, block: pa.Table) -> tuple[pa.Table,
     typed = pa.table(columns, names=[*INPUT_NAMES, "raw", "source", "line"])
     rejects = result.filter(bad)
     return typed, rejects, int(pc.sum(blank).as_py() or 0)
+
+
+@dataclass
+class Block:
+    """One block of a file, validated: typed records (``INPUT`` plus ``source``, ``line``
+    and ``row``, the record's index in ``lines``), invalid ones with their detail and raw
+    text, the blank lines skipped, and the block's raw lines (None for Parquet)."""
+
+    valid: pa.Table
+    invalid: pa.Table
+    blank: int
+    lines: pa.Array | None
+    bytes_read: int
+
+
+def read_records(
+    path: Path, con: duckdb.DuckDBPyConnection, block_bytes: int = BLOCK_BYTES
+) -> Iterator[Block]:
+    """Validated records of a CDR file, block by block: the plain records through the numba
+    fast path (``pipelines.scan``), every other line through ``validate``."""
+    if not path.is_file():
+        raise CdrflowError(f"{path}: no such file")
+    kind = file_format(path)
+    if kind == "parquet":
+        for raw in _parquet_blocks(path):
+            valid, invalid, blank = validate(con, raw.table)
+            valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], 1))
+            yield Block(valid, invalid, blank, None, raw.bytes_read)
+        return
+    columns: np.ndarray | None = None
+    header: list[str] = []
+    for block in _line_blocks(path, block_bytes):
+        skip = 0
+        if kind == "csv" and columns is None:
+            header = _csv_header(path, block.text)
+            columns = np.array([scan.FIELD.get(name, -1) for name in header], np.int64)
+            skip = 1
+        yield _fast_block(con, str(path), kind, block, skip, header, columns)
+
+
+def _fast_block(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    kind: str,
+    block: Lines,
+    skip: int,
+    header: list[str],
+    columns: np.ndarray | None,
+) -> Block:
+    n = len(block)
+    starts = np.zeros((scan.N_FIELDS, n), np.int64)
+    ends = np.zeros((scan.N_FIELDS, n), np.int64)
+    kinds = np.zeros((scan.N_FIELDS, n), np.int8)
+    status = np.empty(n, np.int8)
+    if kind == "jsonl":
+        scan.scan_json(
+            block.data,
+            block.offsets,
+            scan.NAMES_OFFSETS,
+            scan.NAMES_DATA,
+            scan.KEY_TABLE,
+            starts,
+            ends,
+            kinds,
+            status,
+        )
+    else:
+        scan.scan_csv(block.data, block.offsets, columns, starts, ends, kinds, status)
+    status[:skip] = scan.BLANK  # a CSV header is not a record
+    typed = {
+        "dt": np.zeros(n, np.int64),
+        "duration": np.zeros(n, np.int64),
+        "has_duration": np.zeros(n, np.bool_),
+        "sip_code": np.zeros(n, np.int64),
+        "pdd_ms": np.zeros(n, np.int64),
+        "has_pdd": np.zeros(n, np.bool_),
+        "ring": np.zeros(n, np.int64),
+        "has_ring": np.zeros(n, np.bool_),
+        "inbound": np.zeros(n, np.bool_),
+    }
+    f = scan.FIELD
+    scan.type_fields(
+        block.data, starts, ends, kinds, status, *typed.values(), f["callid"], f["dt"],
+        f["dest_number"], f["duration"], f["sip_code"], f["pdd_ms"], f["ring_duration"],
+        f["direction"],
+    )  # fmt: skip
+    ok = np.flatnonzero(status == scan.OK)
+    slow = np.flatnonzero(status == scan.SLOW)
+    blank = int(np.count_nonzero(status == scan.BLANK)) - skip
+    fast = _fast_table(block, ok, starts, ends, kinds, typed, source)
+    if slow.size == 0:
+        return Block(fast, _no_invalid(), blank, block.text, block.data.size)
+    lines = block.text.take(pa.array(slow))
+    numbers = block.numbers[slow]
+    if kind == "jsonl":
+        texts = _json_records(con, source, numbers, lines)
+    else:
+        raw_bytes = "".join(lines.to_pylist()).encode()
+        texts = _csv_records(source, header, numbers, lines, raw_bytes)
+    valid, invalid, more_blank = validate(con, texts)
+    valid = valid.drop_columns(["raw"]).append_column(
+        "row", pc.subtract(valid["line"], block.first)
+    )
+    merged = pa.concat_tables([fast, valid.cast(fast.schema)])
+    order = pc.sort_indices(merged["line"])
+    return Block(merged.take(order), invalid, blank + more_blank, block.text, block.data.size)
+
+
+def _no_invalid() -> pa.Table:
+    return pa.table({name: pa.array([], pa.string()) for name in ("callid", "customer_id")})
+
+
+def _strings_of(block: Lines, starts: np.ndarray, ends: np.ndarray, kinds: np.ndarray) -> pa.Array:
+    """One field of the fast rows as a string column (JSON escapes decoded; empty is null)."""
+    present = (kinds != scan.ABSENT) & (ends > starts)
+    kinds = np.where(present, kinds, scan.ABSENT).astype(np.int8)
+    ends = np.where(present, ends, starts)
+    lengths = np.empty(starts.size, np.int64)
+    if (kinds == scan.ESCAPED).any():
+        scan.text_lengths(block.data, starts, ends, kinds, lengths)
+    else:
+        np.subtract(ends, starts, out=lengths)
+    offsets = np.zeros(starts.size + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    out = np.empty(int(offsets[-1]), np.uint8)
+    scan.gather(block.data, starts, ends, kinds, offsets, out)
+    validity = None if present.all() else pa.array(present).buffers()[1]
+    missing = int(starts.size - np.count_nonzero(present))
+    array = pa.LargeStringArray.from_buffers(
+        starts.size, pa.py_buffer(offsets), pa.py_buffer(out), validity, missing
+    )
+    return array.cast(pa.string())
+
+
+def _fast_table(
+    block: Lines,
+    ok: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    kinds: np.ndarray,
+    typed: dict[str, np.ndarray],
+    source: str,
+) -> pa.Table:
+    columns: dict[str, pa.Array] = {}
+    for name in INPUT_NAMES:
+        f = scan.FIELD[name]
+        columns[name] = _strings_of(block, starts[f, ok], ends[f, ok], kinds[f, ok])
+    n = ok.size
+    columns["dt"] = pa.array(typed["dt"][ok], pa.int64()).cast(INPUT.field("dt").type)
+    columns["sip_code"] = pa.array(typed["sip_code"][ok].astype(np.int16), pa.int16())
+    columns["duration"] = _decimal(typed["duration"][ok], typed["has_duration"][ok])
+    columns["ring_duration"] = _decimal(typed["ring"][ok], typed["has_ring"][ok])
+    columns["pdd_ms"] = pa.array(typed["pdd_ms"][ok], pa.int64(), mask=~typed["has_pdd"][ok])
+    columns["direction"] = pc.if_else(pa.array(typed["inbound"][ok]), "inbound", "outbound")
+    table = pa.table(
+        [columns[name].cast(INPUT.field(name).type) for name in INPUT_NAMES], schema=INPUT
+    )
+    table = table.append_column("source", pa.array(np.full(n, source, dtype=object), pa.string()))
+    table = table.append_column("line", pa.array(block.first + ok, pa.int64()))
+    return table.append_column("row", pa.array(ok, pa.int64()))
+
+
+def _decimal(micro: np.ndarray, present: np.ndarray) -> pa.Array:
+    """Millionths as DECIMAL(18,6) (two little-endian words per value)."""
+    words = np.empty((micro.size, 2), np.int64)
+    words[:, 0] = micro
+    words[:, 1] = micro >> 63
+    validity = None if present.all() else pa.array(present).buffers()[1]
+    return pa.Array.from_buffers(
+        SECONDS,
+        micro.size,
+        [validity, pa.py_buffer(words)],
+        null_count=int(micro.size - present.sum()),
+    )

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -24,11 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.catalog import Catalog
-from pipelines.cdrfile import read_blocks, validate
+from pipelines.cdrfile import read_records
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
 from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
-from rating.engine import Priced, finish, price, usage_from
+from rating.engine import Priced, Usage, finish, price, usage_from
 from rating.tables import Tables, compile_tables
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
 
@@ -43,14 +42,6 @@ SNAPSHOT_ENTITIES = (
     "dids",
     "providers",
 )
-
-_DETAIL = {
-    "duplicate": "callid {callid} is already billed (in the lake or earlier in this input)",
-    "unknown_customer": "no customer: customer_id {customer_id}, source_ip {source_ip}, "
-    "sip_user {sip_user} match none",
-    "no_route": "customer {customer} has no route that takes {dest_number}",
-    "no_rate": "no rate for {dest_number} at {dt}",
-}
 
 
 @dataclass
@@ -78,7 +69,7 @@ def load_tables(catalog: Catalog) -> Tables:
     return compile_tables(snapshot, version)
 
 
-def package_usage(con: duckdb.DuckDBPyConnection, home: Path, tables: Tables) -> Any:
+def package_usage(con: duckdb.DuckDBPyConnection, home: Path, tables: Tables) -> Usage:
     """Package seconds already drawn, from the lake (the truth of usage, SPEC §5.3)."""
     lake = rated_lake(home)
     if not tables.allot_package or not any(lake.glob("date=*/*.parquet")):
@@ -162,10 +153,11 @@ def _run(
     now = int(datetime.now(UTC).timestamp() * 1_000_000)
     held: list[Priced] = []
     for path in paths:
-        for block in read_blocks(path, con, block_bytes):
-            valid, invalid, blank = validate(con, block.table)
-            summary.blank_lines += blank
-            _stage_rejects(con, staging, invalid, "invalid", invalid["invalid"], now, summary)
+        for block in read_records(path, con, block_bytes):
+            valid, invalid = block.valid, block.invalid
+            summary.blank_lines += block.blank
+            if invalid.num_rows:
+                _stage_rejects(con, staging, invalid, "invalid", invalid["invalid"], now, summary)
             priced = price(tables, valid)
             billed.load_lake(priced.days)
             ok = priced.reason == None  # noqa: E711 - elementwise
@@ -173,7 +165,9 @@ def _run(
             priced.reason[dup] = "duplicate"
             rejected = np.flatnonzero(priced.reason != None)  # noqa: E711
             if rejected.size:
-                _stage_rating_rejects(con, staging, tables, priced.take(rejected), now, summary)
+                _stage_rating_rejects(
+                    con, staging, tables, priced.take(rejected), block.lines, now, summary
+                )
             rated = np.flatnonzero(priced.reason == None)  # noqa: E711
             may_draw = (priced.billed[rated] > 0) & (
                 tables.allot_count[np.maximum(priced.customer[rated], 0)] > 0
@@ -248,34 +242,65 @@ def _row_json(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.ChunkedArra
         con.unregister("fields")
 
 
+def _detail(reason: str, part: pa.Table, customers: pa.Array, cards: pa.Array) -> pa.Array:
+    """Why each record of ``part`` was rejected for ``reason``, in words, built column-wise."""
+
+    def text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+        return pc.coalesce(pc.cast(values, pa.string()), "-")
+
+    if reason == "duplicate":
+        parts = ["callid ", text(part["callid"]), " is already billed (in the lake or earlier)"]
+    elif reason == "unknown_customer":
+        parts = [
+            "no customer matches customer_id ",
+            text(part["customer_id"]),
+            ", source_ip ",
+            text(part["source_ip"]),
+            ", sip_user ",
+            text(part["sip_user"]),
+        ]
+    elif reason == "no_route":
+        parts = ["customer ", customers, " has no route that takes ", text(part["dest_number"])]
+    else:
+        when = pc.strftime(part["dt"], format="%Y-%m-%dT%H:%M:%SZ")
+        parts = ["card ", text(cards), " has no rate for ", text(part["dest_number"]), " at ", when]
+    n = part.num_rows
+    columns = [pa.array([p] * n, pa.string()) if isinstance(p, str) else p for p in parts]
+    return pc.binary_join_element_wise(*columns, "")
+
+
 def _stage_rating_rejects(
     con: duckdb.DuckDBPyConnection,
     staging: Staging,
     tables: Tables,
     p: Priced,
+    lines: pa.Array | None,
     now: int,
     summary: Summary,
 ) -> None:
+    """Records that rating refused, with the raw line each came from."""
+    customer_ids = pa.array([*tables.customer_ids, None], pa.string())
+    card_ids = pa.array([*tables.card_ids, None], pa.string())
     for reason in ("duplicate", "unknown_customer", "no_route", "no_rate"):
         index = np.flatnonzero(p.reason == reason)
         if index.size == 0:
             continue
         part = p.batch.take(pa.array(index))
-        customers = [tables.customer_ids[c] if c >= 0 else "" for c in p.customer[index]]
-        given = part.select(["callid", "customer_id", "source_ip", "sip_user", "dest_number", "dt"])
-        detail = [
-            _DETAIL[reason].format(
-                **{k: (v if v is not None else "-") for k, v in row.items()}, customer=customer
-            )
-            for row, customer in zip(given.to_pylist(), customers, strict=True)
-        ]
+        raw = lines.take(part["row"]) if lines is not None else pa.nulls(index.size, pa.string())
+        part = part.append_column("raw", pc.cast(raw, pa.string()))
+        # -1 and -2 (none, unknown) take the trailing null.
+        customers = customer_ids.take(
+            pa.array(np.where(p.customer[index] >= 0, p.customer[index], -1) % (len(customer_ids)))
+        )
+        cards = card_ids.take(
+            pa.array(np.where(p.card[index] >= 0, p.card[index], -1) % len(card_ids))
+        )
+        detail = _detail(reason, part, customers, cards)
         if reason != "unknown_customer":  # the customer found, not only the one given
             part = part.set_column(
-                part.schema.get_field_index("customer_id"),
-                "customer_id",
-                pa.array([c or None for c in customers], pa.string()),
+                part.schema.get_field_index("customer_id"), "customer_id", customers
             )
-        _stage_rejects(con, staging, part, reason, pa.array(detail, pa.string()), now, summary)
+        _stage_rejects(con, staging, part, reason, detail, now, summary)
 
 
 __all__ = ["Summary", "load_tables", "rate_files"]

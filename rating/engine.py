@@ -19,8 +19,6 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from numba import types as nbt
-from numba.typed import Dict
 
 from rating import kernels
 from rating.modes import Rounding, round_ratio
@@ -325,12 +323,41 @@ def _regex_matches(tables: Tables, dest: pa.ChunkedArray, customers: I64) -> npt
     return out
 
 
-def new_usage() -> Any:
-    """Package seconds used, by allotment × 2^32 + period start day (a numba typed dict)."""
-    return Dict.empty(key_type=nbt.int64, value_type=nbt.int64)
+class Usage:
+    """Package seconds used, by allotment × 2^32 + period start day: an open-addressing
+    table of two numpy arrays that ``kernels.draw_packages`` reads and updates."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.keys = np.full(capacity, -1, np.int64)
+        self.values = np.zeros(capacity, np.int64)
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.keys != -1))
+
+    def reserve(self, more: int) -> None:
+        """Room for ``more`` new keys at a load of at most one half."""
+        size = self.keys.size
+        while 2 * (len(self) + more) > size:
+            size *= 2
+        if size != self.keys.size:
+            old_keys, old_values = self.keys[self.keys != -1], self.values[self.keys != -1]
+            self.keys = np.full(size, -1, np.int64)
+            self.values = np.zeros(size, np.int64)
+            for key, value in zip(old_keys, old_values, strict=True):
+                self.add(int(key), int(value))
+
+    def add(self, key: int, seconds: int) -> None:
+        self.reserve(1)
+        slot = kernels.usage_slot(self.keys, key)
+        self.keys[slot] = key
+        self.values[slot] += seconds
+
+    def get(self, key: int) -> int:
+        slot = kernels.usage_slot(self.keys, key)
+        return int(self.values[slot]) if self.keys[slot] == key else 0
 
 
-def usage_from(tables: Tables, draws: Iterable[tuple[str, str, str, date, int]]) -> Any:
+def usage_from(tables: Tables, draws: Iterable[tuple[str, str, str, date, int]]) -> Usage:
     """Package usage from draws recorded earlier: (customer_id, package_id, start_date,
     period_start, seconds). Draws on allotments no longer in the catalog are ignored."""
     allotments = {
@@ -339,20 +366,19 @@ def usage_from(tables: Tables, draws: Iterable[tuple[str, str, str, date, int]])
             zip(tables.allot_customer, tables.allot_package, tables.allot_start_date, strict=True)
         )
     }
-    usage = new_usage()
+    usage = Usage()
     for customer, package, start, period, seconds in draws:
         a = allotments.get((customer, package, start))
         if a is not None:
-            key = a * 4294967296 + (period - EPOCH).days
-            usage[key] = usage.get(key, 0) + int(seconds)
+            usage.add(a * 4294967296 + (period - EPOCH).days, int(seconds))
     return usage
 
 
-def finish(tables: Tables, priced: Priced, usage: Any, rated_at: int) -> pa.Table:
+def finish(tables: Tables, priced: Priced, usage: Usage, rated_at: int) -> pa.Table:
     """Draw packages in (dt, callid) order, then charge, tax and profit: the rated table of
     the rows of ``priced`` that have no reject reason, in their original order."""
     ok = np.flatnonzero(priced.reason == None)  # noqa: E711
-    p = priced.take(ok)
+    p = priced if ok.size == len(priced) else priced.take(ok)
     n = len(p)
     offsets, data = _strings(p.batch["dest_number"])
     package_seconds = np.zeros(n, np.int64)
@@ -372,6 +398,7 @@ def finish(tables: Tables, priced: Priced, usage: Any, rated_at: int) -> pa.Tabl
         draw_period = np.empty(capacity, np.int64)
         draw_seconds = np.empty(capacity, np.int64)
         ap = tables.allot_prefixes
+        usage.reserve(capacity)
         count = kernels.draw_packages(
             order,
             p.customer,
@@ -390,7 +417,8 @@ def finish(tables: Tables, priced: Priced, usage: Any, rated_at: int) -> pa.Tabl
             tables.allot_pfx_count,
             ap.offsets,
             ap.data,
-            usage,
+            usage.keys,
+            usage.values,
             package_seconds,
             first_allot,
             draw_row,
@@ -581,4 +609,4 @@ def _draws(tables: Tables, n: int, draws: tuple[I64, I64, I64, I64]) -> pa.Array
     )
 
 
-__all__ = ["Priced", "finish", "new_usage", "price", "usage_from"]
+__all__ = ["Priced", "Usage", "finish", "price", "usage_from"]

@@ -41,7 +41,7 @@ def round_ratio(num, den, mode):
     return q + (2 * r > den)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def longest_prefix(
     offsets,
     data,
@@ -92,7 +92,7 @@ def longest_prefix(
                 break
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def bill(answered, duration_us, rows, duration_rounding, mcd, pulse, grace, out_billed):
     """Billed seconds (SPEC §5.2): duration rounded to whole seconds by the card's mode, then
     grace, minimum charge duration and pulse; 0 when unanswered or without a rate row."""
@@ -111,7 +111,7 @@ def bill(answered, duration_us, rows, duration_rounding, mcd, pulse, grace, out_
             out_billed[i] = mcd[r] + steps * pulse[r]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def charge(billed, package_seconds, rows, rate, connect_fee, precision, rounding, out, flags):
     """``round(charged × rate / 60 + connect_fee, precision, rounding)`` in millionths, exact:
     the rational is rounded on integers. ``flags[i]`` marks a row too large for int64."""
@@ -129,7 +129,7 @@ def charge(billed, package_seconds, rows, rate, connect_fee, precision, rounding
         out[i] = round_ratio(num, 60 * unit, rounding[i]) * unit
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def tax(charges, tax_micro_percent, precision, out, flags):
     """``round(charge × tax_percent / 100, precision, half_up)`` in millionths, exact."""
     for i in range(charges.size):
@@ -144,7 +144,7 @@ def tax(charges, tax_micro_percent, precision, out, flags):
         out[i] = round_ratio(charges[i] * tax_micro_percent[i], 100 * MICRO * unit, HALF_UP) * unit
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _first_of_month(day):
     # days since 1970-01-01 -> the first day of its month (Hinnant's civil_from_days).
     z = day + 719468
@@ -157,7 +157,7 @@ def _first_of_month(day):
     return day - (d - 1)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def period_start(day, frequency, start_day):
     """The first day of the package period holding ``day``: 0 daily, 1 ISO week from Monday,
     2 calendar month, 3 once (the whole validity, which starts at ``start_day``)."""
@@ -170,7 +170,7 @@ def period_start(day, frequency, start_day):
     return start_day
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _matches_any(data, begin, n, pfx_first, pfx_count, pfx_offsets, pfx_data):
     if pfx_count == 0:
         return True
@@ -188,7 +188,17 @@ def _matches_any(data, begin, n, pfx_first, pfx_count, pfx_offsets, pfx_data):
     return False
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
+def usage_slot(keys, key):
+    """The slot of ``key`` in an open-addressing table (``keys`` -1 where empty, size 2^k)."""
+    mask = keys.size - 1
+    s = np.int64((np.uint64(key) * _MUL) >> np.uint64(64 - 40)) & mask
+    while keys[s] != -1 and keys[s] != key:
+        s = (s + 1) & mask
+    return s
+
+
+@nb.njit(cache=True, nogil=True)
 def draw_packages(
     order,
     customers,
@@ -207,7 +217,8 @@ def draw_packages(
     allot_pfx_count,
     pfx_offsets,
     pfx_data,
-    used,
+    used_keys,
+    used_values,
     out_seconds,
     out_first,
     draw_row,
@@ -215,9 +226,10 @@ def draw_packages(
     draw_period,
     draw_seconds,
 ):
-    """Consume package seconds call by call in ``order`` (SPEC §5.3). ``used`` maps
-    allotment × 2^32 + period start day to seconds already used and is updated. Returns the
-    number of draws written to the ``draw_*`` arrays."""
+    """Consume package seconds call by call in ``order`` (SPEC §5.3). ``used_keys`` and
+    ``used_values`` map allotment × 2^32 + period start day to seconds already used (a table
+    with room for every draw) and are updated. Returns the number of draws written to the
+    ``draw_*`` arrays."""
     n_draws = 0
     for o in range(order.size):
         i = order[o]
@@ -241,12 +253,14 @@ def draw_packages(
                 continue
             p = period_start(day, allot_freq[a], allot_start[a])
             key = np.int64(a) * 4294967296 + p
-            spent = used.get(key, 0)
+            slot = usage_slot(used_keys, key)
+            used_keys[slot] = key
+            spent = used_values[slot]
             available = allot_seconds[a] - spent
             if available <= 0:
                 continue
             take = min(available, need)
-            used[key] = spent + take
+            used_values[slot] = spent + take
             need -= take
             out_seconds[i] += take
             if out_first[i] < 0:
@@ -269,7 +283,7 @@ def _starts_with(data, begin, n, pfx_data, a, b):
     return True
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def resolve_auth(
     offsets,
     data,
@@ -298,7 +312,7 @@ def resolve_auth(
                 break
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def choose_route(
     offsets,
     data,

@@ -1,0 +1,499 @@
+"""The fast path of reading CDRs: numba scanners for JSON Lines and CSV, and typed fields.
+
+A switch writes the same plain shapes millions of times: a flat JSON object, or a CSV row
+without quotes; numbers as digits; times as ISO 8601. These kernels find each field's bytes
+in such a line and type them (digits to integers, decimals to millionths, times to
+microseconds), straight from the file's buffer. A line they do not fully understand (an
+escape, a nested value, an exponent, a time zone name, a value out of range, …) is not
+guessed at: it is marked for the slow path (``pipelines.cdrfile.validate``, DuckDB), which
+handles every case and words every rejection. So the fast path only ever accepts records the
+slow path would accept, with the same values; tests hold the two paths to that.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from schemas.cdr import INPUT_NAMES
+
+# Line status.
+OK, SLOW, BLANK = 0, 1, 2
+# Value kinds.
+ABSENT, TEXT, BARE, ESCAPED = 0, 1, 2, 3  # BARE: a JSON number's text, or a CSV field
+# ESCAPED: a JSON string holding \" \\ \/ \b \f \n \r or \t (decoded when gathered)
+FIELD = {name: i for i, name in enumerate(INPUT_NAMES)}
+N_FIELDS = len(INPUT_NAMES)
+NAMES_OFFSETS = np.cumsum([0] + [len(n) for n in INPUT_NAMES]).astype(np.int64)
+NAMES_DATA = np.frombuffer("".join(INPUT_NAMES).encode(), np.uint8).copy()
+
+_SP, _TAB, _CR = 32, 9, 13
+_QUOTE, _BACKSLASH, _COMMA, _COLON = 34, 92, 44, 58
+_LBRACE, _RBRACE = 123, 125
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ws(data, i, end):
+    while i < end and (data[i] == _SP or data[i] == _TAB or data[i] == _CR or data[i] == 10):
+        i += 1
+    return i
+
+
+def _key_slot(name: bytes) -> int:
+    return (len(name) * 31 + name[0] * 7 + name[-1] * 3) & 1023
+
+
+KEY_TABLE = np.full(1024, -1, np.int64)
+for _i, _name in enumerate(INPUT_NAMES):
+    assert KEY_TABLE[_key_slot(_name.encode())] == -1, "two field names share a key slot"
+    KEY_TABLE[_key_slot(_name.encode())] = _i
+
+
+@nb.njit(cache=True, nogil=True)
+def _field_of(data, a, b, names_offsets, names_data, key_table):
+    if b <= a:
+        return -1
+    f = key_table[((b - a) * 31 + data[a] * 7 + data[b - 1] * 3) & 1023]
+    if f < 0:
+        return -1
+    s, e = names_offsets[f], names_offsets[f + 1]
+    if e - s != b - a:
+        return -1
+    for k in range(e - s):
+        if data[a + k] != names_data[s + k]:
+            return -1
+    return f
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _simple_escape(c):
+    """The byte a one-letter JSON escape stands for, or -1."""
+    if c in (_QUOTE, _BACKSLASH, 47):
+        return c
+    if c == 98:
+        return 8
+    if c == 102:
+        return 12
+    if c == 110:
+        return 10
+    if c == 114:
+        return 13
+    if c == 116:
+        return 9
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def scan_json(
+    data, line_offsets, names_offsets, names_data, key_table, starts, ends, kinds, status
+):
+    """Find the SPEC fields of each line that is one flat JSON object (``status`` OK), or
+    say the line is blank or needs the slow path."""
+    for r in range(line_offsets.size - 1):
+        a, b = line_offsets[r], line_offsets[r + 1]
+        for f in range(starts.shape[0]):
+            kinds[f, r] = ABSENT
+        i = _ws(data, a, b)
+        if i == b:
+            status[r] = BLANK
+            continue
+        status[r] = SLOW
+        if data[i] != _LBRACE:
+            continue
+        i = _ws(data, i + 1, b)
+        good = False
+        if i < b and data[i] == _RBRACE:
+            i += 1
+            good = True
+        while not good:
+            if i >= b or data[i] != _QUOTE:
+                break
+            ka = i + 1
+            j = ka
+            while j < b and data[j] != _QUOTE and data[j] != _BACKSLASH:
+                j += 1
+            if j >= b or data[j] != _QUOTE:
+                break
+            field = _field_of(data, ka, j, names_offsets, names_data, key_table)
+            i = _ws(data, j + 1, b)
+            if i >= b or data[i] != _COLON:
+                break
+            i = _ws(data, i + 1, b)
+            if i >= b:
+                break
+            c = data[i]
+            kind = ABSENT
+            if c == _QUOTE:
+                va = i + 1
+                j = va
+                kind = TEXT
+                while j < b and data[j] != _QUOTE and data[j] >= 32:
+                    if data[j] == _BACKSLASH:
+                        if j + 1 < b and _simple_escape(data[j + 1]) >= 0:
+                            kind = ESCAPED
+                            j += 2
+                            continue
+                        j = b  # \u…, or a broken escape: slow path
+                        break
+                    j += 1
+                if j >= b or data[j] != _QUOTE:
+                    break  # a control character, \u…, or no end: slow path
+                vb = j
+                i = j + 1
+            elif c == 45 or (48 <= c <= 57):
+                va = i
+                j = i
+                while j < b and (
+                    data[j] == 45
+                    or data[j] == 43
+                    or data[j] == 46
+                    or data[j] == 101
+                    or data[j] == 69
+                    or 48 <= data[j] <= 57
+                ):
+                    j += 1
+                vb = j
+                i = j
+                kind = BARE
+            elif (
+                c == 110
+                and i + 4 <= b
+                and data[i + 1] == 117
+                and data[i + 2] == 108
+                and data[i + 3] == 108
+            ):
+                va = vb = i
+                i += 4  # null: as if absent
+            else:
+                break  # true, false, an object or an array: slow path
+            if field >= 0:
+                if kinds[field, r] != ABSENT or starts[field, r] == -2:
+                    break  # a repeated key: slow path
+                starts[field, r] = va
+                ends[field, r] = vb
+                kinds[field, r] = kind
+                if kind == ABSENT:
+                    starts[field, r] = -2  # seen, null
+            i = _ws(data, i, b)
+            if i < b and data[i] == _COMMA:
+                i = _ws(data, i + 1, b)
+                continue
+            if i < b and data[i] == _RBRACE:
+                i += 1
+                good = True
+            break
+        if good and _ws(data, i, b) == b:
+            status[r] = OK
+        for f in range(starts.shape[0]):
+            if starts[f, r] == -2:
+                starts[f, r] = 0
+
+
+@nb.njit(cache=True, nogil=True)
+def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
+    """Split each unquoted CSV line into its fields (``columns[k]``: the SPEC field of header
+    column k, or -1); a quoted line, or one of the wrong width, needs the slow path."""
+    width = columns.size
+    for r in range(line_offsets.size - 1):
+        a, b = line_offsets[r], line_offsets[r + 1]
+        while b > a and (data[b - 1] == 10 or data[b - 1] == _CR):
+            b -= 1
+        for f in range(starts.shape[0]):
+            kinds[f, r] = ABSENT
+        blank = True
+        for i in range(a, b):
+            if data[i] != _SP and data[i] != _TAB:
+                blank = False
+                break
+        if blank:
+            status[r] = BLANK
+            continue
+        status[r] = SLOW
+        k = 0
+        fa = a
+        bad = False
+        for i in range(a, b + 1):
+            if i < b and data[i] == _QUOTE:
+                bad = True
+                break
+            if i == b or data[i] == _COMMA:
+                if k >= width:
+                    bad = True
+                    break
+                f = columns[k]
+                if f >= 0 and i > fa:
+                    starts[f, r] = fa
+                    ends[f, r] = i
+                    kinds[f, r] = BARE
+                k += 1
+                fa = i + 1
+        if not bad and k == width:
+            status[r] = OK
+
+
+# -- typing the fields --------------------------------------------------------------------
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _digits(data, a, b):
+    """The value of b - a ≥ 1 ASCII digits (at most 18), or -1."""
+    if b <= a or b - a > 18:
+        return -1
+    v = np.int64(0)
+    for k in range(a, b):
+        c = data[k]
+        if c < 48 or c > 57:
+            return -1
+        v = v * 10 + (c - 48)
+    return v
+
+
+@nb.njit(cache=True, nogil=True)
+def _micro(data, a, b):
+    """A non-negative decimal with at most 6 places, in millionths; -1 when not one."""
+    dot = -1
+    for k in range(a, b):
+        if data[k] == 46:
+            dot = k
+            break
+    if dot < 0:
+        whole = _digits(data, a, b)
+        return whole * 1_000_000 if 0 <= whole < 10**12 else -1
+    whole = _digits(data, a, dot) if dot > a else 0
+    places = b - dot - 1
+    if whole < 0 or whole >= 10**12 or places > 6:
+        return -1
+    frac = _digits(data, dot + 1, b) if places > 0 else 0
+    if frac < 0:
+        return -1
+    for _ in range(6 - places):
+        frac *= 10
+    return whole * 1_000_000 + frac
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _days_from_civil(y, m, d):
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+_MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
+
+
+@nb.njit(cache=True, nogil=True)
+def _time_us(data, a, b):
+    """Epoch milliseconds, or ``YYYY-MM-DD[T ]HH:MM:SS[.f]`` with ``Z`` or ``±HH:MM`` (or
+    none: UTC), as microseconds; (False, 0) for anything else."""
+    if b - a <= 15:
+        ms = _digits(data, a, b)
+        if ms >= 0:
+            return True, ms * 1000
+    if b - a < 19:
+        return False, 0
+    y = _digits(data, a, a + 4)
+    mo = _digits(data, a + 5, a + 7)
+    d = _digits(data, a + 8, a + 10)
+    h = _digits(data, a + 11, a + 13)
+    mi = _digits(data, a + 14, a + 16)
+    s = _digits(data, a + 17, a + 19)
+    if (
+        data[a + 4] != 45
+        or data[a + 7] != 45
+        or (data[a + 10] != 84 and data[a + 10] != 32)
+        or data[a + 13] != 58
+        or data[a + 16] != 58
+    ):
+        return False, 0
+    if (
+        y < 1
+        or mo < 1
+        or mo > 12
+        or d < 1
+        or h > 23
+        or mi > 59
+        or s > 59
+        or h < 0
+        or mi < 0
+        or s < 0
+    ):
+        return False, 0
+    leap = (y % 4 == 0 and y % 100 != 0) or y % 400 == 0
+    if d > _MONTH_DAYS[mo] or (mo == 2 and d == 29 and not leap):
+        return False, 0
+    i = a + 19
+    us = np.int64(0)
+    if i < b and data[i] == 46:
+        j = i + 1
+        while j < b and 48 <= data[j] <= 57:
+            j += 1
+        places = j - i - 1
+        if places < 1 or places > 6:
+            return False, 0
+        us = _digits(data, i + 1, j)
+        for _ in range(6 - places):
+            us *= 10
+        i = j
+    offset = np.int64(0)
+    if i < b and data[i] == 90:  # Z
+        i += 1
+    elif i < b and (data[i] == 43 or data[i] == 45):
+        if b - i != 6 or data[i + 3] != 58:
+            return False, 0
+        oh = _digits(data, i + 1, i + 3)
+        om = _digits(data, i + 4, i + 6)
+        if oh < 0 or om < 0 or oh > 23 or om > 59:
+            return False, 0
+        offset = (oh * 60 + om) * 60_000_000
+        if data[i] == 45:
+            offset = -offset
+        i = b
+    if i != b:
+        return False, 0
+    day = _days_from_civil(y, mo, d)
+    return True, ((day * 86400 + h * 3600 + mi * 60 + s) * 1_000_000 + us) - offset
+
+
+INBOUND = np.frombuffer(b"inbound", np.uint8).copy()
+OUTBOUND = np.frombuffer(b"outbound", np.uint8).copy()
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _equals(data, a, b, word):
+    if b - a != word.size:
+        return False
+    for k in range(word.size):
+        if data[a + k] != word[k]:
+            return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def type_fields(
+    data,
+    starts,
+    ends,
+    kinds,
+    status,
+    dt,
+    duration,
+    has_duration,
+    sip_code,
+    pdd_ms,
+    has_pdd,
+    ring,
+    has_ring,
+    inbound,
+    f_callid,
+    f_dt,
+    f_dest,
+    f_duration,
+    f_sip,
+    f_pdd,
+    f_ring,
+    f_direction,
+):
+    """Type the fields of the OK lines; a line whose values are not the plain, valid ones
+    (SPEC §4) goes to the slow path, which words the rejection."""
+    for r in range(status.size):
+        if status[r] != OK:
+            continue
+        slow = False
+        # Text fields: no surrounding blanks (the slow path trims them).
+        for f in range(starts.shape[0]):
+            edged = data[starts[f, r]] == _SP or data[ends[f, r] - 1] == _SP
+            if kinds[f, r] != ABSENT and ends[f, r] > starts[f, r] and edged:
+                slow = True
+        if kinds[f_callid, r] == ABSENT or ends[f_callid, r] == starts[f_callid, r]:
+            slow = True
+        a, b = starts[f_dest, r], ends[f_dest, r]
+        if kinds[f_dest, r] == ABSENT or b == a or b - a > 64:
+            slow = True
+        else:
+            for k in range(a, b):
+                c = data[k]
+                if not (48 <= c <= 57 or c == 43 or c == 42 or c == 35):
+                    slow = True
+                    break
+        ok, t = _time_us(data, starts[f_dt, r], ends[f_dt, r])
+        if kinds[f_dt, r] == ABSENT or not ok:
+            slow = True
+        dt[r] = t
+        code = _digits(data, starts[f_sip, r], ends[f_sip, r])
+        if kinds[f_sip, r] == ABSENT or code < 100 or code > 699:
+            slow = True
+        sip_code[r] = code
+        for f, out, present in ((f_duration, duration, has_duration), (f_ring, ring, has_ring)):
+            present[r] = kinds[f, r] != ABSENT and ends[f, r] > starts[f, r]
+            if present[r]:
+                v = _micro(data, starts[f, r], ends[f, r])
+                if v < 0:
+                    slow = True
+                out[r] = v
+        has_pdd[r] = kinds[f_pdd, r] != ABSENT and ends[f_pdd, r] > starts[f_pdd, r]
+        if has_pdd[r]:
+            p = _digits(data, starts[f_pdd, r], ends[f_pdd, r])
+            if p < 0:
+                slow = True
+            pdd_ms[r] = p
+        inbound[r] = False
+        a, b = starts[f_direction, r], ends[f_direction, r]
+        if kinds[f_direction, r] != ABSENT and b > a:
+            if _equals(data, a, b, INBOUND):
+                inbound[r] = True
+            elif not _equals(data, a, b, OUTBOUND):
+                slow = True
+        if slow:
+            status[r] = SLOW
+
+
+@nb.njit(cache=True, nogil=True)
+def text_lengths(data, starts, ends, kinds, lengths):
+    """The length of each value once its JSON escapes are decoded (one byte each)."""
+    for k in range(starts.size):
+        n = 0
+        j = starts[k]
+        while j < ends[k]:
+            j += 2 if data[j] == _BACKSLASH and kinds[k] == ESCAPED else 1
+            n += 1
+        lengths[k] = n
+
+
+@nb.njit(cache=True, nogil=True)
+def gather(data, starts, ends, kinds, offsets, out):
+    """Copy each value's bytes into ``out`` at ``offsets``, decoding JSON escapes."""
+    for k in range(starts.size):
+        o = offsets[k]
+        a, b = starts[k], ends[k]
+        if kinds[k] != ESCAPED:
+            out[o : o + b - a] = data[a:b]
+            continue
+        j = a
+        while j < b:
+            c = data[j]
+            if c == _BACKSLASH:
+                c = _simple_escape(data[j + 1])
+                j += 1
+            out[o] = c
+            o += 1
+            j += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def line_ends(data, ends):
+    """Where each line ends (after its newline), and whether any byte is not ASCII; returns
+    the number of lines, which may exceed the room in ``ends`` (then only that much is set)."""
+    n = 0
+    high = False
+    for i in range(data.size):
+        c = data[i]
+        if c == 10:
+            if n < ends.size:  # the caller checks n against the room it gave
+                ends[n] = i + 1
+            n += 1
+        elif c >= 0x80:
+            high = True
+    return n, high

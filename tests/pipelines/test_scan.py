@@ -1,0 +1,159 @@
+"""The numba fast path reads exactly what the DuckDB slow path reads, or hands the line over.
+
+Each test writes a file, reads it both ways (``read_records``: fast path plus fallback;
+``read_blocks`` + ``validate``: DuckDB for every line) and requires the same typed records
+and the same rejections, line for line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines import cdrfile, scan
+
+
+@pytest.fixture(scope="module")
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = duckdb.connect()
+    connection.execute("SET TimeZone = 'UTC'")
+    yield connection
+    connection.close()
+
+
+def both_ways(
+    con: duckdb.DuckDBPyConnection, path: Path
+) -> tuple[tuple[pa.Table, list], tuple[pa.Table, list]]:
+    fast, fast_bad = [], []
+    for block in cdrfile.read_records(path, con, 1 << 16):
+        fast.append(block.valid.drop_columns(["row"]))
+        if block.invalid.num_rows:
+            fast_bad += block.invalid.select(["line", "invalid"]).to_pylist()
+    slow, slow_bad = [], []
+    for raw in cdrfile.read_blocks(path, con, 1 << 16):
+        valid, invalid, _ = cdrfile.validate(con, raw.table)
+        slow.append(valid.drop_columns(["raw"]))
+        slow_bad += invalid.select(["line", "invalid"]).to_pylist()
+    fast_table = pa.concat_tables(fast)
+    return (fast_table, sorted(fast_bad, key=str)), (
+        pa.concat_tables(slow).cast(fast_table.schema),
+        sorted(slow_bad, key=str),
+    )
+
+
+def assert_same_both_ways(con: duckdb.DuckDBPyConnection, path: Path) -> pa.Table:
+    (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast_bad == slow_bad
+    return fast
+
+
+EDGES = [
+    '{"callid":"a","dt":"2026-11-01T10:00:00Z","dest_number":"447","sip_code":200,"duration":7.5}',
+    '{ "callid" : "b" , "dt" : "2026-11-01 10:00:00.123456" , "dest_number" : "+1#2*3" , "sip_code" : "486" }',
+    '{"callid":"c","dt":1761991200123,"dest_number":"44","sip_code":200,"duration":"12","pdd_ms":0}',
+    '{"callid":"d","dt":"2026-11-01T12:00:00+02:00","dest_number":"44","sip_code":200,"ring_duration":0.000001}',
+    '{"callid":"e","dt":"2026-11-01T12:00:00-05:30","dest_number":"44","sip_code":200,"duration":.5}',
+    '{"callid":"f","dt":"2026-02-29T00:00:00Z","dest_number":"44","sip_code":200}',
+    '{"callid":"g","dt":"2028-02-29T23:59:59.9Z","dest_number":"44","sip_code":699,"duration":7.0000001}',
+    '{"callid":"h","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"sip_reason":"say \\"hi\\"\\n"}',
+    '{"callid":"i","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"sip_reason":"caf\\u00e9"}',
+    '{"callid":"j","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"switch":"sw\\\\1"}',
+    '{"callid":" k ","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200}',
+    '{"callid":"l","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"callid":"l2"}',
+    '{"callid":"m","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"extra":{"a":[1,2]}}',
+    '{"callid":"n","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"direction":"inbound"}',
+    '{"callid":"o","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"direction":"Inbound"}',
+    '{"callid":"p","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"customer_id":42}',
+    '{"callid":"q","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"source_ip":null}',
+    '{"callid":"r","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"duration":1e2}',
+    '{"callid":"s","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":2e2}',
+    '{"callid":"t","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"duration":""}',
+    '{"callid":"u","dt":"2026-13-01T10:00:00Z","dest_number":"44","sip_code":200}',
+    '{"callid":"v","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"pdd_ms":-5}',
+    '{"callid":"w","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":true}',
+    '{"callid":"x","dt":"2026-11-01T10:00:00Z","dest_number":"","sip_code":200}',
+    '{"callid":"y","dt":"2026-11-01","dest_number":"44","sip_code":200}',
+    '{"callid":"z","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"release_reason":"Q.850;cause=16;text=\\"NORMAL_CLEARING\\""}',
+    '{"callid":"√","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"switch":"zürich"}',
+    "{}",
+    "{",
+    '{"callid":"trailing","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200} x',
+    "   ",
+    "",
+]  # fmt: skip
+
+
+def test_edge_cases_of_json_lines(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "edges.jsonl"
+    path.write_text("\n".join(EDGES) + "\n")
+    table = assert_same_both_ways(con, path)
+    assert 'say "hi"\n' in table["sip_reason"].to_pylist()  # escapes decoded on the fast path
+
+
+def test_edge_cases_of_csv(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    path = tmp_path / "edges.csv"
+    path.write_text(
+        "callid,dt,dest_number,sip_code,duration,direction,sip_reason,x\n"
+        "a,2026-11-01T10:00:00Z,+4420,200,7.5,,OK,1\n"
+        "b,2026-11-01T10:00:00Z,4420,486,,inbound,,\n"
+        '"c",2026-11-01T10:00:00Z,"4420",200,1,,"Busy, here",\n'
+        "d,2026-11-01T10:00:00Z,4420,200,1\n"
+        "e,2026-11-01T10:00:00Z,4420,200,1,,,,,\n"
+        "f,yesterday,4420,200,1,,,\n"
+        "\n"
+        "g,2026-11-01T10:00:00Z,44 20,200,1,,,\r\n"
+    )
+    assert_same_both_ways(con, path)
+
+
+FIELDS = {
+    "callid": st.sampled_from(["c1", "c2", " c3", "", "ç4", "c\"5"]),
+    "dt": st.sampled_from(["2026-11-01T10:00:00Z", "2026-11-01T10:00:00.5Z", "2026-11-31T00:00:00Z",
+                           "2026-11-01T25:00:00Z", "1761991200123", 1761991200123, "2026-11-01T10:00:00+01:00",
+                           "2026-11-01T10:00:00", "2026-11-01T10:00:00.1234567Z", "soon"]),
+    "dest_number": st.sampled_from(["4477", "+4477", "*12#3", "44a", "", 4477]),
+    "sip_code": st.sampled_from([200, "200", 486, 99, 700, "abc", 200.0, None]),
+    "duration": st.sampled_from([0, 7, 7.5, "7.25", "7.1234567", -1, "", None, "1e1", 0.0001]),
+    "pdd_ms": st.sampled_from([0, 1500, "1500", 1.5, -1, None]),
+    "direction": st.sampled_from(["outbound", "inbound", "in", None, ""]),
+    "sip_reason": st.text(max_size=6),
+}  # fmt: skip
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.fixed_dictionaries({}, optional=FIELDS), min_size=1, max_size=40))
+def test_random_records_read_the_same_both_ways(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, records: list[dict[str, object]]
+) -> None:
+    path = tmp_path / "random.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert_same_both_ways(con, path)
+
+
+def test_the_fast_path_takes_the_plain_records(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """Not a speed test: it checks that plain records do not all fall to the slow path."""
+    path = tmp_path / "plain.jsonl"
+    path.write_text("".join(json.dumps({"callid": f"c{i}", "dt": "2026-11-01T10:00:00.123Z",
+                                        "dest_number": "447700900123", "sip_code": 200,
+                                        "duration": 61.25, "release_reason": 'Q.850;text="OK"'}) + "\n"
+                            for i in range(100)))  # fmt: skip
+    [block] = list(cdrfile._line_blocks(path, 1 << 20))
+    n = len(block)
+    starts, ends = (scan.np.zeros((scan.N_FIELDS, n), scan.np.int64) for _ in range(2))
+    kinds = scan.np.zeros((scan.N_FIELDS, n), scan.np.int8)
+    status = scan.np.empty(n, scan.np.int8)
+    scan.scan_json(block.data, block.offsets, scan.NAMES_OFFSETS, scan.NAMES_DATA, scan.KEY_TABLE,
+                   starts, ends, kinds, status)  # fmt: skip
+    assert (status == scan.OK).all()
