@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,9 @@ class Staging:
         self.files: list[str] = []
         self.file_rows = file_rows
         self.committed = False
+        # Parquet is written on a thread of its own (Arrow releases the GIL meanwhile).
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdrflow-lake")
+        self.writes: list[Future[None]] = []
         self.pending: dict[str, list[tuple[pa.Table, pa.Array]]] = {}
 
     def add(self, kind: str, table: pa.Table, days: pa.Array) -> None:
@@ -123,15 +127,23 @@ class Staging:
         if pending:
             table = pa.concat_tables([t for t, _ in pending])
             days = pa.concat_arrays([d for _, d in pending])
-            self._write(kind, table, days)
+            self.sequence += 1
+            self.writes.append(self.writer.submit(self._write, kind, table, days, self.sequence))
+            while len(self.writes) > 2:  # memory stays bounded: at most two files in flight
+                self.writes.pop(0).result()
 
-    def _write(self, kind: str, table: pa.Table, days: pa.Array) -> None:
-        self.sequence += 1
+    def wait(self) -> None:
+        """Every file written so far is on disk (or its error is raised here)."""
+        for write in self.writes:
+            write.result()
+        self.writes = []
+
+    def _write(self, kind: str, table: pa.Table, days: pa.Array, sequence: int) -> None:
         for day in pc.unique(days).to_pylist():
             part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
             folder = self.dir / kind / f"date={day.isoformat()}"
             folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{self.run_id}-{self.sequence:05d}.parquet"
+            name = f"part-{self.run_id}-{sequence:05d}.parquet"
             tmp = folder / f".{name}.tmp"
             pq.write_table(part, tmp, compression="zstd", compression_level=1)
             os.replace(tmp, folder / name)
@@ -141,6 +153,8 @@ class Staging:
         """The commit point: the manifest appears atomically; then the files move in."""
         for kind in list(self.pending):
             self.flush(kind)
+        self.wait()
+        self.writer.shutdown()
         for name in self.files:  # on disk before the commit point, so power loss cannot tear a run
             with (self.dir / name).open("rb") as f:
                 os.fsync(f.fileno())
@@ -158,5 +172,6 @@ class Staging:
     def abort(self) -> None:
         """Undo a run that failed before its commit point; after it, only ``recover`` may
         touch the staged files (it finishes publishing them)."""
+        self.writer.shutdown(wait=True, cancel_futures=True)
         if not self.committed:
             shutil.rmtree(self.dir, ignore_errors=True)

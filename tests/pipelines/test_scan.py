@@ -32,7 +32,7 @@ def both_ways(
     con: duckdb.DuckDBPyConnection, path: Path
 ) -> tuple[tuple[pa.Table, list], tuple[pa.Table, list]]:
     fast, fast_bad = [], []
-    for block in cdrfile.read_records(path, con, 1 << 16):
+    for block in cdrfile.read_records(path, con, 64 << 20):
         fast.append(block.valid.drop_columns(["row"]))
         if block.invalid.num_rows:
             fast_bad += block.invalid.select(["line", "invalid"]).to_pylist()
@@ -157,3 +157,15 @@ def test_the_fast_path_takes_the_plain_records(
     scan.scan_json(block.data, block.offsets, scan.NAMES_OFFSETS, scan.NAMES_DATA, scan.KEY_TABLE,
                    starts, ends, kinds, status)  # fmt: skip
     assert (status == scan.OK).all()
+
+
+def test_a_big_block_is_read_in_two_halves_the_same_way(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    from tests.pipelines.workload import records, write_jsonl
+
+    path = write_jsonl(tmp_path / "big.jsonl", records(30_000, seed=4), broken_every=700)
+    [block] = list(cdrfile.read_records(path, con, 64 << 20))  # one block: split in two
+    (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast_bad == slow_bad
+    assert block.valid["row"].to_pylist() == [line - 1 for line in block.valid["line"].to_pylist()]
+    assert block.valid["line"].to_pylist() == sorted(block.valid["line"].to_pylist())
