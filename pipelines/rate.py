@@ -27,7 +27,7 @@ from pipelines.cdrfile import read_records
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
 from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
-from rating.engine import Priced, Usage, finish, price, usage_from
+from rating.engine import Priced, Usage, finish, may_draw, price, usage_from
 from rating.tables import Tables, compile_tables
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
 
@@ -168,15 +168,11 @@ def _run(
                 _stage_rating_rejects(
                     con, staging, tables, priced.take(rejected), block.lines, now, summary
                 )
-            rated = np.flatnonzero(priced.reason == None)  # noqa: E711
-            may_draw = (priced.billed[rated] > 0) & (
-                tables.allot_count[np.maximum(priced.customer[rated], 0)] > 0
-            )
-            if may_draw.any():
-                held.append(priced.take(rated[may_draw]))
-            _stage_rated(
-                staging, finish(tables, priced.take(rated[~may_draw]), usage, now), summary
-            )
+            drawing = may_draw(tables, priced)
+            if drawing.any():
+                held.append(priced.take(np.flatnonzero(drawing)))
+            rated = np.flatnonzero((priced.reason == None) & ~drawing)  # noqa: E711
+            _stage_rated(staging, finish(tables, priced.take(rated), usage, now), summary)
             if progress is not None:
                 progress(block.bytes_read)
             summary.bytes_read += block.bytes_read

@@ -357,6 +357,23 @@ class Usage:
         return int(self.values[slot]) if self.keys[slot] == key else 0
 
 
+def may_draw(tables: Tables, priced: Priced) -> npt.NDArray[np.bool_]:
+    """The priced calls that could draw on a package: the ones to rate in (dt, callid) order
+    at the end of a run; all others can be finished at once."""
+    out = np.zeros(len(priced), np.bool_)
+    if not tables.allot_package:
+        return out
+    offsets, data = _strings(priced.batch["dest_number"])
+    ap = tables.allot_prefixes
+    customers = np.where(priced.reason == None, priced.customer, -1)  # noqa: E711
+    kernels.may_draw(
+        customers, priced.days, offsets, data, priced.start, priced.billed, tables.allot_first,
+        tables.allot_count, tables.allot_start, tables.allot_end, tables.allot_pfx_first,
+        tables.allot_pfx_count, ap.offsets, ap.data, out,
+    )  # fmt: skip
+    return out
+
+
 def usage_from(tables: Tables, draws: Iterable[tuple[str, str, str, date, int]]) -> Usage:
     """Package usage from draws recorded earlier: (customer_id, package_id, start_date,
     period_start, seconds). Draws on allotments no longer in the catalog are ignored."""
@@ -609,4 +626,4 @@ def _draws(tables: Tables, n: int, draws: tuple[I64, I64, I64, I64]) -> pa.Array
     )
 
 
-__all__ = ["Priced", "Usage", "finish", "price", "usage_from"]
+__all__ = ["Priced", "Usage", "finish", "may_draw", "price", "usage_from"]

@@ -370,3 +370,25 @@ def choose_route(
             out_card[i] = route_card[r]
             out_start[i] = s
             break
+
+
+@nb.njit(cache=True, nogil=True)
+def may_draw(
+    customers, days, offsets, data, starts, billed, cust_first, cust_count, allot_start,
+    allot_end, allot_pfx_first, allot_pfx_count, pfx_offsets, pfx_data, out,
+):  # fmt: skip
+    """Whether each call could draw on a package: billed, and one of its customer's
+    allotments covers its day and its number (the calls ``draw_packages`` must see)."""
+    for i in range(customers.size):
+        out[i] = False
+        c = customers[i]
+        if billed[i] <= 0 or c < 0:
+            continue
+        begin = offsets[i] + starts[i]
+        n = offsets[i + 1] - begin
+        for a in range(cust_first[c], cust_first[c] + cust_count[c]):
+            if allot_start[a] <= days[i] <= allot_end[a] and _matches_any(
+                data, begin, n, allot_pfx_first[a], allot_pfx_count[a], pfx_offsets, pfx_data
+            ):
+                out[i] = True
+                break

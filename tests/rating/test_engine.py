@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.dedupe import BilledCallids, hashes
-from rating.engine import finish, price, usage_from
+from rating.engine import finish, may_draw, price, usage_from
 from rating.tables import compile_tables
 from schemas.cdr import INPUT, INPUT_NAMES
 from tests.rating.reference import rate_reference
@@ -59,7 +59,16 @@ def rate_engine(
     ok = priced.reason == None  # noqa: E711
     priced.reason[billed.mark(batch["callid"], ok)] = "duplicate"
     draws = [(c, p, s, date.fromisoformat(d), n) for (c, p, s, d), n in (usage or {}).items()]
-    rated = finish(tables, priced, usage_from(tables, draws), 0).to_pylist()
+    usage = usage_from(tables, draws)
+    # As the runner does: calls that cannot draw on a package are finished first, the others
+    # after them; a call wrongly thought unable to draw would lose its package seconds.
+    drawing = may_draw(tables, priced)
+    ok = np.flatnonzero((priced.reason == None) & ~drawing)  # noqa: E711
+    first = finish(tables, priced.take(ok), usage, 0).to_pylist()
+    later = finish(tables, priced.take(np.flatnonzero(drawing)), usage, 0).to_pylist()
+    by_index = dict(zip(ok.tolist(), first, strict=True))
+    by_index.update(zip(np.flatnonzero(drawing).tolist(), later, strict=True))
+    rated = [by_index[i] for i in sorted(by_index)]
     out, rows = [], iter(rated)
     for callid, reason in zip(batch["callid"].to_pylist(), priced.reason, strict=True):
         if reason is not None:
