@@ -9,7 +9,6 @@ types it (``schemas.cdr.INPUT``) and splits off the invalid records with the fie
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from pipelines import scan
@@ -79,7 +77,7 @@ def read_blocks(
                 raw_bytes[int(block.offsets[1]) :],
                 numbers[1:],
             )
-        yield RawBlock(_csv_records(str(path), header, numbers, lines, raw_bytes), len(raw_bytes))
+        yield RawBlock(_csv_records(str(path), header, numbers, lines), len(raw_bytes))
 
 
 @dataclass
@@ -205,52 +203,29 @@ def _csv_header(path: Path, lines: pa.Array) -> list[str]:
     return names
 
 
-def _csv_records(
-    source: str, header: list[str], numbers: np.ndarray, lines: pa.Array, raw_bytes: bytes
-) -> pa.Table:
-    n = len(lines)
-    empty = _blank(lines)
-    bad: list[str] = []
-
-    def on_invalid(row: pcsv.InvalidRow) -> str:
-        bad.append(row.text)
-        return "skip"
-
-    parsed = pcsv.read_csv(
-        io.BytesIO(raw_bytes),
-        read_options=pcsv.ReadOptions(column_names=header, use_threads=True, block_size=16 << 20),
-        parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
-        convert_options=pcsv.ConvertOptions(
-            column_types={name: pa.string() for name in header},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-    invalid = np.zeros(n, bool)
-    if bad:
-        # pyarrow names a bad row by its text: every line with that text is bad.
-        wanted = {b.rstrip("\r\n") for b in bad}
-        stripped = pc.utf8_rtrim(lines.cast(pa.string()), characters="\r\n")
-        invalid = pc.is_in(stripped, value_set=pa.array(sorted(wanted))).to_numpy(
-            zero_copy_only=False
-        )
-        invalid &= ~empty
-    good = np.flatnonzero(~empty & ~invalid)
-    if good.size != parsed.num_rows:
-        raise CdrflowError(f"{source}: could not map CSV rows to lines near line {numbers[0]}")
-    columns = {}
-    for name in INPUT_NAMES:
-        if name in parsed.column_names:
-            values = np.full(n, None, dtype=object)
-            values[good] = parsed[name].to_numpy(zero_copy_only=False)
-            columns[name] = pa.array(values, pa.string())
+def _csv_records(source: str, header: list[str], numbers: np.ndarray, lines: pa.Array) -> pa.Table:
+    """CSV lines as text records, one line at a time with Python's csv module (the slow path
+    sees few lines; one line is one record, so every problem keeps its line number)."""
+    texts = lines.cast(pa.string()).to_pylist()
+    values: dict[str, list[str | None]] = {name: [] for name in INPUT_NAMES}
+    problem: list[str | None] = []
+    index = {name: k for k, name in enumerate(header)}
+    for text in texts:
+        stripped = text.rstrip("\r\n")
+        fields = next(csv.reader([stripped]), []) if stripped.strip() else []
+        if not stripped.strip():
+            problem.append("empty")
+        elif len(fields) != len(header):
+            problem.append(f"the row does not have the {len(header)} fields of the header")
         else:
-            columns[name] = pa.nulls(n, pa.string())
-    problem = np.full(n, None, dtype=object)
-    problem[invalid] = f"the row does not have the {len(header)} fields of the header"
-    problem[empty] = "empty"
-    columns["raw"] = lines.cast(pa.string())
-    columns["source"] = pa.array([source] * n, pa.string()) if n else pa.array([], pa.string())
+            problem.append(None)
+        ok = problem[-1] is None
+        for name in INPUT_NAMES:
+            k = index.get(name)
+            values[name].append(fields[k] if ok and k is not None and fields[k] != "" else None)
+    columns: dict[str, pa.Array] = {name: pa.array(v, pa.string()) for name, v in values.items()}
+    columns["raw"] = pa.array(texts, pa.string())
+    columns["source"] = pa.array([source] * len(texts), pa.string())
     columns["line"] = pa.array(numbers, pa.int64())
     columns["problem"] = pa.array(problem, pa.string())
     return pa.table(columns)
@@ -504,8 +479,7 @@ def _fast_block(
     if kind == "jsonl":
         texts = _json_records(con, source, numbers, lines)
     else:
-        raw_bytes = "".join(lines.to_pylist()).encode()
-        texts = _csv_records(source, header, numbers, lines, raw_bytes)
+        texts = _csv_records(source, header, numbers, lines)
     valid, invalid, more_blank = validate(con, texts)
     valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], row_base))
     merged = pa.concat_tables([fast, valid.cast(fast.schema)])

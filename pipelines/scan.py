@@ -191,8 +191,9 @@ def scan_json(
 
 @nb.njit(cache=True, nogil=True)
 def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
-    """Split each unquoted CSV line into its fields (``columns[k]``: the SPEC field of header
-    column k, or -1); a quoted line, or one of the wrong width, needs the slow path."""
+    """Split each CSV line into its fields (``columns[k]``: the SPEC field of header column
+    k, or -1). A field may be quoted; a quote inside one (``""``), or a line of the wrong
+    width, needs the slow path."""
     width = columns.size
     for r in range(line_offsets.size - 1):
         a, b = line_offsets[r], line_offsets[r + 1]
@@ -210,23 +211,42 @@ def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
             continue
         status[r] = SLOW
         k = 0
-        fa = a
+        i = a
         bad = False
-        for i in range(a, b + 1):
-            if i < b and data[i] == _QUOTE:
+        while True:
+            if k >= width:
                 bad = True
                 break
-            if i == b or data[i] == _COMMA:
-                if k >= width:
+            if i < b and data[i] == _QUOTE:
+                fa = i + 1
+                j = fa
+                while j < b and data[j] != _QUOTE:
+                    j += 1
+                if j >= b or (j + 1 < b and data[j + 1] != _COMMA):
+                    bad = True  # "" inside, or no closing quote: slow path
+                    break
+                fb = j
+                i = j + 1
+            else:
+                fa = i
+                while i < b and data[i] != _COMMA and data[i] != _QUOTE:
+                    i += 1
+                if i < b and data[i] == _QUOTE:
                     bad = True
                     break
-                f = columns[k]
-                if f >= 0 and i > fa:
-                    starts[f, r] = fa
-                    ends[f, r] = i
-                    kinds[f, r] = BARE
+                fb = i
+            f = columns[k]
+            if f >= 0 and fb > fa:
+                starts[f, r] = fa
+                ends[f, r] = fb
+                kinds[f, r] = BARE
+            k += 1
+            if i >= b:
+                break
+            i += 1  # the comma
+            if i == b:  # a trailing comma: one more, empty, field
                 k += 1
-                fa = i + 1
+                break
         if not bad and k == width:
             status[r] = OK
 

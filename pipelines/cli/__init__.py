@@ -131,6 +131,7 @@ def cards_rates(
 
 app.command("demo")(demo_module.demo)
 app.command("rate")(rate_module.rate)
+from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 
 def main() -> None:

@@ -159,7 +159,9 @@ def test_the_fast_path_takes_the_plain_records(
     assert (status == scan.OK).all()
 
 
-def test_a_big_block_is_read_in_two_halves_the_same_way(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+def test_a_big_block_is_read_in_two_halves_the_same_way(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
     from tests.pipelines.workload import records, write_jsonl
 
     path = write_jsonl(tmp_path / "big.jsonl", records(30_000, seed=4), broken_every=700)
@@ -169,3 +171,21 @@ def test_a_big_block_is_read_in_two_halves_the_same_way(con: duckdb.DuckDBPyConn
     assert fast_bad == slow_bad
     assert block.valid["row"].to_pylist() == [line - 1 for line in block.valid["line"].to_pylist()]
     assert block.valid["line"].to_pylist() == sorted(block.valid["line"].to_pylist())
+
+
+def test_quoted_csv_reads_the_same_both_ways(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "quoted.csv"
+    path.write_text(
+        '"callid","dt","dest_number","sip_code","duration","sip_reason","switch"\n'
+        '"a","2026-11-01T10:00:00Z","+4420","200","7.5","OK","sw1"\n'
+        '"b","2026-11-01T10:00:00Z","4420","486","","Busy Here",""\n'
+        '"c","2026-11-01T10:00:00Z","4420","200","1","say ""hi""","x"\n'
+        '"d","2026-11-01T10:00:00Z","4420","200","1","a, b",\n'
+        '"e","2026-11-01T10:00:00Z","4420","200","1","unterminated,x\n'
+        'f,"2026-11-01T10:00:00Z",4420,200,1,x"y,z\n'
+        '"g","2026-11-01T10:00:00Z","4420","200","n/a","",""\n'
+    )
+    table = assert_same_both_ways(con, path)
+    assert table["sip_reason"].to_pylist()[:2] == ["OK", "Busy Here"]
