@@ -497,7 +497,7 @@ def _strings_of(block: Lines, starts: np.ndarray, ends: np.ndarray, kinds: np.nd
     kinds = np.where(present, kinds, scan.ABSENT).astype(np.int8)
     ends = np.where(present, ends, starts)
     lengths = np.empty(starts.size, np.int64)
-    if (kinds == scan.ESCAPED).any():
+    if ((kinds == scan.ESCAPED) | (kinds == scan.DOUBLED)).any():
         scan.text_lengths(block.data, starts, ends, kinds, lengths)
     else:
         np.subtract(ends, starts, out=lengths)

@@ -20,7 +20,8 @@ from schemas.cdr import INPUT_NAMES
 # Line status.
 OK, SLOW, BLANK = 0, 1, 2
 # Value kinds.
-ABSENT, TEXT, BARE, ESCAPED = 0, 1, 2, 3  # BARE: a JSON number's text, or a CSV field
+ABSENT, TEXT, BARE, ESCAPED, DOUBLED = 0, 1, 2, 3, 4  # BARE: a JSON number, or a CSV field
+# DOUBLED: a quoted CSV field holding "" for each quote (decoded when gathered)
 # ESCAPED: a JSON string holding \" \\ \/ \b \f \n \r or \t (decoded when gathered)
 FIELD = {name: i for i, name in enumerate(INPUT_NAMES)}
 N_FIELDS = len(INPUT_NAMES)
@@ -217,13 +218,20 @@ def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
             if k >= width:
                 bad = True
                 break
+            kind = BARE
             if i < b and data[i] == _QUOTE:
                 fa = i + 1
                 j = fa
-                while j < b and data[j] != _QUOTE:
+                while j < b:
+                    if data[j] == _QUOTE:
+                        if j + 1 < b and data[j + 1] == _QUOTE:
+                            kind = DOUBLED
+                            j += 2
+                            continue
+                        break
                     j += 1
                 if j >= b or (j + 1 < b and data[j + 1] != _COMMA):
-                    bad = True  # "" inside, or no closing quote: slow path
+                    bad = True  # no closing quote, or text after it: slow path
                     break
                 fb = j
                 i = j + 1
@@ -239,7 +247,7 @@ def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
             if f >= 0 and fb > fa:
                 starts[f, r] = fa
                 ends[f, r] = fb
-                kinds[f, r] = BARE
+                kinds[f, r] = kind
             k += 1
             if i >= b:
                 break
@@ -477,7 +485,10 @@ def text_lengths(data, starts, ends, kinds, lengths):
         n = 0
         j = starts[k]
         while j < ends[k]:
-            j += 2 if data[j] == _BACKSLASH and kinds[k] == ESCAPED else 1
+            escaped = (data[j] == _BACKSLASH and kinds[k] == ESCAPED) or (
+                data[j] == _QUOTE and kinds[k] == DOUBLED
+            )
+            j += 2 if escaped else 1
             n += 1
         lengths[k] = n
 
@@ -488,15 +499,17 @@ def gather(data, starts, ends, kinds, offsets, out):
     for k in range(starts.size):
         o = offsets[k]
         a, b = starts[k], ends[k]
-        if kinds[k] != ESCAPED:
+        if kinds[k] != ESCAPED and kinds[k] != DOUBLED:
             out[o : o + b - a] = data[a:b]
             continue
         j = a
         while j < b:
             c = data[j]
-            if c == _BACKSLASH:
+            if c == _BACKSLASH and kinds[k] == ESCAPED:
                 c = _simple_escape(data[j + 1])
                 j += 1
+            elif c == _QUOTE and kinds[k] == DOUBLED:
+                j += 1  # "" stands for one "
             out[o] = c
             o += 1
             j += 1
