@@ -25,7 +25,7 @@ from pipelines import scan
 from schemas.cdr import INPUT, INPUT_NAMES, SECONDS
 from schemas.errors import CdrflowError
 
-BLOCK_BYTES = 64 << 20
+BLOCK_BYTES = 16 << 20
 FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",

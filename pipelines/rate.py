@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,13 +22,14 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog
-from pipelines.cdrfile import read_records
+from pipelines.cdrfile import BLOCK_BYTES, read_records
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
 from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
-from rating.engine import Priced, Usage, finish, may_draw, price, usage_from
+from rating.engine import Priced, Usage, draw, finish, may_draw, price, usage_from
 from rating.tables import Tables, compile_tables
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
 
@@ -92,7 +94,7 @@ def rate_files(
     paths: Sequence[Path],
     *,
     progress: Callable[[int], None] | None = None,
-    block_bytes: int = 64 << 20,
+    block_bytes: int = BLOCK_BYTES,
     on_wait: Callable[[], None] | None = None,
 ) -> Summary:
     """Rate CDR files into the home's lake, exactly once."""
@@ -151,7 +153,7 @@ def _run(
     billed = BilledCallids(home)
     usage = package_usage(con, home, tables)
     now = int(datetime.now(UTC).timestamp() * 1_000_000)
-    held: list[Priced] = []
+    held = HeldCalls(staging.dir / "held")
     for path in paths:
         for block in read_records(path, con, block_bytes):
             valid, invalid = block.valid, block.invalid
@@ -170,14 +172,77 @@ def _run(
                 )
             drawing = may_draw(tables, priced)
             if drawing.any():
-                held.append(priced.take(np.flatnonzero(drawing)))
+                held.add(priced.take(np.flatnonzero(drawing)))
             rated = np.flatnonzero((priced.reason == None) & ~drawing)  # noqa: E711
             _stage_rated(staging, finish(tables, priced.take(rated), usage, now), summary)
             if progress is not None:
                 progress(block.bytes_read)
             summary.bytes_read += block.bytes_read
-    if held:
-        _stage_rated(staging, finish(tables, Priced.concat(held), usage, now), summary)
+    for table in held.finish(tables, usage, now):
+        _stage_rated(staging, table, summary)
+
+
+class HeldCalls:
+    """Calls that may draw on a package, set aside until the run has read all its input:
+    their rows in Parquet files in the run's staging, and in memory only what ordering and
+    drawing need (dt, callid, number, customer, day, billed seconds), so that memory stays
+    bounded by the block, not by the traffic."""
+
+    ARRAYS = tuple(f.name for f in dataclass_fields(Priced) if f.name not in ("batch", "reason"))
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.parts: list[tuple[Path, int]] = []
+        self.keys: list[pa.Table] = []
+        self.arrays: dict[str, list[np.ndarray]] = {
+            "customer": [],
+            "days": [],
+            "start": [],
+            "billed": [],
+        }
+
+    def add(self, priced: Priced) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"held-{len(self.parts):05d}.parquet"
+        table = priced.batch
+        for name in self.ARRAYS:
+            table = table.append_column(f"_{name}", pa.array(getattr(priced, name), pa.int64()))
+        pq.write_table(table, path, compression="zstd", compression_level=1)
+        self.parts.append((path, len(priced)))
+        self.keys.append(priced.batch.select(["dt", "callid", "dest_number"]))
+        for name, parts in self.arrays.items():
+            parts.append(getattr(priced, name))
+
+    def finish(self, tables: Tables, usage: Usage, rated_at: int) -> Iterator[pa.Table]:
+        """Draw packages over all held calls in (dt, callid) order, then rate them part by
+        part."""
+        if not self.parts:
+            return
+        keys = pa.concat_tables(self.keys)
+        arrays = {name: np.concatenate(parts) for name, parts in self.arrays.items()}
+        self.keys, self.arrays = [], {}
+        draws = draw(
+            tables,
+            arrays["customer"],
+            arrays["days"],
+            keys["dest_number"],
+            arrays["start"],
+            arrays["billed"],
+            keys.select(["dt", "callid"]),
+            usage,
+        )
+        lo = 0
+        for path, n in self.parts:
+            table = pq.read_table(path)
+            inner = [f"_{name}" for name in self.ARRAYS]
+            priced = Priced(
+                batch=table.drop_columns(inner),
+                reason=np.full(n, None, dtype=object),
+                **{name: table[f"_{name}"].to_numpy() for name in self.ARRAYS},
+            )
+            yield finish(tables, priced, usage, rated_at, draws.slice(lo, lo + n))
+            path.unlink()
+            lo += n
 
 
 def _days(times: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -9,7 +9,7 @@ computes charge, tax and profit exactly, producing rated CDRs (``schemas.cdr.RAT
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import date
 from decimal import Decimal
@@ -51,15 +51,6 @@ class Priced:
     def take(self, index: npt.NDArray[np.int64]) -> Priced:
         arrays = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "batch"}
         return Priced(batch=self.batch.take(pa.array(index)), **arrays)
-
-    @staticmethod
-    def concat(parts: Sequence[Priced]) -> Priced:
-        arrays = {
-            f.name: np.concatenate([getattr(p, f.name) for p in parts])
-            for f in fields(Priced)
-            if f.name != "batch"
-        }
-        return Priced(batch=pa.concat_tables([p.batch for p in parts]), **arrays)
 
 
 def _strings(column: pa.ChunkedArray | pa.Array) -> tuple[I64, npt.NDArray[np.uint8]]:
@@ -367,10 +358,22 @@ def may_draw(tables: Tables, priced: Priced) -> npt.NDArray[np.bool_]:
     ap = tables.allot_prefixes
     customers = np.where(priced.reason == None, priced.customer, -1)  # noqa: E711
     kernels.may_draw(
-        customers, priced.days, offsets, data, priced.start, priced.billed, tables.allot_first,
-        tables.allot_count, tables.allot_start, tables.allot_end, tables.allot_pfx_first,
-        tables.allot_pfx_count, ap.offsets, ap.data, out,
-    )  # fmt: skip
+        customers,
+        priced.days,
+        offsets,
+        data,
+        priced.start,
+        priced.billed,
+        tables.allot_first,
+        tables.allot_count,
+        tables.allot_start,
+        tables.allot_end,
+        tables.allot_pfx_first,
+        tables.allot_pfx_count,
+        ap.offsets,
+        ap.data,
+        out,
+    )
     return out
 
 
@@ -391,61 +394,115 @@ def usage_from(tables: Tables, draws: Iterable[tuple[str, str, str, date, int]])
     return usage
 
 
-def finish(tables: Tables, priced: Priced, usage: Usage, rated_at: int) -> pa.Table:
-    """Draw packages in (dt, callid) order, then charge, tax and profit: the rated table of
-    the rows of ``priced`` that have no reject reason, in their original order."""
+@dataclass
+class Draws:
+    """Package draws of n calls: seconds and first allotment per call, and every draw."""
+
+    seconds: I64
+    first: I64
+    row: I64
+    allot: I64
+    period: I64
+    drawn: I64
+
+    @staticmethod
+    def none(n: int) -> Draws:
+        empty = np.zeros(0, np.int64)
+        return Draws(np.zeros(n, np.int64), np.full(n, -1, np.int64), empty, empty, empty, empty)
+
+    def slice(self, lo: int, hi: int) -> Draws:
+        """The draws of calls lo … hi - 1, renumbered from 0."""
+        keep = (self.row >= lo) & (self.row < hi)
+        return Draws(
+            self.seconds[lo:hi],
+            self.first[lo:hi],
+            self.row[keep] - lo,
+            self.allot[keep],
+            self.period[keep],
+            self.drawn[keep],
+        )
+
+
+def draw(
+    tables: Tables,
+    customer: I64,
+    days: I64,
+    dest_number: pa.ChunkedArray | pa.Array,
+    start: I64,
+    billed: I64,
+    order_keys: pa.Table,
+    usage: Usage,
+) -> Draws:
+    """Draw packages for calls taken in (dt, callid) order (``order_keys`` holds dt and
+    callid), updating ``usage`` (SPEC §5.3)."""
+    n = customer.size
+    result = Draws.none(n)
+    eligible = (billed > 0) & (tables.allot_count[np.maximum(customer, 0)] > 0)
+    if not eligible.any():
+        return result
+    rows = np.flatnonzero(eligible)
+    keys = order_keys.take(pa.array(rows))
+    order = rows[
+        pc.sort_indices(keys, sort_keys=[("dt", "ascending"), ("callid", "ascending")]).to_numpy()
+    ]
+    capacity = int(tables.allot_count[customer[rows]].sum())
+    row, allot, period, drawn = (np.empty(capacity, np.int64) for _ in range(4))
+    offsets, data = _strings(dest_number)
+    ap = tables.allot_prefixes
+    usage.reserve(capacity)
+    count = kernels.draw_packages(
+        order,
+        customer,
+        days,
+        offsets,
+        data,
+        start,
+        billed,
+        tables.allot_first,
+        tables.allot_count,
+        tables.allot_start,
+        tables.allot_end,
+        tables.allot_freq,
+        tables.allot_seconds,
+        tables.allot_pfx_first,
+        tables.allot_pfx_count,
+        ap.offsets,
+        ap.data,
+        usage.keys,
+        usage.values,
+        result.seconds,
+        result.first,
+        row,
+        allot,
+        period,
+        drawn,
+    )
+    return Draws(
+        result.seconds, result.first, row[:count], allot[:count], period[:count], drawn[:count]
+    )
+
+
+def finish(
+    tables: Tables, priced: Priced, usage: Usage, rated_at: int, draws: Draws | None = None
+) -> pa.Table:
+    """Draw packages in (dt, callid) order (unless ``draws`` already holds them), then
+    charge, tax and profit: the rated table of the rows of ``priced`` that have no reject
+    reason, in their original order."""
     ok = np.flatnonzero(priced.reason == None)  # noqa: E711
     p = priced if ok.size == len(priced) else priced.take(ok)
     n = len(p)
-    offsets, data = _strings(p.batch["dest_number"])
-    package_seconds = np.zeros(n, np.int64)
-    first_allot = np.full(n, -1, np.int64)
-    eligible = (p.billed > 0) & (tables.allot_count[np.maximum(p.customer, 0)] > 0)
-    if eligible.any():
-        rows = np.flatnonzero(eligible)
-        sub = p.batch.select(["dt", "callid"]).take(pa.array(rows))
-        order = rows[
-            pc.sort_indices(
-                sub, sort_keys=[("dt", "ascending"), ("callid", "ascending")]
-            ).to_numpy()
-        ]
-        capacity = int(tables.allot_count[p.customer[rows]].sum())
-        draw_row = np.empty(capacity, np.int64)
-        draw_allot = np.empty(capacity, np.int64)
-        draw_period = np.empty(capacity, np.int64)
-        draw_seconds = np.empty(capacity, np.int64)
-        ap = tables.allot_prefixes
-        usage.reserve(capacity)
-        count = kernels.draw_packages(
-            order,
+    if draws is None:
+        draws = draw(
+            tables,
             p.customer,
             p.days,
-            offsets,
-            data,
+            p.batch["dest_number"],
             p.start,
             p.billed,
-            tables.allot_first,
-            tables.allot_count,
-            tables.allot_start,
-            tables.allot_end,
-            tables.allot_freq,
-            tables.allot_seconds,
-            tables.allot_pfx_first,
-            tables.allot_pfx_count,
-            ap.offsets,
-            ap.data,
-            usage.keys,
-            usage.values,
-            package_seconds,
-            first_allot,
-            draw_row,
-            draw_allot,
-            draw_period,
-            draw_seconds,
+            p.batch.select(["dt", "callid"]),
+            usage,
         )
-        draws = (draw_row[:count], draw_allot[:count], draw_period[:count], draw_seconds[:count])
-    else:
-        draws = (np.zeros(0, np.int64),) * 4
+    package_seconds = draws.seconds
     # Charges, exact in millionths.
     precision = tables.card_precision[p.card]
     charge = np.zeros(n, np.int64)
@@ -481,9 +538,7 @@ def finish(tables: Tables, priced: Priced, usage: Usage, rated_at: int) -> pa.Ta
     _exact_fallback(
         tables, p, package_seconds, charge, tax, provider_charge, flags | tax_flags | provider_flags
     )
-    return _rated_table(
-        tables, p, package_seconds, first_allot, draws, charge, tax, provider_charge, rated_at
-    )
+    return _rated_table(tables, p, draws, charge, tax, provider_charge, rated_at)
 
 
 def _exact_fallback(
@@ -540,9 +595,7 @@ def _money(values: I64, valid: npt.NDArray[np.bool_] | None = None) -> pa.Array:
 def _rated_table(
     tables: Tables,
     p: Priced,
-    package_seconds: I64,
-    first_allot: I64,
-    draws: tuple[I64, I64, I64, I64],
+    draws: Draws,
     charge: I64,
     tax: I64,
     provider_charge: I64,
@@ -561,11 +614,11 @@ def _rated_table(
     columns["billed_duration"] = pa.array(p.billed, pa.int32())
     columns["rate"] = _money(tables.row_rate[p.row])
     columns["connect_fee"] = _money(tables.row_connect_fee[p.row])
-    columns["package_seconds"] = pa.array(package_seconds, pa.int32())
-    has_package = first_allot >= 0
+    columns["package_seconds"] = pa.array(draws.seconds, pa.int32())
+    has_package = draws.first >= 0
     columns["package_id"] = pc.if_else(
         pa.array(has_package),
-        pa.array(tables.allot_package or [""]).take(pa.array(np.maximum(first_allot, 0))),
+        pa.array(tables.allot_package or [""]).take(pa.array(np.maximum(draws.first, 0))),
         pa.scalar(None, pa.string()),
     )
     columns["package_draws"] = _draws(tables, n, draws)
@@ -606,8 +659,8 @@ def _suffixes(offsets: I64, data: Any, start: I64) -> pa.Array:
     ).cast(pa.string())
 
 
-def _draws(tables: Tables, n: int, draws: tuple[I64, I64, I64, I64]) -> pa.Array:
-    rows, allots, periods, seconds = draws
+def _draws(tables: Tables, n: int, draws: Draws) -> pa.Array:
+    rows, allots, periods, seconds = draws.row, draws.allot, draws.period, draws.drawn
     order = np.argsort(rows, kind="stable")  # draws of one call stay in drawing order
     rows, allots, periods, seconds = rows[order], allots[order], periods[order], seconds[order]
     offsets = np.searchsorted(rows, np.arange(n + 1)).astype(np.int32)
@@ -626,4 +679,4 @@ def _draws(tables: Tables, n: int, draws: tuple[I64, I64, I64, I64]) -> pa.Array
     )
 
 
-__all__ = ["Priced", "Usage", "finish", "may_draw", "price", "usage_from"]
+__all__ = ["Draws", "Priced", "Usage", "draw", "finish", "may_draw", "price", "usage_from"]

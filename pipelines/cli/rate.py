@@ -28,7 +28,7 @@ def rate(
     files: Annotated[list[Path], typer.Argument(help="CDR files: .jsonl, .csv or .parquet")],
     block_mib: Annotated[
         int, typer.Option("--block-mib", min=1, help="read files in blocks of this many MiB")
-    ] = 64,
+    ] = 16,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Rate CDR files into the lake: every record lands rated or rejected, exactly once."""
