@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Full, Queue
 
 import duckdb
 import numpy as np
@@ -354,6 +356,41 @@ class Block:
     blank: int
     lines: pa.Array | None
     bytes_read: int
+
+
+def prefetched(blocks: Iterator[Block]) -> Iterator[Block]:
+    """The next block is read and scanned on a thread while the caller rates this one."""
+    queue: Queue[tuple[Block | None, BaseException | None]] = Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                while not stop.is_set():
+                    try:
+                        queue.put((block, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((None, None))
+        except BaseException as exc:  # handed to the caller, who raises it
+            queue.put((None, exc))
+
+    thread = threading.Thread(target=produce, name="cdrflow-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            block, error = queue.get()
+            if error is not None:
+                raise error
+            if block is None:
+                return
+            yield block
+    finally:
+        stop.set()
+        thread.join()
 
 
 def read_records(

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog
-from pipelines.cdrfile import BLOCK_BYTES, read_records
+from pipelines.cdrfile import BLOCK_BYTES, prefetched, read_records
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
 from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
@@ -155,7 +155,7 @@ def _run(
     now = int(datetime.now(UTC).timestamp() * 1_000_000)
     held = HeldCalls(staging.dir / "held")
     for path in paths:
-        for block in read_records(path, con, block_bytes):
+        for block in prefetched(read_records(path, con.cursor(), block_bytes)):
             valid, invalid = block.valid, block.invalid
             summary.blank_lines += block.blank
             if invalid.num_rows:
