@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -30,7 +31,7 @@ from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
 from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
 from rating.engine import Priced, Usage, draw, finish, may_draw, price, usage_from
-from rating.tables import Tables, compile_tables
+from rating.tables import NEVER_AFTER, NEVER_BEFORE, RateColumns, Tables, compile_tables, time_us
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
 
 SNAPSHOT_ENTITIES = (
@@ -67,7 +68,24 @@ class Summary:
 def load_tables(catalog: Catalog) -> Tables:
     """The catalog compiled for rating (once per catalog version)."""
     version = catalog.version()
-    snapshot = {name: catalog.list(name) for name in SNAPSHOT_ENTITIES}
+    snapshot: dict[str, Any] = {
+        name: catalog.list(name) for name in SNAPSHOT_ENTITIES if name != "rates"
+    }
+    raw = catalog.rate_columns()
+    snapshot["rates"] = RateColumns(
+        card_id=raw["card_id"],
+        prefix=raw["prefix"],
+        name=raw["name"],
+        rate=np.array(raw["rate"], np.int64),
+        connect_fee=np.array(raw["connect_fee"], np.int64),
+        mcd=np.array(raw["mcd"], np.int64),
+        pulse=np.array(raw["pulse"], np.int64),
+        grace=np.array(raw["grace"], np.int64),
+        effective_from=np.array(
+            [time_us(t, NEVER_BEFORE) for t in raw["effective_from"]], np.int64
+        ),
+        effective_to=np.array([time_us(t, NEVER_AFTER) for t in raw["effective_to"]], np.int64),
+    )
     return compile_tables(snapshot, version)
 
 

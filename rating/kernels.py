@@ -42,6 +42,21 @@ def round_ratio(num, den, mode):
 
 
 @nb.njit(cache=True, nogil=True)
+def build_rate_hash(cards, keys, firsts, counts, bits, slot_card, slot_key, slot_first, slot_count):
+    """Insert each (card, prefix) group into the open-addressing table ``longest_prefix``
+    probes: linear probing from ``slot_of``."""
+    mask = (1 << bits) - 1
+    for g in range(cards.size):
+        s = slot_of(cards[g], keys[g], bits)
+        while slot_key[s] != -1:
+            s = (s + 1) & mask
+        slot_card[s] = cards[g]
+        slot_key[s] = keys[g]
+        slot_first[s] = firsts[g]
+        slot_count[s] = counts[g]
+
+
+@nb.njit(cache=True, nogil=True)
 def longest_prefix(
     offsets,
     data,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rating import kernels
 from rating.modes import BY_WORD
 
 I64 = npt.NDArray[np.int64]
@@ -149,7 +150,9 @@ def compile_tables(snapshot: Snapshot, version: int = 0) -> Tables:
     customer_index = {r["customer_id"]: i for i, r in enumerate(customers)}
     cards = sorted(snapshot["rate_cards"], key=lambda r: r["card_id"])
     card_index = {r["card_id"]: i for i, r in enumerate(cards)}
-    rates = _rates(snapshot["rates"], card_index)
+    given = snapshot["rates"]
+    columns = given if isinstance(given, RateColumns) else RateColumns.of_rows(given)
+    rates = _rates(columns, card_index)
     auth = _auth(snapshot["auth"], customer_index)
     routes = _routes(snapshot["routes"], customer_index, card_index, len(customers))
     dids = sorted(snapshot["dids"], key=lambda r: r["number"])
@@ -180,68 +183,87 @@ def compile_tables(snapshot: Snapshot, version: int = 0) -> Tables:
     )
 
 
-def _rates(rows: Sequence[Mapping[str, Any]], card_index: Mapping[str, int]) -> dict[str, Any]:
-    ordered = sorted(
-        rows,
-        key=lambda r: (
-            card_index[r["card_id"]],
-            r["prefix"],
-            time_us(r["effective_from"], NEVER_BEFORE),
-        ),
-    )
-    n = len(ordered)
-    groups: dict[tuple[int, str], list[int]] = {}
-    for i, r in enumerate(ordered):
-        groups.setdefault((card_index[r["card_id"]], r["prefix"]), []).append(i)
-    bits = max(4, int(2 * max(len(groups), 1) - 1).bit_length())  # load factor ≤ 1/2
+@dataclass(frozen=True)
+class RateColumns:
+    """A catalog's rate rows column by column: money in millionths, times in microseconds
+    (``NEVER_BEFORE`` / ``NEVER_AFTER`` for none), as the store keeps them."""
+
+    card_id: list[str]
+    prefix: list[str]
+    name: list[str]
+    rate: I64
+    connect_fee: I64
+    mcd: I64
+    pulse: I64
+    grace: I64
+    effective_from: I64
+    effective_to: I64
+
+    @staticmethod
+    def of_rows(rows: Sequence[Mapping[str, Any]]) -> RateColumns:
+        """From rows as ``Catalog.list("rates")`` gives them (decimals, ISO times)."""
+        return RateColumns(
+            card_id=[r["card_id"] for r in rows],
+            prefix=[r["prefix"] for r in rows],
+            name=[r["name"] for r in rows],
+            rate=np.array([micro(r["rate"]) for r in rows], np.int64),
+            connect_fee=np.array([micro(r["connect_fee"]) for r in rows], np.int64),
+            mcd=np.array([r["mcd"] for r in rows], np.int64),
+            pulse=np.array([r["pulse"] for r in rows], np.int64),
+            grace=np.array([r["grace"] for r in rows], np.int64),
+            effective_from=np.array(
+                [time_us(r["effective_from"], NEVER_BEFORE) for r in rows], np.int64
+            ),
+            effective_to=np.array(
+                [time_us(r["effective_to"], NEVER_AFTER) for r in rows], np.int64
+            ),
+        )
+
+
+def _rates(columns: RateColumns, card_index: Mapping[str, int]) -> dict[str, Any]:
+    card = np.array([card_index[c] for c in columns.card_id], np.int64)
+    length = np.array([len(p) for p in columns.prefix], np.int64)
+    key = np.array([int(p) for p in columns.prefix], np.int64) * 16 + length
+    # Rows by card, prefix, then effective_from; each (card, prefix) is one group.
+    order = np.lexsort((columns.effective_from, key, card))
+    card, key, length = card[order], key[order], length[order]
+    n = int(order.size)
+    changes = np.ones(n, np.bool_)
+    changes[1:] = (card[1:] != card[:-1]) | (key[1:] != key[:-1])
+    first = np.flatnonzero(changes)
+    count = np.diff(np.append(first, n))
+    bits = max(4, int(2 * max(first.size, 1) - 1).bit_length())  # load factor ≤ 1/2
     size = 1 << bits
     slot_card = np.full(size, -1, np.int64)
     slot_key = np.full(size, -1, np.int64)
     slot_first = np.zeros(size, np.int64)
     slot_count = np.zeros(size, np.int64)
+    kernels.build_rate_hash(
+        card[first], key[first], first, count, bits, slot_card, slot_key, slot_first, slot_count
+    )
     len_mask = np.zeros(max(len(card_index), 1), np.int64)
-    ver_from = np.empty(n, np.int64)
-    ver_to = np.empty(n, np.int64)
-    ver_row = np.empty(n, np.int64)
-    position = 0
-    for (card, prefix), members in groups.items():
-        key = int(prefix) * 16 + len(prefix)
-        slot = _slot(card, key, bits)
-        while slot_key[slot] != -1:
-            slot = (slot + 1) & (size - 1)
-        slot_card[slot], slot_key[slot] = card, key
-        slot_first[slot], slot_count[slot] = position, len(members)
-        len_mask[card] |= 1 << len(prefix)
-        for i in reversed(members):  # newest effective_from first
-            ver_from[position] = time_us(ordered[i]["effective_from"], NEVER_BEFORE)
-            ver_to[position] = time_us(ordered[i]["effective_to"], NEVER_AFTER)
-            ver_row[position] = i
-            position += 1
+    np.bitwise_or.at(len_mask, card[first], np.left_shift(np.int64(1), length[first]))
+    # Versions newest effective_from first: each group read backwards.
+    group = np.repeat(np.arange(first.size), count)
+    ver_row = first[group] + count[group] - 1 - (np.arange(n) - first[group])
     return {
-        "row_prefix": [r["prefix"] for r in ordered],
-        "row_name": [r["name"] for r in ordered],
-        "row_rate": np.array([micro(r["rate"]) for r in ordered], np.int64),
-        "row_connect_fee": np.array([micro(r["connect_fee"]) for r in ordered], np.int64),
-        "row_mcd": np.array([r["mcd"] for r in ordered], np.int64),
-        "row_pulse": np.array([r["pulse"] for r in ordered], np.int64),
-        "row_grace": np.array([r["grace"] for r in ordered], np.int64),
+        "row_prefix": [columns.prefix[i] for i in order],
+        "row_name": [columns.name[i] for i in order],
+        "row_rate": columns.rate[order],
+        "row_connect_fee": columns.connect_fee[order],
+        "row_mcd": columns.mcd[order],
+        "row_pulse": columns.pulse[order],
+        "row_grace": columns.grace[order],
         "slot_card": slot_card,
         "slot_key": slot_key,
         "slot_first": slot_first,
         "slot_count": slot_count,
         "bits": bits,
         "len_mask": len_mask,
-        "ver_from": ver_from,
-        "ver_to": ver_to,
-        "ver_row": ver_row,
+        "ver_from": columns.effective_from[order][ver_row],
+        "ver_to": columns.effective_to[order][ver_row],
+        "ver_row": ver_row.astype(np.int64),
     }
-
-
-def _slot(card: int, key: int, bits: int) -> int:
-    # The same hash as kernels.slot_of, in Python integers (uint64 wrap-around).
-    mask = (1 << 64) - 1
-    h = ((key * 0x9E3779B97F4A7C15) & mask) ^ ((card * 0xC2B2AE3D27D4EB4F) & mask)
-    return h >> (64 - bits)
 
 
 def _auth(rows: Sequence[Mapping[str, Any]], customer_index: Mapping[str, int]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +20,7 @@ from pipelines import lakefiles
 from pipelines.catalog import Catalog
 from pipelines.catalog.csvdir import import_directory
 from pipelines.cli.demo import sample_catalog
-from pipelines.rate import rate_files
+from pipelines.rate import SNAPSHOT_ENTITIES, load_tables, rate_files
 from schemas.cdr import MONEY, RATED, REJECTED
 from tests.pipelines.workload import records, write_jsonl
 
@@ -221,3 +222,36 @@ def test_sigkill_at_any_moment_then_a_rerun_gives_the_uninterrupted_lake(tmp_pat
     assert content(home, "rejected") == content(clean, "rejected")
     assert not any((home / "lake" / "_staging").iterdir())
     shutil.rmtree(tmp_path / "clean")
+
+
+def test_the_fast_catalog_read_compiles_the_same_tables(tmp_path: Path) -> None:
+    """``load_tables`` reads rate rows column-wise; the result equals compiling the rows
+    as ``Catalog.list`` gives them (the engine's tests use that form)."""
+    from rating.tables import compile_tables
+
+    home = new_home(tmp_path, "home")
+    with Catalog(home) as catalog:
+        catalog.add(
+            "rates",
+            {
+                "card_id": "retail-usd",
+                "prefix": "4420",
+                "name": "London",
+                "rate": "0.0099",
+                "effective_from": "2026-12-01T00:00:00.5Z",
+            },
+        )
+        fast = load_tables(catalog)
+        slow = compile_tables({name: catalog.list(name) for name in SNAPSHOT_ENTITIES})
+    for name, value in vars(slow).items():
+        other = getattr(fast, name)
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(value, other), name
+        elif name not in (
+            "version",
+            "auth_tech_prefix",
+            "route_tech_prefix",
+            "dial_prefixes",
+            "allot_prefixes",
+        ):
+            assert value == other, name
