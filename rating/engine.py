@@ -608,7 +608,7 @@ def _rated_table(
     columns["customer_id"] = customer_ids.take(pa.array(p.customer))
     columns["customer_status"] = pa.array(tables.customer_status or [""]).take(pa.array(p.customer))
     columns["card_id"] = pa.array(tables.card_ids).take(pa.array(p.card))
-    columns["number"] = _suffixes(offsets, data, p.start)
+    columns["number"] = _suffixes(p.batch["dest_number"], offsets, data, p.start)
     columns["dest_code"] = pa.array(tables.row_prefix).take(pa.array(p.row))
     columns["dest_name"] = pa.array(tables.row_name).take(pa.array(p.row))
     columns["billed_duration"] = pa.array(p.billed, pa.int32())
@@ -646,16 +646,17 @@ def _rated_table(
     return pa.table([columns[f.name] for f in RATED], schema=RATED)
 
 
-def _suffixes(offsets: I64, data: Any, start: I64) -> pa.Array:
-    """The rated numbers: each dest_number from its ``start`` on, as a new string array."""
+def _suffixes(dest: pa.ChunkedArray | pa.Array, offsets: I64, data: Any, start: I64) -> pa.Array:
+    """The rated numbers: each dest_number from its ``start`` on."""
+    if not start.any():
+        return dest  # no route changed a number: the dialled numbers are the rated ones
     begin = offsets[:-1] + start
-    lengths = offsets[1:] - begin
     new_offsets = np.zeros(len(start) + 1, np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
-    index = np.repeat(begin - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
-    buffer = data[index] if index.size else np.zeros(0, np.uint8)
+    np.cumsum(offsets[1:] - begin, out=new_offsets[1:])
+    buffer = np.empty(int(new_offsets[-1]), np.uint8)
+    kernels.copy_spans(data, begin, offsets[1:], new_offsets, buffer)
     return pa.LargeStringArray.from_buffers(
-        len(start), pa.py_buffer(new_offsets), pa.py_buffer(buffer.tobytes())
+        len(start), pa.py_buffer(new_offsets), pa.py_buffer(buffer)
     ).cast(pa.string())
 
 

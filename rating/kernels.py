@@ -407,3 +407,13 @@ def may_draw(
             ):
                 out[i] = True
                 break
+
+
+@nb.njit(cache=True, nogil=True)
+def copy_spans(data, begins, ends, offsets, out):
+    """Copy ``data[begins[i]:ends[i]]`` to ``out[offsets[i]:]``, for every i."""
+    for i in range(begins.size):
+        o = offsets[i]
+        for k in range(begins[i], ends[i]):
+            out[o] = data[k]
+            o += 1
