@@ -53,6 +53,15 @@ class Priced:
         return Priced(batch=self.batch.take(pa.array(index)), **arrays)
 
 
+def texts(tables: Tables, name: str) -> pa.Array:
+    """A list of names of the compiled tables as an Arrow array, built once per catalog
+    version (rate rows number in the hundreds of thousands)."""
+    cached = tables.extra.get(name)
+    if cached is None:
+        cached = tables.extra[name] = pa.array(getattr(tables, name) or [""], pa.string())
+    return cached
+
+
 def _strings(column: pa.ChunkedArray | pa.Array) -> tuple[I64, npt.NDArray[np.uint8]]:
     """Arrow string buffers as (int64 offsets, uint8 data), nulls as empty strings."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -94,7 +103,7 @@ def price(tables: Tables, batch: pa.Table) -> Priced:
         inbound = pc.fill_null(pc.equal(batch["direction"], "inbound"), False)
         plus = pc.starts_with(dest, "+")
         bare = pc.if_else(plus, pc.utf8_slice_codeunits(dest, 1), dest)
-        did = pc.index_in(bare, value_set=pa.array(tables.did_numbers))
+        did = pc.index_in(bare, value_set=texts(tables, "did_numbers"))
         did = pc.if_else(inbound, did, None)
         did_np = pc.fill_null(did, -1).to_numpy(zero_copy_only=False).astype(np.int64)
         hit = did_np >= 0
@@ -604,13 +613,13 @@ def _rated_table(
     n = len(p)
     offsets, data = _strings(p.batch["dest_number"])
     columns: dict[str, Any] = {name: p.batch[name] for name in INPUT_NAMES}
-    customer_ids = pa.array(tables.customer_ids or [""])
+    customer_ids = texts(tables, "customer_ids")
     columns["customer_id"] = customer_ids.take(pa.array(p.customer))
-    columns["customer_status"] = pa.array(tables.customer_status or [""]).take(pa.array(p.customer))
-    columns["card_id"] = pa.array(tables.card_ids).take(pa.array(p.card))
+    columns["customer_status"] = texts(tables, "customer_status").take(pa.array(p.customer))
+    columns["card_id"] = texts(tables, "card_ids").take(pa.array(p.card))
     columns["number"] = _suffixes(p.batch["dest_number"], offsets, data, p.start)
-    columns["dest_code"] = pa.array(tables.row_prefix).take(pa.array(p.row))
-    columns["dest_name"] = pa.array(tables.row_name).take(pa.array(p.row))
+    columns["dest_code"] = texts(tables, "row_prefix").take(pa.array(p.row))
+    columns["dest_name"] = texts(tables, "row_name").take(pa.array(p.row))
     columns["billed_duration"] = pa.array(p.billed, pa.int32())
     columns["rate"] = _money(tables.row_rate[p.row])
     columns["connect_fee"] = _money(tables.row_connect_fee[p.row])
@@ -618,19 +627,19 @@ def _rated_table(
     has_package = draws.first >= 0
     columns["package_id"] = pc.if_else(
         pa.array(has_package),
-        pa.array(tables.allot_package or [""]).take(pa.array(np.maximum(draws.first, 0))),
+        texts(tables, "allot_package").take(pa.array(np.maximum(draws.first, 0))),
         pa.scalar(None, pa.string()),
     )
     columns["package_draws"] = _draws(tables, n, draws)
     columns["charge"] = _money(charge)
     columns["tax"] = _money(tax)
-    currency = pa.array(tables.card_currency).take(pa.array(p.card))
+    currency = texts(tables, "card_currency").take(pa.array(p.card))
     columns["currency"] = currency
     known = p.provider_row >= 0
     columns["provider_charge"] = _money(provider_charge, known)
     provider_currency = pc.if_else(
         pa.array(known),
-        pa.array(tables.card_currency).take(pa.array(np.maximum(p.provider_card, 0))),
+        texts(tables, "card_currency").take(pa.array(np.maximum(p.provider_card, 0))),
         pa.scalar(None, pa.string()),
     )
     columns["provider_currency"] = provider_currency
@@ -668,7 +677,7 @@ def _draws(tables: Tables, n: int, draws: Draws) -> pa.Array:
     starts = [(date.fromisoformat(d) - EPOCH).days for d in tables.allot_start_date] or [0]
     values = pa.StructArray.from_arrays(
         [
-            pa.array(tables.allot_package or [""]).take(pa.array(allots)),
+            texts(tables, "allot_package").take(pa.array(allots)),
             pa.array(np.array(starts, np.int32)[allots], pa.int32()).cast(pa.date32()),
             pa.array(periods.astype(np.int32), pa.int32()).cast(pa.date32()),
             pa.array(seconds, pa.int32()),
