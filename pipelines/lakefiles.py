@@ -88,8 +88,13 @@ def recover(home: Path) -> list[str]:
     return done
 
 
+LAKE_KINDS = ("rated", "rejected")
+
+
 def _publish(run_dir: Path, root: Path) -> None:
-    for staged in sorted(run_dir.rglob("*.parquet")):
+    """Move a committed run's lake files into their partitions (nothing else it staged)."""
+    staged_files = [f for kind in LAKE_KINDS for f in (run_dir / kind).glob("date=*/*.parquet")]
+    for staged in sorted(staged_files):
         target = root / staged.relative_to(run_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, target)
