@@ -125,9 +125,12 @@ def rate_files(
         todo: dict[str, str] = {}
         for path in paths:
             fp = fingerprint(path)
+            same = next((other for other, seen in todo.items() if seen == fp), None)
             if fp in done:
                 summary.skipped_inputs.append(f"{path}: already rated by run {done[fp]}")
-            elif fp not in todo.values():
+            elif same is not None:
+                summary.skipped_inputs.append(f"{path}: the same content as {same}, rated once")
+            else:
                 todo[str(path)] = fp
         if not todo:
             summary.seconds = time.perf_counter() - started

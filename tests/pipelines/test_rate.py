@@ -255,3 +255,12 @@ def test_the_fast_catalog_read_compiles_the_same_tables(tmp_path: Path) -> None:
             "allot_prefixes",
         ):
             assert value == other, name
+
+
+def test_the_same_file_twice_in_one_run_is_rated_once(tmp_path: Path, workload: Path) -> None:
+    home = new_home(tmp_path, "home")
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(workload.read_bytes())
+    summary = rate_files(home, [workload, copy])
+    assert summary.skipped_inputs == [f"{copy}: the same content as {workload}, rated once"]
+    assert summary.records == workload.read_text().count("\n")
