@@ -79,10 +79,11 @@ class BilledCallids:
         self.loaded_days: set[int] = set()
 
     def _room(self, more: int) -> None:
-        if 2 * (self.count + more) <= self.keys1.size:
+        # Linear probing stays short up to three quarters full; 20M callids fit in 512 MiB.
+        if 4 * (self.count + more) <= 3 * self.keys1.size:
             return
         size = self.keys1.size
-        while 2 * (self.count + more) > size:
+        while 4 * (self.count + more) > 3 * size:
             size *= 2
         old1, old2 = self.keys1[self.keys1 != 0], self.keys2[self.keys1 != 0]
         self.keys1 = np.zeros(size, np.uint64)
