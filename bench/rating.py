@@ -80,7 +80,7 @@ from pipelines.dedupe import BilledCallids
 from pipelines.rate import SNAPSHOT_ENTITIES, load_tables
 from pipelines.simulate import read_catalog, simulate
 from rating import kernels
-from rating.engine import Priced, _micro, _strings, finish, price, usage_from
+from rating.engine import Priced, _lookup, _micro, _strings, finish, price, usage_from
 from rating.tables import Tables, compile_tables
 
 START = datetime(2026, 11, 30, tzinfo=UTC)  # a Monday; the bench catalog changes prices 12-01
@@ -324,23 +324,10 @@ def _kernels(tables: Tables, a: dict[str, Any], lo: int, hi: int, out: dict[str,
     row, billed = out["row"][lo:hi], out["billed"][lo:hi]
     charge, tax = out["charge"][lo:hi], out["tax"][lo:hi]
     flags = out["flags"][lo:hi]
-    kernels.longest_prefix(
-        a["offsets"][lo : hi + 1],
-        a["data"],
-        a["start"][lo:hi],
-        a["card"][lo:hi],
-        a["times"][lo:hi],
-        tables.slot_card,
-        tables.slot_key,
-        tables.slot_first,
-        tables.slot_count,
-        tables.bits,
-        tables.len_mask,
-        tables.ver_from,
-        tables.ver_to,
-        tables.ver_row,
-        row,
-    )
+    _lookup(
+        tables, a["offsets"][lo : hi + 1], a["data"], a["start"][lo:hi], a["card"][lo:hi],
+        a["times"][lo:hi], row,
+    )  # fmt: skip
     kernels.bill(
         a["answered"][lo:hi],
         a["duration"][lo:hi],
