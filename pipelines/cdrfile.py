@@ -35,7 +35,6 @@ FORMATS = {
     ".csv": "csv",
     ".parquet": "parquet",
 }
-TEXT_COLUMNS = [*INPUT_NAMES, "raw", "source", "line", "problem"]
 
 
 @dataclass
@@ -255,19 +254,6 @@ def _parquet_blocks(path: Path) -> Iterator[RawBlock]:
         columns["problem"] = pa.nulls(n, pa.string())
         yield RawBlock(pa.table(columns), batch.nbytes)
         row += n
-
-
-def raw_of_row(table: pa.Table, index: int) -> str:
-    """The raw text of a Parquet row: its fields as one JSON object."""
-    record = {
-        k: v
-        for k, v in table.slice(index, 1).to_pylist()[0].items()
-        if k in INPUT_NAMES and v is not None
-    }
-    return json.dumps(record, ensure_ascii=False)
-
-
-__all__ = ["INPUT", "TEXT_COLUMNS", "RawBlock", "file_format", "raw_of_row", "read_blocks"]
 
 
 def _checks() -> str:

@@ -23,7 +23,3 @@ def catalog_path(home: Path) -> Path:
 
 def rated_lake(home: Path) -> Path:
     return home / "lake" / "rated"
-
-
-def rejected_lake(home: Path) -> Path:
-    return home / "lake" / "rejected"

@@ -30,7 +30,7 @@ from pipelines.cdrfile import BLOCK_BYTES, prefetched, read_records
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
 from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
-from rating.engine import Priced, Usage, draw, finish, may_draw, price, usage_from
+from rating.engine import Draws, Priced, Usage, draw, finish, may_draw, price, usage_from
 from rating.tables import NEVER_AFTER, NEVER_BEFORE, RateColumns, Tables, compile_tables, time_us
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
 
@@ -58,7 +58,6 @@ class Summary:
     skipped_inputs: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    bytes_read: int = 0
 
     @property
     def records(self) -> int:
@@ -195,10 +194,11 @@ def _run(
             if drawing.any():
                 held.add(priced.take(np.flatnonzero(drawing)))
             rated = np.flatnonzero((priced.reason == None) & ~drawing)  # noqa: E711
-            _stage_rated(staging, finish(tables, priced.take(rated), usage, now), summary)
+            # may_draw proved these calls draw on no package: no ordering, no draw kernel.
+            none = Draws.none(rated.size)
+            _stage_rated(staging, finish(tables, priced.take(rated), usage, now, none), summary)
             if progress is not None:
                 progress(block.bytes_read)
-            summary.bytes_read += block.bytes_read
     for table in held.finish(tables, usage, now):
         _stage_rated(staging, table, summary)
 

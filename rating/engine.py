@@ -352,10 +352,6 @@ class Usage:
         self.keys[slot] = key
         self.values[slot] += seconds
 
-    def get(self, key: int) -> int:
-        slot = kernels.usage_slot(self.keys, key)
-        return int(self.values[slot]) if self.keys[slot] == key else 0
-
 
 def may_draw(tables: Tables, priced: Priced) -> npt.NDArray[np.bool_]:
     """The priced calls that could draw on a package: the ones to rate in (dt, callid) order
