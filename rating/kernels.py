@@ -22,13 +22,6 @@ _MIX = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 @nb.njit(cache=True, inline="always")
-def slot_of(card, key, bits):
-    # Fibonacci hashing of the packed (digits, length) key, mixed with the card.
-    h = (np.uint64(key) * _MUL) ^ (np.uint64(card) * _MIX)
-    return np.int64(h >> np.uint64(64 - bits))
-
-
-@nb.njit(cache=True, inline="always")
 def round_ratio(num, den, mode):
     q = num // den
     r = num - q * den
@@ -41,19 +34,69 @@ def round_ratio(num, den, mode):
     return q + (2 * r > den)
 
 
+@nb.njit(cache=True, inline="always")
+def bloom_bit(h, bloom_bits):
+    # The middle of the hash (the slot takes its top bits).
+    return np.int64((h >> np.uint64(20)) & np.uint64((1 << bloom_bits) - 1))
+
+
 @nb.njit(cache=True, nogil=True)
-def build_rate_hash(cards, keys, firsts, counts, bits, slot_card, slot_key, slot_first, slot_count):
+def build_rate_hash(cards, keys, firsts, counts, bits, slots, bloom, bloom_bits):
     """Insert each (card, prefix) group into the open-addressing table ``longest_prefix``
-    probes: linear probing from ``slot_of``."""
+    probes (Fibonacci hashing of the packed (digits, length) key mixed with the card, then linear
+    probing; a slot is one row of ``slots``: key, card,
+    first version, version count) and set its bit in the ``bloom`` filter."""
     mask = (1 << bits) - 1
     for g in range(cards.size):
-        s = slot_of(cards[g], keys[g], bits)
-        while slot_key[s] != -1:
+        h = (np.uint64(keys[g]) * _MUL) ^ (np.uint64(cards[g]) * _MIX)
+        b = bloom_bit(h, bloom_bits)
+        bloom[b >> 6] |= np.uint64(1) << np.uint64(b & 63)
+        s = np.int64(h >> np.uint64(64 - bits))
+        while slots[s, 0] != -1:
             s = (s + 1) & mask
-        slot_card[s] = cards[g]
-        slot_key[s] = keys[g]
-        slot_first[s] = firsts[g]
-        slot_count[s] = counts[g]
+        slots[s, 0] = keys[g]
+        slots[s, 1] = cards[g]
+        slots[s, 2] = firsts[g]
+        slots[s, 3] = counts[g]
+
+
+@nb.njit(cache=True, inline="always")
+def _probe(slots, bits, h, key, card):
+    """The slot of (card, key), or -1."""
+    mask = (1 << bits) - 1
+    s = np.int64(h >> np.uint64(64 - bits))
+    while slots[s, 0] != -1:
+        if slots[s, 0] == key and slots[s, 1] == card:
+            return s
+        s = (s + 1) & mask
+    return -1
+
+
+@nb.njit(cache=True, inline="always")
+def _effective(slots, s, versions, t):
+    """The rate row of slot ``s`` effective at ``t`` (versions newest first), or -1."""
+    for j in range(slots[s, 2], slots[s, 2] + slots[s, 3]):
+        if versions[j, 0] <= t < versions[j, 1]:
+            return versions[j, 2]
+    return -1
+
+
+@nb.njit(cache=True, inline="always")
+def _candidate(data, begin, n, length, card, lengths, bloom, bloom_bits):
+    """The longest length ≤ ``length`` the filter lets through for this number and card
+    (0: none), with its key and hash."""
+    for k in range(length, 0, -1):
+        if not (lengths >> k) & 1:
+            continue
+        v = np.int64(0)
+        for d in range(k):
+            v = v * 10 + (data[begin + d] - 48)
+        key = v * 16 + k  # digits and length: "4" and "04" differ
+        h = (np.uint64(key) * _MUL) ^ (np.uint64(card) * _MIX)
+        b = bloom_bit(h, bloom_bits)
+        if (bloom[b >> 6] >> np.uint64(b & 63)) & np.uint64(1):
+            return k, key, h
+    return 0, np.int64(0), np.uint64(0)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -63,48 +106,60 @@ def longest_prefix(
     starts,
     cards,
     times,  # the numbers: data[offsets[i] + starts[i]:offsets[i+1]]
-    slot_card,
-    slot_key,
-    slot_first,
-    slot_count,
+    slots,
     bits,
+    bloom,
+    bloom_bits,
     len_mask,
-    ver_from,
-    ver_to,
-    ver_row,
+    versions,
     out,
 ):
     """Fill ``out[i]`` with the rate row of the longest prefix of number i effective at its
-    time on card ``cards[i]``, or -1 (no card: ``cards[i] < 0``; no such row)."""
-    keys = np.empty(MAX_DIGITS + 1, np.int64)
-    for i in range(cards.size):
+    time on card ``cards[i]``, or -1 (no card: ``cards[i] < 0``; no such row).
+
+    Memory latency decides the speed, so: the bloom filter (small enough for the core's
+    cache) turns away lengths without a prefix before the table is touched; a slot and a
+    version are each one row of a 2-D array (one cache line, not one per field); and the
+    first probe of every number is made in passes of independent loads (slots, then
+    versions) that the CPU overlaps. The rare number whose first candidate fails (a filter false positive, a
+    version not in effect) continues one length at a time."""
+    count = cards.size
+    cand_len = np.zeros(count, np.int64)
+    cand_key = np.zeros(count, np.int64)
+    cand_hash = np.zeros(count, np.uint64)
+    for i in range(count):
         out[i] = -1
         card = cards[i]
         if card < 0:
             continue
         begin = offsets[i] + starts[i]
         n = min(offsets[i + 1] - begin, MAX_DIGITS)
-        v = np.int64(0)
-        for k in range(n):
-            v = v * 10 + (data[begin + k] - 48)
-            keys[k + 1] = v * 16 + (k + 1)  # digits and length: "4" and "04" differ
-        mask = len_mask[card]
-        t = times[i]
-        for length in range(n, 0, -1):
-            if not (mask >> length) & 1:
-                continue
-            s = slot_of(card, keys[length], bits)
-            while slot_key[s] != -1:
-                if slot_key[s] == keys[length] and slot_card[s] == card:
-                    # Versions are sorted by effective_from, newest first.
-                    for j in range(slot_first[s], slot_first[s] + slot_count[s]):
-                        if ver_from[j] <= t < ver_to[j]:
-                            out[i] = ver_row[j]
-                            break
-                    break
-                s = (s + 1) & ((1 << bits) - 1)
-            if out[i] >= 0:
+        k, key, h = _candidate(data, begin, n, n, card, len_mask[card], bloom, bloom_bits)
+        cand_len[i], cand_key[i], cand_hash[i] = k, key, h
+    slot = np.full(count, -1, np.int64)
+    for i in range(count):
+        if cand_len[i] > 0:
+            slot[i] = _probe(slots, bits, cand_hash[i], cand_key[i], cards[i])
+    for i in range(count):
+        if slot[i] >= 0:
+            out[i] = _effective(slots, slot[i], versions, times[i])
+    for i in range(count):
+        if out[i] >= 0 or cand_len[i] <= 1:
+            continue
+        card = cards[i]
+        begin = offsets[i] + starts[i]
+        n = min(offsets[i + 1] - begin, MAX_DIGITS)
+        length = cand_len[i] - 1
+        while length > 0:
+            k, key, h = _candidate(data, begin, n, length, card, len_mask[card], bloom, bloom_bits)
+            if k == 0:
                 break
+            s = _probe(slots, bits, h, key, card)
+            if s >= 0:
+                out[i] = _effective(slots, s, versions, times[i])
+                if out[i] >= 0:
+                    break
+            length = k - 1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -94,15 +94,12 @@ class Tables:
     row_mcd: I64
     row_pulse: I64
     row_grace: I64
-    slot_card: I64
-    slot_key: I64
-    slot_first: I64
-    slot_count: I64
+    slots: I64  # (2^bits, 4): key, card, first version, version count; key -1 is empty
     bits: int
+    bloom: npt.NDArray[np.uint64]  # 2^bloom_bits bits: which (card, key) may be in slots
+    bloom_bits: int
     len_mask: I64
-    ver_from: I64
-    ver_to: I64
-    ver_row: I64
+    versions: I64  # (rows, 3): effective_from, effective_to, rate row; newest first per group
     # Auth: IP entries by network, user entries by name, each candidate list in SPEC order.
     auth_customer: I64
     auth_tech_prefix: Strings
@@ -234,12 +231,13 @@ def _rates(columns: RateColumns, card_index: Mapping[str, int]) -> dict[str, Any
     count = np.diff(np.append(first, n))
     bits = max(4, int(2 * max(first.size, 1) - 1).bit_length())  # load factor ≤ 1/2
     size = 1 << bits
-    slot_card = np.full(size, -1, np.int64)
-    slot_key = np.full(size, -1, np.int64)
-    slot_first = np.zeros(size, np.int64)
-    slot_count = np.zeros(size, np.int64)
+    slots = np.zeros((size, 4), np.int64)
+    slots[:, 0] = -1
+    # About 16 bits a group, at most 1 MiB (it must stay in the core's cache to pay off).
+    bloom_bits = min(23, max(12, int(16 * first.size).bit_length()))
+    bloom = np.zeros(1 << (bloom_bits - 6), np.uint64)
     kernels.build_rate_hash(
-        card[first], key[first], first, count, bits, slot_card, slot_key, slot_first, slot_count
+        card[first], key[first], first, count, bits, slots, bloom, bloom_bits
     )
     len_mask = np.zeros(max(len(card_index), 1), np.int64)
     np.bitwise_or.at(len_mask, card[first], np.left_shift(np.int64(1), length[first]))
@@ -254,15 +252,19 @@ def _rates(columns: RateColumns, card_index: Mapping[str, int]) -> dict[str, Any
         "row_mcd": columns.mcd[order],
         "row_pulse": columns.pulse[order],
         "row_grace": columns.grace[order],
-        "slot_card": slot_card,
-        "slot_key": slot_key,
-        "slot_first": slot_first,
-        "slot_count": slot_count,
+        "slots": slots,
         "bits": bits,
+        "bloom": bloom,
+        "bloom_bits": bloom_bits,
         "len_mask": len_mask,
-        "ver_from": columns.effective_from[order][ver_row],
-        "ver_to": columns.effective_to[order][ver_row],
-        "ver_row": ver_row.astype(np.int64),
+        "versions": np.stack(
+            [
+                columns.effective_from[order][ver_row],
+                columns.effective_to[order][ver_row],
+                ver_row.astype(np.int64),
+            ],
+            axis=1,
+        ),
     }
 
 

@@ -6,6 +6,7 @@ duplicates, finish) and returns what ``tests.rating.reference.rate_reference`` r
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -439,6 +440,23 @@ def test_engine_agrees_with_the_reference(world: Any, data: st.DataObject) -> No
     snapshot, cdrs = world
     lake = frozenset(data.draw(st.lists(st.sampled_from([f"x{i}" for i in range(13)]), max_size=2)))
     assert_same(snapshot, cdrs, lake_callids=lake)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds())
+def test_the_prefix_filter_never_changes_a_rate_row(world: Any) -> None:
+    """The bloom filter only skips lookups that would miss: with a filter that lets every
+    length through (every probe goes to the table, and the one-length-at-a-time fallback
+    runs whenever a probe fails) the rows found are the same."""
+    snapshot, cdrs = world
+    tables = compile_tables(snapshot)
+    batch = pa.Table.from_pylist([{n: c.get(n) for n in INPUT_NAMES} for c in cdrs], schema=INPUT)
+    saturated = dataclasses.replace(
+        tables, bloom=np.full(1, np.iinfo(np.uint64).max, np.uint64), bloom_bits=6
+    )
+    filtered, everything = price(tables, batch), price(saturated, batch)
+    assert filtered.row.tolist() == everything.row.tolist()
+    assert filtered.provider_row.tolist() == everything.provider_row.tolist()
 
 
 def test_prior_usage_continues(tmp_path: Path) -> None:
