@@ -28,6 +28,27 @@ import pyarrow.parquet as pq
 from pipelines.home import rated_lake
 
 FINGERPRINT_BYTES = 1 << 20
+# Columns with about as many values as rows: a dictionary page would only cost time.
+UNIQUE_COLUMNS = frozenset(
+    {"callid", "dt", "dest_number", "source_cli", "number", "duration", "ring_duration"}
+    | {"pdd_ms", "line", "raw", "reject_detail", "rated_at", "rejected_at"}
+)
+# Columns readers filter on: only they carry min/max statistics (string statistics of the
+# other columns cost a quarter of the write time and prune nothing).
+FILTERED_COLUMNS = ("dt", "customer_id", "card_id", "provider_id", "dest_code", "sip_code")
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """A lake file: zstd, dictionaries for repetitive columns, statistics where they prune."""
+    names = table.column_names
+    pq.write_table(
+        table,
+        path,
+        compression="zstd",
+        compression_level=1,
+        use_dictionary=[n for n in names if n not in UNIQUE_COLUMNS],
+        write_statistics=[n for n in FILTERED_COLUMNS if n in names],
+    )
 
 
 def lake_root(home: Path) -> Path:
@@ -150,7 +171,7 @@ class Staging:
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{self.run_id}-{sequence:05d}.parquet"
             tmp = folder / f".{name}.tmp"
-            pq.write_table(part, tmp, compression="zstd", compression_level=1)
+            write_parquet(part, tmp)
             os.replace(tmp, folder / name)
             self.files.append(f"{kind}/date={day.isoformat()}/{name}")
 
