@@ -455,9 +455,10 @@ def _fast_block(
     """One run of lines through the fast path, the rest through ``validate``; ``row`` is a
     record's index among the lines of the block that starts at line ``row_base``."""
     n = len(block)
-    starts = np.zeros((scan.N_FIELDS, n), np.int64)
-    ends = np.zeros((scan.N_FIELDS, n), np.int64)
-    kinds = np.zeros((scan.N_FIELDS, n), np.int8)
+    # Indexed [field, line] but laid out line by line: the kernels work a line at a time.
+    starts = np.zeros((n, scan.N_FIELDS), np.int64).T
+    ends = np.zeros((n, scan.N_FIELDS), np.int64).T
+    kinds = np.zeros((n, scan.N_FIELDS), np.int8).T
     status = np.empty(n, np.int8)
     if kind == "jsonl":
         scan.scan_json(
@@ -504,6 +505,8 @@ def _fast_block(
     else:
         texts = _csv_records(source, header, numbers, lines)
     valid, invalid, more_blank = validate(con, texts)
+    if valid.num_rows == 0:  # the usual case: the unusual lines were all invalid
+        return Block(fast, invalid, blank + more_blank, block.text, block.data.size)
     valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], row_base))
     merged = pa.concat_tables([fast, valid.cast(fast.schema)])
     order = pc.sort_indices(merged["line"])
@@ -514,26 +517,10 @@ def _no_invalid() -> pa.Table:
     return pa.table({name: pa.array([], pa.string()) for name in ("callid", "customer_id")})
 
 
-def _strings_of(block: Lines, starts: np.ndarray, ends: np.ndarray, kinds: np.ndarray) -> pa.Array:
-    """One field of the fast rows as a string column (JSON escapes decoded; empty is null)."""
-    present = (kinds != scan.ABSENT) & (ends > starts)
-    kinds = np.where(present, kinds, scan.ABSENT).astype(np.int8)
-    ends = np.where(present, ends, starts)
-    lengths = np.empty(starts.size, np.int64)
-    if ((kinds == scan.ESCAPED) | (kinds == scan.DOUBLED)).any():
-        scan.text_lengths(block.data, starts, ends, kinds, lengths)
-    else:
-        np.subtract(ends, starts, out=lengths)
-    offsets = np.zeros(starts.size + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    out = np.empty(int(offsets[-1]), np.uint8)
-    scan.gather(block.data, starts, ends, kinds, offsets, out)
-    validity = None if present.all() else pa.array(present).buffers()[1]
-    missing = int(starts.size - np.count_nonzero(present))
-    array = pa.LargeStringArray.from_buffers(
-        starts.size, pa.py_buffer(offsets), pa.py_buffer(out), validity, missing
-    )
-    return array.cast(pa.string())
+# The fields the scanner types itself; every other field is text.
+_TYPED = frozenset({"dt", "sip_code", "duration", "ring_duration", "pdd_ms", "direction"})
+_TEXT = tuple(name for name in INPUT_NAMES if name not in _TYPED)
+_TEXT_FIELDS = np.array([scan.FIELD[name] for name in _TEXT], np.int64)
 
 
 def _fast_table(
@@ -546,23 +533,46 @@ def _fast_table(
     source: str,
     row_base: int,
 ) -> pa.Table:
-    columns: dict[str, pa.Array] = {}
-    for name in INPUT_NAMES:
-        f = scan.FIELD[name]
-        columns[name] = _strings_of(block, starts[f, ok], ends[f, ok], kinds[f, ok])
     n = ok.size
+    offsets = np.zeros((len(_TEXT), n + 1), np.int32)
+    present = np.zeros((len(_TEXT), n), np.bool_)
+    out, bases = scan.gather_columns(
+        block.data, starts, ends, kinds, ok, _TEXT_FIELDS, offsets, present
+    )
+    data = pa.py_buffer(out)
+    columns: dict[str, pa.Array] = {}
+    for c, name in enumerate(_TEXT):
+        # Empty values are null, as on the slow path.
+        missing = int(n - np.count_nonzero(present[c]))
+        validity = pa.array(present[c]).buffers()[1] if missing else None
+        columns[name] = pa.StringArray.from_buffers(
+            n,
+            pa.py_buffer(offsets[c]),
+            data.slice(int(bases[c]), int(bases[c + 1] - bases[c])),
+            validity,
+            missing,
+        )
     columns["dt"] = pa.array(typed["dt"][ok], pa.int64()).cast(INPUT.field("dt").type)
     columns["sip_code"] = pa.array(typed["sip_code"][ok].astype(np.int16), pa.int16())
     columns["duration"] = _decimal(typed["duration"][ok], typed["has_duration"][ok])
     columns["ring_duration"] = _decimal(typed["ring"][ok], typed["has_ring"][ok])
     columns["pdd_ms"] = pa.array(typed["pdd_ms"][ok], pa.int64(), mask=~typed["has_pdd"][ok])
     columns["direction"] = pc.if_else(pa.array(typed["inbound"][ok]), "inbound", "outbound")
-    table = pa.table(
-        [columns[name].cast(INPUT.field(name).type) for name in INPUT_NAMES], schema=INPUT
+    return pa.table(
+        [
+            *(columns[name] for name in INPUT_NAMES),
+            pa.repeat(pa.scalar(source, pa.string()), n),
+            pa.array(block.first + ok, pa.int64()),
+            pa.array(block.first - row_base + ok, pa.int64()),
+        ],
+        schema=_FAST_SCHEMA,
     )
-    table = table.append_column("source", pa.array(np.full(n, source, dtype=object), pa.string()))
-    table = table.append_column("line", pa.array(block.first + ok, pa.int64()))
-    return table.append_column("row", pa.array(block.first - row_base + ok, pa.int64()))
+
+
+_FAST_SCHEMA = pa.schema(
+    [*INPUT, pa.field("source", pa.string()), pa.field("line", pa.int64()),
+     pa.field("row", pa.int64())]
+)  # fmt: skip
 
 
 def _decimal(micro: np.ndarray, present: np.ndarray) -> pa.Array:
