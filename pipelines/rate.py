@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog
 from pipelines.cdrfile import BLOCK_BYTES, prefetched, read_records
+from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
 from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
@@ -34,6 +35,8 @@ from rating.engine import Draws, Priced, Usage, draw, finish, may_draw, price, u
 from rating.tables import NEVER_AFTER, NEVER_BEFORE, RateColumns, Tables, compile_tables, time_us
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
 
+# Held package calls kept in memory before they spill to the run's staging.
+HELD_MEMORY_BYTES = 256 << 20
 SNAPSHOT_ENTITIES = (
     "customers",
     "rate_cards",
@@ -113,6 +116,7 @@ def rate_files(
     progress: Callable[[int], None] | None = None,
     block_bytes: int = BLOCK_BYTES,
     on_wait: Callable[[], None] | None = None,
+    held_bytes: int = HELD_MEMORY_BYTES,
 ) -> Summary:
     """Rate CDR files into the home's lake, exactly once."""
     started = time.perf_counter()
@@ -135,13 +139,21 @@ def rate_files(
             summary.seconds = time.perf_counter() - started
             return summary
         with Catalog(home) as catalog:
-            tables = load_tables(catalog)
+            tables = cached_tables(home, catalog, load_tables)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         staging = Staging(home, run)
         try:
             _run(
-                home, con, tables, [Path(p) for p in todo], staging, summary, progress, block_bytes
+                home,
+                con,
+                tables,
+                [Path(p) for p in todo],
+                staging,
+                summary,
+                progress,
+                block_bytes,
+                held_bytes,
             )
             staging.commit(
                 {
@@ -169,11 +181,12 @@ def _run(
     summary: Summary,
     progress: Callable[[int], None] | None,
     block_bytes: int,
+    held_bytes: int,
 ) -> None:
     billed = BilledCallids(home)
     usage = package_usage(con, home, tables)
     now = int(datetime.now(UTC).timestamp() * 1_000_000)
-    held = HeldCalls(staging.dir / "held")
+    held = HeldCalls(staging.dir / "held", held_bytes)
     for path in paths:
         for block in prefetched(read_records(path, con.cursor(), block_bytes)):
             valid, invalid = block.valid, block.invalid
@@ -205,15 +218,17 @@ def _run(
 
 class HeldCalls:
     """Calls that may draw on a package, set aside until the run has read all its input:
-    their rows in Parquet files in the run's staging, and in memory only what ordering and
-    drawing need (dt, callid, number, customer, day, billed seconds), so that memory stays
-    bounded by the block, not by the traffic."""
+    their rows in memory up to ``memory_bytes``, beyond that in Parquet files in the run's
+    staging, and in memory always what ordering and drawing need (dt, callid, number,
+    customer, day, billed seconds), so that memory stays bounded, not growing with the
+    traffic."""
 
     ARRAYS = tuple(f.name for f in dataclass_fields(Priced) if f.name not in ("batch", "reason"))
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, memory_bytes: int = HELD_MEMORY_BYTES) -> None:
         self.folder = folder
-        self.parts: list[tuple[Path, int]] = []
+        self.memory_bytes = memory_bytes
+        self.parts: list[tuple[pa.Table | Path, int]] = []
         self.keys: list[pa.Table] = []
         self.arrays: dict[str, list[np.ndarray]] = {
             "customer": [],
@@ -223,13 +238,17 @@ class HeldCalls:
         }
 
     def add(self, priced: Priced) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"held-{len(self.parts):05d}.parquet"
         table = priced.batch
         for name in self.ARRAYS:
             table = table.append_column(f"_{name}", pa.array(getattr(priced, name), pa.int64()))
-        pq.write_table(table, path, compression="zstd", compression_level=1)
-        self.parts.append((path, len(priced)))
+        if table.nbytes <= self.memory_bytes:
+            self.memory_bytes -= table.nbytes
+            self.parts.append((table, len(priced)))
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f"held-{len(self.parts):05d}.parquet"
+            pq.write_table(table, path, compression="lz4", write_statistics=False)
+            self.parts.append((path, len(priced)))
         self.keys.append(priced.batch.select(["dt", "callid", "dest_number"]))
         for name, parts in self.arrays.items():
             parts.append(getattr(priced, name))
@@ -253,8 +272,9 @@ class HeldCalls:
             usage,
         )
         lo = 0
-        for path, n in self.parts:
-            table = pq.read_table(path)
+        parts, self.parts = self.parts, []
+        for part, n in parts:
+            table = part if isinstance(part, pa.Table) else pq.read_table(part)
             inner = [f"_{name}" for name in self.ARRAYS]
             priced = Priced(
                 batch=table.drop_columns(inner),
@@ -262,7 +282,8 @@ class HeldCalls:
                 **{name: table[f"_{name}"].to_numpy() for name in self.ARRAYS},
             )
             yield finish(tables, priced, usage, rated_at, draws.slice(lo, lo + n))
-            path.unlink()
+            if isinstance(part, Path):
+                part.unlink()
             lo += n
 
 

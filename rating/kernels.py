@@ -121,8 +121,8 @@ def longest_prefix(
     cache) turns away lengths without a prefix before the table is touched; a slot and a
     version are each one row of a 2-D array (one cache line, not one per field); and the
     first probe of every number is made in passes of independent loads (slots, then
-    versions) that the CPU overlaps. The rare number whose first candidate fails (a filter false positive, a
-    version not in effect) continues one length at a time."""
+    versions) that the CPU overlaps. The rare number whose first candidate fails (a filter
+    false positive, a version not in effect) continues one length at a time."""
     count = cards.size
     cand_len = np.zeros(count, np.int64)
     cand_key = np.zeros(count, np.int64)

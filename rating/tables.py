@@ -236,9 +236,7 @@ def _rates(columns: RateColumns, card_index: Mapping[str, int]) -> dict[str, Any
     # About 16 bits a group, at most 1 MiB (it must stay in the core's cache to pay off).
     bloom_bits = min(23, max(12, int(16 * first.size).bit_length()))
     bloom = np.zeros(1 << (bloom_bits - 6), np.uint64)
-    kernels.build_rate_hash(
-        card[first], key[first], first, count, bits, slots, bloom, bloom_bits
-    )
+    kernels.build_rate_hash(card[first], key[first], first, count, bits, slots, bloom, bloom_bits)
     len_mask = np.zeros(max(len(card_index), 1), np.int64)
     np.bitwise_or.at(len_mask, card[first], np.left_shift(np.int64(1), length[first]))
     # Versions newest effective_from first: each group read backwards.

@@ -8,13 +8,14 @@ new ones to ``MIGRATIONS`` with the next number, never edit a published one.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from pipelines.catalog.tables import metadata
+from pipelines.catalog.tables import meta, metadata
 from schemas.errors import CdrflowError
 
 
@@ -25,8 +26,14 @@ class Migration:
     apply: Callable[[sa.Connection], None]
 
 
+def _name_the_state(conn: sa.Connection) -> None:
+    if conn.execute(sa.select(meta.c.key).where(meta.c.key == "state")).first() is None:
+        conn.execute(meta.insert().values(key="state", value=uuid.uuid4().hex))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the catalog of SPEC §3", lambda conn: metadata.create_all(conn)),
+    Migration(2, "a random name of the content (keys the compiled-tables cache)", _name_the_state),
 )
 
 _versions = sa.Table(

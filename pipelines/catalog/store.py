@@ -10,6 +10,7 @@ committed write increments the catalog version that compiled rate tables are key
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -73,6 +74,13 @@ class Catalog:
         with self.transaction() as conn:
             value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "version")).scalar()
         return int(value or 0)
+
+    def state(self) -> str | None:
+        """A random name of the store's current content, new at every committed change
+        (None for a store not changed since it was created or last migrated)."""
+        with self.transaction() as conn:
+            value = conn.execute(sa.select(meta.c.value).where(meta.c.key == "state")).scalar()
+        return None if value is None else str(value)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -303,13 +311,18 @@ def _on_begin(conn: sa.Connection) -> None:
 
 
 def _bump_version(conn: sa.Connection) -> None:
+    """Every committed change counts up the version and draws a new random state: the state
+    names this content among all copies of the store (a copy edited apart from its original
+    may reach the same version number, never the same state)."""
     current = conn.execute(sa.select(meta.c.value).where(meta.c.key == "version")).scalar()
+    state = uuid.uuid4().hex
     if current is None:
         conn.execute(meta.insert().values(key="version", value="1"))
-    else:
-        conn.execute(
-            meta.update().where(meta.c.key == "version").values(value=str(int(current) + 1))
-        )
+        conn.execute(meta.insert().values(key="state", value=state))
+        return
+    conn.execute(meta.update().where(meta.c.key == "version").values(value=str(int(current) + 1)))
+    if conn.execute(meta.update().where(meta.c.key == "state").values(value=state)).rowcount == 0:
+        conn.execute(meta.insert().values(key="state", value=state))
 
 
 # -- rows in and out ---------------------------------------------------------------------------

@@ -148,6 +148,25 @@ def test_two_runs_over_split_input_give_the_result_of_one(tmp_path: Path) -> Non
     assert drawn > 0
 
 
+def test_held_package_calls_spilled_to_disk_rate_as_held_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = records(2000, seed=6)
+    path = write_jsonl(tmp_path / "all.jsonl", rows)
+    memory = new_home(tmp_path, "memory")
+    rate_files(memory, [path], block_bytes=64 << 10)
+    spills: list[str] = []
+    write = pq.write_table
+    monkeypatch.setattr(
+        "pipelines.rate.pq.write_table", lambda t, p, **kw: (spills.append(p), write(t, p, **kw))
+    )
+    spilled = new_home(tmp_path, "spilled")
+    rate_files(spilled, [path], block_bytes=64 << 10, held_bytes=100_000)
+    assert len(spills) >= 2  # some blocks held in memory, the later ones on disk
+    assert content(spilled, "rated") == content(memory, "rated")
+    assert sum(r["package_seconds"] for r in lake(spilled, "rated").to_pylist()) > 0
+
+
 def test_a_crash_after_the_commit_point_is_rolled_forward(
     tmp_path: Path, workload: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

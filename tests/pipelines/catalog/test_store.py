@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from pipelines.catalog import Catalog, migrations
 from pipelines.catalog.secrets import verify_password
+from pipelines.catalog.tables import meta
 from schemas.errors import CdrflowError, ValidationError
 
 CUSTOMER = {"customer_id": "c1", "name": "One", "status": "active", "currency": "USD"}
@@ -169,19 +170,31 @@ def test_a_new_store_is_at_the_newest_schema(home: Path) -> None:
 
 
 def test_an_older_store_runs_the_newer_migrations(catalog: Catalog) -> None:
+    head = migrations.MIGRATIONS[-1].version
     added = migrations.Migration(
-        2,
+        head + 1,
         "customers get a column",
         lambda conn: conn.exec_driver_sql("ALTER TABLE customers ADD COLUMN nickname TEXT"),
     )
     newer = (*migrations.MIGRATIONS, added)
     with catalog.transaction(write=True) as conn:
-        assert migrations.migrate(conn, newer) == 2
+        assert migrations.migrate(conn, newer) == head + 1
     with catalog.transaction(write=True) as conn:
-        assert migrations.migrate(conn, newer) == 2  # nothing left to run
+        assert migrations.migrate(conn, newer) == head + 1  # nothing left to run
         columns = {c["name"] for c in sa.inspect(conn).get_columns("customers")}
         assert "nickname" in columns
-        assert migrations.current_version(conn) == 2
+        assert migrations.current_version(conn) == head + 1
+
+
+def test_a_store_from_before_the_state_gets_one(catalog: Catalog) -> None:
+    """Stores made before migration 2 had no state; migrating names theirs."""
+    with catalog.transaction(write=True) as conn:
+        conn.execute(sa.delete(meta).where(meta.c.key == "state"))
+        conn.exec_driver_sql("DELETE FROM schema_migrations WHERE version >= 2")
+    assert catalog.state() is None
+    with catalog.transaction(write=True) as conn:
+        migrations.migrate(conn)
+    assert catalog.state() is not None
 
 
 def test_a_store_newer_than_the_program_is_refused(catalog: Catalog, home: Path) -> None:

@@ -1,0 +1,73 @@
+"""The compiled-tables cache: reused for the same catalog content, never for another."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.catalog import Catalog
+from pipelines.compiled import cache_folder, cached_tables
+from pipelines.rate import load_tables
+from rating.tables import Tables
+
+
+def compiles(calls: list[int]):  # type: ignore[no-untyped-def]
+    def compile(catalog: Catalog) -> Tables:
+        calls.append(1)
+        return load_tables(catalog)
+
+    return compile
+
+
+def same(a: Tables, b: Tables) -> bool:
+    return (
+        a.version == b.version
+        and a.card_ids == b.card_ids
+        and a.row_prefix == b.row_prefix
+        and np.array_equal(a.row_rate, b.row_rate)
+        and np.array_equal(a.slots, b.slots)
+        and np.array_equal(a.bloom, b.bloom)
+        and np.array_equal(a.versions, b.versions)
+    )
+
+
+def test_the_same_content_compiles_once(sample: Catalog, home: Path) -> None:
+    calls: list[int] = []
+    first = cached_tables(home, sample, compiles(calls))
+    again = cached_tables(home, sample, compiles(calls))
+    assert calls == [1]
+    assert same(again, first) and same(again, load_tables(sample))
+    assert len(list(cache_folder(home).glob("tables-*.pickle"))) == 1
+
+
+def test_a_change_compiles_again_and_the_old_file_goes(sample: Catalog, home: Path) -> None:
+    calls: list[int] = []
+    before = cached_tables(home, sample, compiles(calls))
+    sample.edit("rate_cards", "retail-usd", {"precision": "2"})
+    after = cached_tables(home, sample, compiles(calls))
+    assert calls == [1, 1]
+    card = after.card_index["retail-usd"]
+    assert before.card_precision[card] == 4 and after.card_precision[card] == 2
+    assert len(list(cache_folder(home).glob("tables-*.pickle"))) == 1
+
+
+def test_a_store_restored_over_another_at_the_same_version_is_compiled(
+    sample: Catalog, home: Path
+) -> None:
+    """Two copies of one store, edited apart, reach the same version number with different
+    content; restoring one over the other must not reuse the other's cache file."""
+    sample.close()
+    backup = home.parent / "backup"
+    shutil.copytree(home, backup)
+    with Catalog(home) as live, Catalog(backup) as other:
+        live.edit("rate_cards", "retail-usd", {"precision": "2"})
+        other.edit("rate_cards", "retail-usd", {"precision": "3"})
+        assert live.version() == other.version()
+        cached_tables(home, live, load_tables)
+    (home / "catalog.sqlite").unlink()
+    shutil.copy(backup / "catalog.sqlite", home / "catalog.sqlite")
+    with Catalog(home) as restored:
+        got = cached_tables(home, restored, load_tables)
+    assert got.card_precision[got.card_index["retail-usd"]] == 3
