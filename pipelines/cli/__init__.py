@@ -10,6 +10,7 @@ import typer
 from pipelines.catalog.csvdir import export_directory, import_card, import_directory
 from pipelines.cli import demo as demo_module
 from pipelines.cli import rate as rate_module
+from pipelines.cli import stats as stats_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.entities import FormatOption, register
 from pipelines.cli.output import Format, emit, say
@@ -131,6 +132,11 @@ def cards_rates(
 
 app.command("demo")(demo_module.demo)
 app.command("rate")(rate_module.rate)
+app.command("stats")(stats_module.stats)
+app.command("codes")(stats_module.codes)
+app.command("calls")(stats_module.calls)
+app.command("call")(stats_module.call)
+app.command("dialogs")(stats_module.dialogs)
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -42,8 +42,12 @@ def emit(
     entity: Entity | None = None,
     columns: Sequence[str] | None = None,
     title: str | None = None,
+    wide: bool = False,
+    right: Collection[str] = (),
 ) -> None:
-    """Print rows in ``fmt``; values are rendered by their column's kind (money exact)."""
+    """Print rows in ``fmt``; values are rendered by their column's kind (money exact).
+    A ``wide`` table keeps every value on one line, wider than the terminal if need be;
+    ``right`` names columns of numbers (right-aligned) besides those the kinds say."""
     if columns is None:
         if rows:
             columns = list(rows[0])
@@ -66,14 +70,21 @@ def emit(
             writer.writerow([k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)])
     else:
         table = Table(title=_text(title), title_justify="left", header_style="bold")
+        cells = [[k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)] for r in rows]
+        by_column = list(zip(*cells, strict=True)) if cells else [() for _ in columns]
         for name, kind in zip(columns, kinds, strict=True):
-            numeric = kind.storage in ("int", "micro")
-            table.add_column(name, justify="right" if numeric else "left", overflow="fold")
-        for r in rows:
-            table.add_row(
-                *(RichText(k.render(r.get(c))) for c, k in zip(columns, kinds, strict=True))
+            numeric = kind.storage in ("int", "micro") or name in right
+            table.add_column(
+                name, justify="right" if numeric else "left", overflow="fold", no_wrap=wide
             )
-        console.print(table)
+        for row in cells:
+            table.add_row(*(RichText(v) for v in row))
+        if wide:  # as wide as the values need: a terminal scrolls, or `less -S` does
+            sizes = (max(map(len, [n, *v])) for n, v in zip(columns, by_column, strict=True))
+            needed = sum(size + 3 for size in sizes) + 1
+            Console(width=max(console.width, needed), highlight=False).print(table)
+        else:
+            console.print(table)
         if not rows:
             console.print("[dim](none)[/dim]")
 

@@ -1,0 +1,81 @@
+"""``cdrflow stats``, ``codes``, ``calls``, ``call`` and ``dialogs`` on a rated lake."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from stats.metrics import METRICS
+from tests.pipelines.cli.driver import Cli
+from tests.stats.lakes import call, write_lake
+
+
+def lake_sql(home: Path, sql: str) -> list[tuple[object, ...]]:
+    glob = str(home / "lake" / "rated" / "date=*" / "*.parquet")
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(sql.replace("LAKE", f"read_parquet('{glob}')")).fetchall()
+
+
+def test_stats_columns_and_numbers(small_lake_home: Path) -> None:
+    cli = Cli(small_lake_home)
+    rows = cli.csv("stats", "--by", "customer,day")
+    assert list(rows[0]) == ["customer", "day", *METRICS]
+    expected = lake_sql(
+        small_lake_home,
+        "SELECT customer_id, strftime(dt, '%Y-%m-%d'), count(*), "
+        "count(*) FILTER (sip_code = 200), sum(charge) FROM LAKE GROUP BY ALL ORDER BY 1, 2",
+    )
+    got = [
+        (r["customer"], r["day"], int(r["attempts"]), int(r["answered"]), Decimal(r["charge"]))
+        for r in rows
+    ]
+    assert got == [(c, d, a, n, Decimal(m)) for c, d, a, n, m in expected]
+    assert all(int(r["channels"]) >= 1 and int(r["cps"]) >= 1 for r in rows)
+
+
+def test_stats_json_keeps_money_exact_and_filters(small_lake_home: Path) -> None:
+    cli = Cli(small_lake_home)
+    [first, *_] = cli.json("stats", "--by", "customer")
+    customer = first["customer"]
+    rows = cli.json("stats", "--by", "day", "--customer", customer, "--from", "2026-01-01")
+    assert isinstance(rows[0]["charge"], str)  # money as exact text, never a float
+    assert sum(r["attempts"] for r in rows) == first["attempts"]
+    assert cli.json("stats", "--from", "2001-01-01", "--to", "2001-01-02") == []
+
+
+def test_the_table_is_for_people(small_lake_home: Path) -> None:
+    out = Cli(small_lake_home).ok("stats", "--by", "customer,day").stdout
+    assert "billed_minutes" in out and "channels" in out  # headers whole, not folded
+
+
+def test_codes_calls_call_and_dialogs(small_lake_home: Path) -> None:
+    cli = Cli(small_lake_home)
+    codes = cli.json("codes", "--by", "")
+    [(total,)] = lake_sql(small_lake_home, "SELECT count(*) FROM LAKE")
+    assert sum(r["attempts"] for r in codes) == total
+    latest = cli.json("calls", "--limit", "3")
+    assert len(latest) == 3 and latest[0]["dt"] >= latest[1]["dt"] >= latest[2]["dt"]
+    [full] = cli.json("call", latest[0]["callid"])
+    assert full["callid"] == latest[0]["callid"] and "package_draws" in full
+    assert latest[0]["callid"] in cli.ok("call", latest[0]["callid"]).stdout
+    up = cli.ok("dialogs").stderr + cli.ok("dialogs").stdout
+    assert "calls up at" in up
+
+
+def test_dialogs_at_a_given_instant(tmp_path: Path) -> None:
+    write_lake(tmp_path, [call(1, 0, duration=Decimal(60)), call(2, 100, duration=Decimal(5))])
+    rows = Cli(tmp_path).json("dialogs", "--at", "2026-11-30T12:00:30Z")
+    assert [r["callid"] for r in rows] == ["c1"]
+
+
+def test_operator_errors_are_one_line(tmp_path: Path, small_lake_home: Path) -> None:
+    assert "no rated CDRs yet" in Cli(tmp_path).refused("stats")
+    cli = Cli(small_lake_home)
+    assert "unknown group 'week'" in cli.refused("stats", "--by", "week")
+    assert "is not a date or time" in cli.refused("stats", "--from", "yesterday")
+    backwards = cli.refused("stats", "--from", "2026-02-02", "--to", "2026-02-01")
+    assert "is not after --from" in backwards
+    assert "no CDR with callid 'nope'" in cli.refused("call", "nope")
