@@ -9,6 +9,7 @@ import typer
 
 from pipelines.catalog.csvdir import export_directory, import_card, import_directory
 from pipelines.cli import demo as demo_module
+from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
 from pipelines.cli import stats as stats_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
@@ -132,6 +133,7 @@ def cards_rates(
 
 app.command("demo")(demo_module.demo)
 app.command("rate")(rate_module.rate)
+app.command("price")(price_module.price)
 app.command("stats")(stats_module.stats)
 app.command("codes")(stats_module.codes)
 app.command("calls")(stats_module.calls)
