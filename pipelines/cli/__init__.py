@@ -11,6 +11,7 @@ from pipelines.catalog.csvdir import export_directory, import_card, import_direc
 from pipelines.cli import demo as demo_module
 from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
+from pipelines.cli import report as report_module
 from pipelines.cli import stats as stats_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.entities import FormatOption, register
@@ -139,6 +140,7 @@ app.command("codes")(stats_module.codes)
 app.command("calls")(stats_module.calls)
 app.command("call")(stats_module.call)
 app.command("dialogs")(stats_module.dialogs)
+app.command("report")(report_module.report)
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 
