@@ -3,12 +3,12 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chromium
+.PHONY: demo test chromium kafka-jars
 
 demo: $(STAMP)
 	$(VENV)/bin/cdrflow demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium kafka-jars
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -23,3 +23,9 @@ $(STAMP): pyproject.toml
 # Headless Chromium for tests/stats/test_report_browser.py, from Debian's packages.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+# The Kafka broker of the integration tests (tests/kafka): jars from Maven Central into
+# tools/kafka/target/lib (git-ignored), fetched again only when tools/kafka/pom.xml changes.
+kafka-jars: $(STAMP)
+	@command -v mvn >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y maven openjdk-17-jdk-headless; }
+	$(VENV)/bin/python -m pipelines.kafka_broker jars

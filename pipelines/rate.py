@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog
-from pipelines.cdrfile import BLOCK_BYTES, prefetched, read_records
+from pipelines.cdrfile import BLOCK_BYTES, Block, prefetched, read_records
 from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
@@ -189,31 +189,63 @@ def _run(
     held = HeldCalls(staging.dir / "held", held_bytes)
     for path in paths:
         for block in prefetched(read_records(path, con.cursor(), block_bytes)):
-            valid, invalid = block.valid, block.invalid
-            summary.blank_lines += block.blank
-            if invalid.num_rows:
-                _stage_rejects(con, staging, invalid, "invalid", invalid["invalid"], now, summary)
-            priced = price(tables, valid)
-            billed.load_lake(priced.days)
-            ok = priced.reason == None  # noqa: E711 - elementwise
-            dup = billed.mark(valid["callid"], ok)
-            priced.reason[dup] = "duplicate"
-            rejected = np.flatnonzero(priced.reason != None)  # noqa: E711
-            if rejected.size:
-                _stage_rating_rejects(
-                    con, staging, tables, priced.take(rejected), block.lines, now, summary
-                )
-            drawing = may_draw(tables, priced)
-            if drawing.any():
-                held.add(priced.take(np.flatnonzero(drawing)))
-            rated = np.flatnonzero((priced.reason == None) & ~drawing)  # noqa: E711
-            # may_draw proved these calls draw on no package: no ordering, no draw kernel.
-            none = Draws.none(rated.size)
-            _stage_rated(staging, finish(tables, priced.take(rated), usage, now, none), summary)
+            rate_block(con, tables, block, staging, billed, usage, now, summary, held)
             if progress is not None:
                 progress(block.bytes_read)
     for table in held.finish(tables, usage, now):
         _stage_rated(staging, table, summary)
+
+
+def rate_block(
+    con: duckdb.DuckDBPyConnection,
+    tables: Tables,
+    block: Block,
+    staging: Staging,
+    billed: BilledCallids,
+    usage: Usage,
+    now: int,
+    summary: Summary,
+    held: HeldCalls | None,
+) -> None:
+    """Rate one block of validated records into ``staging``: invalid ones, rating's
+    rejections (duplicates against ``billed``) and rated calls. Calls that may draw on a
+    package go to ``held`` (a run orders them by (dt, callid) at its end); without ``held``
+    they draw now, in the block's order (a stream's arrival order, SPEC §5.3)."""
+    valid, invalid = block.valid, block.invalid
+    summary.blank_lines += block.blank
+    if invalid.num_rows:
+        _stage_rejects(con, staging, invalid, "invalid", invalid["invalid"], now, summary)
+    priced = price(tables, valid)
+    billed.load_lake(priced.days)
+    ok = priced.reason == None  # noqa: E711 - elementwise
+    dup = billed.mark(valid["callid"], ok)
+    priced.reason[dup] = "duplicate"
+    rejected = np.flatnonzero(priced.reason != None)  # noqa: E711
+    if rejected.size:
+        _stage_rating_rejects(
+            con, staging, tables, priced.take(rejected), block.lines, now, summary
+        )
+    if held is None:
+        calls = priced.take(np.flatnonzero(priced.reason == None))  # noqa: E711
+        draws = draw(
+            tables,
+            calls.customer,
+            calls.days,
+            calls.batch["dest_number"],
+            calls.start,
+            calls.billed,
+            None,
+            usage,
+        )
+        _stage_rated(staging, finish(tables, calls, usage, now, draws), summary)
+        return
+    drawing = may_draw(tables, priced)
+    if drawing.any():
+        held.add(priced.take(np.flatnonzero(drawing)))
+    rated = np.flatnonzero((priced.reason == None) & ~drawing)  # noqa: E711
+    # may_draw proved these calls draw on no package: no ordering, no draw kernel.
+    none = Draws.none(rated.size)
+    _stage_rated(staging, finish(tables, priced.take(rated), usage, now, none), summary)
 
 
 class HeldCalls:

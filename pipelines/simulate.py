@@ -90,7 +90,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -182,6 +182,14 @@ CSV_SCHEMA = pa.schema([pa.field(name, pa.string()) for name in INPUT_NAMES])
 Progress = Callable[[int], None]
 
 
+class LineSink(Protocol):
+    """Where JSON lines go instead of a file: a stream such as a Kafka topic
+    (``pipelines.kafka_out``). Lines arrive a chunk at a time, in order, ``\\n``-terminated, with
+    each record's key beside it (customer_id, else source_ip: the partitioning of SPEC §8)."""
+
+    def write(self, lines: pa.Array, keys: pa.Array) -> None: ...
+
+
 def read_catalog(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
     """The catalog rows ``simulate`` needs; of the rate rows only card and prefix.
 
@@ -202,7 +210,7 @@ def read_catalog(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
 def simulate(
     catalog_rows: Mapping[str, Sequence[Mapping[str, Any]]],
     count: int,
-    out_path: Path | str,
+    out_path: Path | str | LineSink,
     seed: int = 0,
     duplicate_rate: float = 0.001,
     malformed_rate: float = 0.001,
@@ -215,13 +223,15 @@ def simulate(
 
     ``catalog_rows`` maps entity names to rows as ``Catalog.list`` (or ``read_catalog``)
     gives them. The same arguments always give the same bytes. ``progress`` is called with
-    the number of records written after each chunk. The counts: ``records`` (lines or rows),
+    the number of records written after each chunk. ``out_path`` may instead be a
+    ``LineSink``, which gets the JSON lines a .jsonl file would hold (``bytes`` then counts
+    what was handed to it). The counts: ``records`` (lines or rows),
     ``duplicates``, ``malformed`` (and ``malformed_<kind>``), then over the remaining sound
     records ``answered``, ``inbound``, ``unknown_destinations``, ``by_ip``, ``by_user``,
     ``explicit_customer``, ``with_provider``; ``skipped_routes`` and ``bytes``.
     """
-    out_path = Path(out_path)
-    fmt = FORMATS.get(out_path.suffix.lower())
+    path, sink = (Path(out_path), None) if isinstance(out_path, str | Path) else (None, out_path)
+    fmt = FORMATS.get(path.suffix.lower()) if path is not None else "jsonl"
     if fmt is None:
         raise CdrflowError(
             f"{out_path}: cannot tell the format from the name; use .jsonl, .csv or .parquet"
@@ -250,19 +260,28 @@ def simulate(
     counts["records"] = count
     counts["skipped_routes"] = len(plan.skipped_routes)
 
+    def write_all(writer: _Writer) -> None:
+        for first in range(0, count, chunk):
+            n = min(chunk, count - first)
+            rng = np.random.default_rng([seed, first // chunk, 1])
+            batch = _make_batch(plan, rng, first, n, clock, text_times=fmt != "parquet")
+            broken, sources = _faults(rng, n, duplicate_rate, malformed_rate, kinds)
+            _tally(counts, batch, broken, sources)
+            writer.write(batch, plan, broken, sources, random.Random(int(rng.integers(2**62))))
+            if progress is not None:
+                progress(first + n)
+
+    if path is None:
+        with _Writer(fmt, None, sink) as writer:
+            write_all(writer)
+        counts["bytes"] = writer.bytes
+        return counts
+    out_path = path
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(f".{out_path.name}.partial")
     try:
         with _Writer(fmt, partial) as writer:
-            for first in range(0, count, chunk):
-                n = min(chunk, count - first)
-                rng = np.random.default_rng([seed, first // chunk, 1])
-                batch = _make_batch(plan, rng, first, n, clock, text_times=fmt != "parquet")
-                broken, sources = _faults(rng, n, duplicate_rate, malformed_rate, kinds)
-                _tally(counts, batch, broken, sources)
-                writer.write(batch, plan, broken, sources, random.Random(int(rng.integers(2**62))))
-                if progress is not None:
-                    progress(first + n)
+            write_all(writer)
         os.replace(partial, out_path)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -1204,6 +1223,11 @@ class _Pools:
         self.switches = pa.array(SWITCHES)
         self.directions = pa.array(DIRECTIONS)
 
+    def keys(self, batch: _Batch) -> pa.Array:
+        """Each record's stream key (SPEC §8): its customer_id when the switch names the
+        customer, else its source_ip, so that one customer's calls stay in one partition."""
+        return pc.coalesce(_take(self.customers, batch.customer), _take(self.ips, batch.ip))
+
     def columns(self, batch: _Batch, typed: bool) -> dict[str, pa.Array]:
         """One array per field: texts for CSV, or the types of ``PARQUET_SCHEMA``."""
         plan = self.plan
@@ -1369,17 +1393,23 @@ _FEW_VALUES = [
 
 
 class _Writer:
-    """Writes chunks in one format to a file (the caller renames it when complete)."""
+    """Writes chunks in one format to a file (the caller renames it when complete), or JSON
+    lines to a sink."""
 
-    def __init__(self, fmt: str, path: Path) -> None:
+    def __init__(self, fmt: str, path: Path | None, sink: LineSink | None = None) -> None:
         self.fmt = fmt
         self.path = path
+        self.sink = sink
+        self.bytes = 0
         self._pools: _Pools | None = None
         self._file: Any = None
         self._csv: pacsv.CSVWriter | None = None
         self._parquet: pq.ParquetWriter | None = None
 
     def __enter__(self) -> _Writer:
+        if self.sink is not None:
+            return self
+        assert self.path is not None
         if self.fmt == "parquet":
             # Dictionaries only where values repeat: on callids and numbers they cost time.
             self._parquet = pq.ParquetWriter(
@@ -1417,6 +1447,10 @@ class _Writer:
                 lines = pc.replace_with_mask(lines, pa.array(mask), pa.array(fixed, pa.string()))
             if repeats:
                 lines = lines.take(pa.array(sources))
+            if self.sink is not None:
+                self.bytes += len(_joined(lines))
+                self.sink.write(lines, self._pools.keys(batch).take(pa.array(sources)))
+                return
             self._file.write(_joined(lines))
             return
         if self._pools is None:

@@ -432,21 +432,23 @@ def draw(
     dest_number: pa.ChunkedArray | pa.Array,
     start: I64,
     billed: I64,
-    order_keys: pa.Table,
+    order_keys: pa.Table | None,
     usage: Usage,
 ) -> Draws:
     """Draw packages for calls taken in (dt, callid) order (``order_keys`` holds dt and
-    callid), updating ``usage`` (SPEC §5.3)."""
+    callid), or in the order given (``order_keys`` None: a stream's arrival order),
+    updating ``usage`` (SPEC §5.3)."""
     n = customer.size
     result = Draws.none(n)
     eligible = (billed > 0) & (tables.allot_count[np.maximum(customer, 0)] > 0)
     if not eligible.any():
         return result
     rows = np.flatnonzero(eligible)
-    keys = order_keys.take(pa.array(rows))
-    order = rows[
-        pc.sort_indices(keys, sort_keys=[("dt", "ascending"), ("callid", "ascending")]).to_numpy()
-    ]
+    order = rows
+    if order_keys is not None:
+        keys = order_keys.take(pa.array(rows))
+        by = [("dt", "ascending"), ("callid", "ascending")]
+        order = rows[pc.sort_indices(keys, sort_keys=by).to_numpy()]
     capacity = int(tables.allot_count[customer[rows]].sum())
     row, allot, period, drawn = (np.empty(capacity, np.int64) for _ in range(4))
     offsets, data = _strings(dest_number)

@@ -13,6 +13,7 @@ from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
 from pipelines.cli import report as report_module
 from pipelines.cli import stats as stats_module
+from pipelines.cli import stream as stream_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.entities import FormatOption, register
 from pipelines.cli.output import Format, emit, say
@@ -141,6 +142,7 @@ app.command("calls")(stats_module.calls)
 app.command("call")(stats_module.call)
 app.command("dialogs")(stats_module.dialogs)
 app.command("report")(report_module.report)
+app.command("stream")(stream_module.stream)
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 

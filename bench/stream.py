@@ -1,0 +1,221 @@
+"""The streaming benchmark: switch simulator → real Kafka broker → ``cdrflow stream`` workers
+→ the lake, on this machine, against ``cdrflow rate`` of the same CDRs.
+
+Run it from the repository root::
+
+    .venv/bin/python -m bench.stream [--cdrs 2000000] [--partitions 4] [--latency-rate 50000]
+                                     [--latency-seconds 20]
+
+In one temporary directory (removed at the end) it starts a broker (``pipelines.kafka_broker``)
+and, for one worker and then for two, a fresh home with the sample catalog: the workers start,
+``cdrflow simulate --kafka`` sends ``--cdrs`` CDRs as fast as it can, and the clock runs from
+the first message sent to the last batch committed to the lake. It notes the CPU seconds the
+broker, the simulator and the workers used. Then the latency run: one worker, the simulator
+paced at ``--latency-rate`` for ``--latency-seconds``, and for every message the time from
+its Kafka timestamp (set when produced) to the commit of the batch that landed it. The
+baseline is ``cdrflow rate`` of the same CDRs from a JSON Lines file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from bench.rating import machine
+from pipelines.catalog import Catalog
+from pipelines.catalog.csvdir import import_directory
+from pipelines.cli.demo import sample_catalog
+from pipelines.kafka_broker import Broker
+from pipelines.lakefiles import committed_runs, lake_root
+
+CDRFLOW = str(Path(sys.executable).parent / "cdrflow")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process and its waited-for children so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
+
+
+def new_home(root: Path) -> Path:
+    with Catalog(root) as catalog:
+        import_directory(catalog, sample_catalog())
+    return root
+
+
+def landed(home: Path, topic: str) -> int:
+    return sum(
+        r["stream"]["last"] - r["stream"]["first"] + 1
+        for r in committed_runs(home)
+        if r.get("stream", {}).get("topic") == topic
+    )
+
+
+def simulate_command(home: Path, bootstrap: str, topic: str, count: int, rate: float) -> list[str]:
+    return [CDRFLOW, "--home", str(home), "simulate", "--count", str(count), "--kafka", bootstrap,
+            "--topic", topic, "--rate", str(rate), "--seed", "1", "--days", "1"]  # fmt: skip
+
+
+def stream_command(home: Path, bootstrap: str, topic: str, group: str) -> list[str]:
+    return [CDRFLOW, "--home", str(home), "stream", "--bootstrap", bootstrap, "--topic", topic,
+            "--group", group, "--batch", "100000", "--wait", "0.5"]  # fmt: skip
+
+
+def run_stream(
+    work: Path, broker: Broker, topic: str, count: int, workers: int, rate: float = 0.0
+) -> tuple[dict[str, float], Path]:
+    """Workers up, the simulator sending, until the lake holds every message."""
+    home = new_home(work / f"home-{topic}")
+    logs = [open(work / f"{topic}-worker{i}.log", "wb") for i in range(workers)]  # noqa: SIM115
+    procs = [
+        subprocess.Popen(stream_command(home, broker.bootstrap, topic, f"g-{topic}"), stdout=log,
+                         stderr=subprocess.STDOUT)
+        for log in logs
+    ]  # fmt: skip
+    try:
+        time.sleep(3)  # the group forms before the traffic starts
+        broker_cpu = cpu_seconds(broker.pid or 0)
+        worker_cpu = [cpu_seconds(p.pid) for p in procs]
+        started = time.monotonic()
+        simulator = subprocess.Popen(
+            simulate_command(home, broker.bootstrap, topic, count, rate),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        sim_cpu = 0.0
+        while landed(home, topic) < count:
+            if simulator.poll() is None:
+                sim_cpu = cpu_seconds(simulator.pid)
+            elif simulator.returncode != 0:
+                raise RuntimeError(simulator.stderr.read().decode() if simulator.stderr else "")
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a worker stopped; see {work}/{topic}-worker*.log")
+            time.sleep(0.05)
+        seconds = time.monotonic() - started
+        simulator.wait(60)
+        used = [cpu_seconds(p.pid) - c for p, c in zip(procs, worker_cpu, strict=True)]
+        return {
+            "seconds": seconds,
+            "rate": count / seconds,
+            "broker_cpu": cpu_seconds(broker.pid or 0) - broker_cpu,
+            "worker_cpu": sum(used),
+            "simulator_cpu": sim_cpu,
+        }, home
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(60)
+        for log in logs:
+            log.close()
+
+
+def latencies(broker: Broker, topic: str, home: Path) -> np.ndarray:
+    """Seconds from each message's Kafka timestamp to the commit of the batch holding it."""
+    commits: dict[int, list[tuple[int, int, float]]] = {}
+    for path in sorted((lake_root(home) / "_runs").glob("*.json")):
+        run = json.loads(path.read_text())
+        s = run.get("stream")
+        if s and s["topic"] == topic:
+            span = (s["first"], s["last"], path.stat().st_mtime)
+            commits.setdefault(s["partition"], []).append(span)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"lat-{topic}",
+                         "enable.auto.commit": False})  # fmt: skip
+    out = []
+    try:
+        for p, spans in commits.items():
+            consumer.assign([TopicPartition(topic, p, 0)])
+            end = max(last for _, last, _ in spans)
+            stamps: dict[int, float] = {}
+            while len(stamps) <= end:
+                for m in consumer.consume(10_000, 2.0):
+                    if m.error() is None:
+                        stamps[m.offset()] = m.timestamp()[1] / 1000
+            for first, last, committed in spans:
+                out += [committed - stamps[o] for o in range(first, last + 1)]
+    finally:
+        consumer.close()
+    return np.array(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cdrs", type=int, default=2_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--latency-rate", type=float, default=50_000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    args = parser.parse_args(argv)
+    console = Console()
+    info = machine()
+    console.print(
+        f"[bold]cdrflow stream benchmark[/bold] on {info['cpu']}, nproc {info['nproc']}, "
+        f"load average {info['load']}"
+    )
+    with tempfile.TemporaryDirectory(prefix="cdrflow-bench-stream-") as tmp:
+        work = Path(tmp)
+        # The baseline: the same CDRs (same seed) from a file, by cdrflow rate.
+        base = new_home(work / "home-batch")
+        path = work / "cdrs.jsonl"
+        same = ["--count", str(args.cdrs), "--out", str(path), "--seed", "1", "--days", "1"]
+        subprocess.run([CDRFLOW, "--home", str(base), "simulate", *same], check=True)
+        started = time.monotonic()
+        rate = [CDRFLOW, "--home", str(base), "rate", str(path), "--format", "json"]
+        subprocess.run(rate, check=True, capture_output=True)
+        batch_rate = args.cdrs / (time.monotonic() - started)
+        path.unlink()
+        shutil.rmtree(base)
+        with Broker.start(work / "broker", die_with_parent=True) as broker:
+            table = Table(title=f"{args.cdrs:,} CDRs through Kafka ({args.partitions} partitions)")
+            columns = ("run", "seconds", "CDRs/s", "vs cdrflow rate", "broker CPU s")
+            for column in (*columns, "simulator CPU s", "workers CPU s"):
+                table.add_column(column, justify="right")
+            seconds = f"{args.cdrs / batch_rate:.1f}"
+            table.add_row("cdrflow rate (file)", seconds, f"{batch_rate:,.0f}", "1.00", "", "", "")
+            for workers in (1, 2):
+                topic = f"cdrs-w{workers}"
+                broker.create_topic(topic, args.partitions)
+                r, home = run_stream(work, broker, topic, args.cdrs, workers)
+                shutil.rmtree(home)
+                table.add_row(
+                    f"{workers} worker{'s' if workers > 1 else ''}",
+                    f"{r['seconds']:.1f}",
+                    f"{r['rate']:,.0f}",
+                    f"{r['rate'] / batch_rate:.2f}",
+                    f"{r['broker_cpu']:.1f}",
+                    f"{r['simulator_cpu']:.1f}",
+                    f"{r['worker_cpu']:.1f}",
+                )
+            console.print(table)
+            topic = "cdrs-latency"
+            broker.create_topic(topic, args.partitions)
+            count = int(args.latency_rate * args.latency_seconds)
+            r, home = run_stream(work, broker, topic, count, 1, rate=args.latency_rate)
+            lat = latencies(broker, topic, home)
+            console.print(
+                f"latency at {args.latency_rate:,.0f} CDRs/s for {args.latency_seconds:.0f} s "
+                f"({count:,} CDRs, 1 worker): produce → committed in the lake p50 "
+                f"{np.percentile(lat, 50):.2f} s, p99 {np.percentile(lat, 99):.2f} s, "
+                f"max {lat.max():.2f} s (sustained {r['rate']:,.0f} CDRs/s)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,379 @@
+"""``cdrflow stream``: switch CDRs from Kafka, rated into the lake exactly once (SPEC §5.5, §8).
+
+The lake is the truth, as in Kafka Connect's HDFS and S3 sinks. The messages of one
+partition that one poll brings are one batch; the batch is rated with the engine of the
+batch path and committed to the lake like a ``cdrflow rate`` run (staging, then a manifest
+as the commit point, under the lake lock), its run named after the topic, the partition and
+the offset range, so that every lake file of it carries them too. Only then is it published
+to ``<topic>.rated`` and ``<topic>.rejected`` and its offset committed to Kafka. When a
+worker is given partitions (at start, and at every rebalance), it finishes or undoes what a
+crashed batch left, reads each partition's position from the manifests, and seeks there:
+Kafka's committed offsets are a hint, the lake decides. Package usage and the billed callids
+are read from the lake at the same moment, and packages are drawn in arrival order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pipelines.catalog import Catalog
+from pipelines.cdrfile import Block, read_messages
+from pipelines.compiled import cached_tables
+from pipelines.dedupe import BilledCallids
+from pipelines.kafka_config import client_config
+from pipelines.lakefiles import Staging, committed_runs, lake_lock, lake_root, recover
+from pipelines.rate import Summary, load_tables, package_usage, rate_block
+from rating.engine import Usage
+from rating.tables import Tables
+from schemas.errors import CdrflowError
+
+log = logging.getLogger("cdrflow.stream")
+
+
+@dataclass
+class StreamSettings:
+    bootstrap: str
+    topic: str = "cdrs"
+    group: str = "cdrflow-raters"
+    batch: int = 50_000  # most messages rated as one batch
+    wait: float = 1.0  # seconds a poll waits to fill a batch
+    config_file: Path | None = None
+    publish: bool = True
+    metrics_every: float = 10.0
+
+
+@dataclass
+class StreamTotals:
+    """What a worker did, for the operator and for tests."""
+
+    batches: int = 0
+    rated: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # messages below the lake's position (already rated): not rated again
+
+    @property
+    def records(self) -> int:
+        return self.rated + sum(self.rejected.values())
+
+
+def run_name(topic: str, partition: int, first: int, last: int) -> str:
+    """The run (and file name part) of one partition's batch: topic, partition, offsets."""
+    return f"stream-{topic}-p{partition:05d}-o{first:020d}-{last:020d}"
+
+
+def published_mark(home: Path, run: str) -> Path:
+    """The file that says a landed batch reached the output topics."""
+    return lake_root(home) / "_runs" / f"{run}.published"
+
+
+def lake_positions(home: Path, topic: str) -> dict[int, int]:
+    """The next offset to rate of each partition of ``topic``, from the committed runs."""
+    positions: dict[int, int] = {}
+    for run in committed_runs(home):
+        stream = run.get("stream")
+        if stream and stream["topic"] == topic:
+            p = int(stream["partition"])
+            positions[p] = max(positions.get(p, 0), int(stream["last"]) + 1)
+    return positions
+
+
+class _Collecting(Staging):
+    """A staging that also keeps what it was given, for publishing after the commit."""
+
+    def __init__(self, home: Path, run_id: str) -> None:
+        super().__init__(home, run_id)
+        self.tables: dict[str, list[pa.Table]] = defaultdict(list)
+
+    def add(self, kind: str, table: pa.Table, days: pa.Array) -> None:
+        if table.num_rows:
+            self.tables[kind].append(table)
+        super().add(kind, table, days)
+
+
+class Worker:
+    """One rater of a consumer group."""
+
+    def __init__(self, home: Path, settings: StreamSettings) -> None:
+        self.home = home
+        self.settings = settings
+        config = client_config(settings.bootstrap, settings.config_file)
+        self.consumer = Consumer(
+            {
+                **config,
+                "group.id": settings.group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "range",
+                # Rating and landing a batch may take a while on a busy machine.
+                "max.poll.interval.ms": 600_000,
+                # A worker that died (SIGKILL, a lost host) gives its partitions up after
+                # 10 s, not the default 45 s.
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+            }
+        )
+        self.producer = None
+        if settings.publish:
+            _ensure_outputs(config, settings.topic)
+            self.producer = Producer(
+                {**config, "linger.ms": 50, "compression.type": "lz4", "acks": "all"}
+            )
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.tables: Tables | None = None
+        self.state: str | None = None
+        self.billed = BilledCallids(home)
+        self.usage = Usage()
+        self.next: dict[int, int] = {}  # partition → next offset to rate (from the lake)
+        self.totals = StreamTotals()
+        self._latency: list[float] = []
+        self._done_since = 0
+        self._last_report = time.monotonic()
+
+    # -- partitions ---------------------------------------------------------------------
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Recover the lake, then start each partition where the lake says."""
+        with lake_lock(self.home):
+            for line in recover(self.home):
+                log.info("recovered: %s", line)
+            positions = lake_positions(self.home, self.settings.topic)
+        self._load()
+        self._publish_unpublished({tp.partition for tp in partitions})
+        for tp in partitions:
+            if tp.partition in positions:
+                tp.offset = positions[tp.partition]
+                self.next[tp.partition] = positions[tp.partition]
+        log.info(
+            "assigned partitions %s at %s",
+            [tp.partition for tp in partitions],
+            {tp.partition: tp.offset for tp in partitions},
+        )
+        consumer.assign(partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Each batch is committed before the next poll: nothing is in flight here.
+        for tp in partitions:
+            self.next.pop(tp.partition, None)
+        log.info("revoked partitions %s", [tp.partition for tp in partitions])
+
+    def _load(self) -> None:
+        """The catalog (compiled, per state), usage and billed callids, from the home."""
+        with Catalog(self.home) as catalog:
+            state = catalog.state()
+            if self.tables is None or state is None or state != self.state:
+                self.tables = cached_tables(self.home, catalog, load_tables)
+                self.state = state
+        self.usage = package_usage(self.con, self.home, self.tables)
+        self.billed = BilledCallids(self.home)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self, stopping: Callable[[], bool], idle_exit: float | None = None) -> StreamTotals:
+        """Consume until ``stopping()`` (checked between batches) or, with ``idle_exit``,
+        until no message came for that many seconds while holding partitions (waiting to be
+        given some does not count); then leave the group cleanly."""
+        self.consumer.subscribe(
+            [self.settings.topic], on_assign=self._assigned, on_revoke=self._revoked
+        )
+        idle_since = time.monotonic()
+        try:
+            while not stopping():
+                messages = self.consumer.consume(self.settings.batch, self.settings.wait)
+                polled = time.monotonic()
+                good = [m for m in messages if self._usable(m) and self._fresh(m)]
+                if good:
+                    idle_since = polled
+                    self._rate(good)
+                    self._latency.append(time.monotonic() - polled)
+                elif not self.consumer.assignment():
+                    idle_since = polled
+                elif idle_exit is not None and polled - idle_since >= idle_exit:
+                    break
+                self._report()
+        finally:
+            self.consumer.close()
+            if self.producer is not None:
+                self.producer.flush(30)
+            self.con.close()
+        return self.totals
+
+    def _usable(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer: %s", error)
+        return False
+
+    def _fresh(self, message: Message) -> bool:
+        """Not below the lake's position of its partition (rated before: not again)."""
+        if message.offset() >= self.next.get(message.partition(), -1):
+            return True
+        self.totals.skipped += 1
+        return False
+
+    def _rate(self, messages: list[Message]) -> None:
+        """One poll's messages, read as one block; then each partition's batch rated,
+        landed, published and committed, in that order."""
+        topic = self.settings.topic
+        partitions = np.array([m.partition() for m in messages], np.int64)
+        offsets = np.array([m.offset() for m in messages], np.int64)
+        blocks = read_messages(
+            self.con,
+            [m.value() for m in messages],
+            partitions,
+            offsets,
+            lambda p: f"kafka:{topic}/{p}",
+        )
+        for partition, block in sorted(blocks.items()):
+            mine = offsets[partitions == partition]
+            self._land(partition, int(mine.min()), int(mine.max()), block)
+        self._done_since += len(messages)
+
+    def _land(self, partition: int, first: int, last: int, block: Block) -> None:
+        topic = self.settings.topic
+        assert self.tables is not None
+        name = run_name(topic, partition, first, last)
+        summary = Summary(name)
+        now = int(datetime.now(UTC).timestamp() * 1_000_000)
+        with lake_lock(self.home):
+            staging = _Collecting(self.home, name)
+            try:
+                rate_block(
+                    self.con,
+                    self.tables,
+                    block,
+                    staging,
+                    self.billed,
+                    self.usage,
+                    now,
+                    summary,
+                    None,
+                )
+                staging.commit(
+                    {
+                        "stream": {
+                            "topic": topic,
+                            "partition": partition,
+                            "first": first,
+                            "last": last,
+                        },
+                        "catalog_version": self.tables.version,
+                        "rated": summary.rated,
+                        "rejected": dict(summary.rejected),
+                    }
+                )
+            except BaseException:
+                staging.abort()
+                raise
+        self.next[partition] = last + 1
+        self._publish(name, staging.tables)
+        self.consumer.commit(
+            offsets=[TopicPartition(topic, partition, last + 1)], asynchronous=False
+        )
+        self.totals.batches += 1
+        self.totals.rated += summary.rated
+        for reason, n in summary.rejected.items():
+            self.totals.rejected[reason] = self.totals.rejected.get(reason, 0) + n
+
+    def _publish(self, name: str, tables: dict[str, list[pa.Table]]) -> None:
+        """Rated and rejected CDRs of a landed batch as JSON objects to the output topics,
+        keyed by callid; then the batch is marked published. A crash in between publishes
+        it again at the next assignment: the topics get every CDR at least once."""
+        if self.producer is None:
+            return
+        for kind, parts in tables.items():
+            target = f"{self.settings.topic}.{kind}"
+            for table in parts:
+                for callid, value in _json_rows(self.con, table):
+                    while True:
+                        try:
+                            self.producer.produce(target, value=value, key=callid)
+                            break
+                        except BufferError:  # the local queue is full: let it drain
+                            self.producer.poll(0.1)
+                self.producer.poll(0)
+        if self.producer.flush(30):
+            raise CdrflowError(f"Kafka did not take the output of {name} within 30 s")
+        published_mark(self.home, name).touch()
+
+    def _publish_unpublished(self, partitions: set[int]) -> None:
+        """Landed batches of these partitions whose publishing a crash cut short."""
+        if self.producer is None:
+            return
+        for run in committed_runs(self.home):
+            stream = run.get("stream")
+            if not stream or stream["topic"] != self.settings.topic:
+                continue
+            if stream["partition"] not in partitions:
+                continue
+            if published_mark(self.home, run["run"]).exists():
+                continue
+            tables: dict[str, list[pa.Table]] = defaultdict(list)
+            for name in run["files"]:
+                kind = name.split("/", 1)[0]
+                tables[kind].append(pq.read_table(lake_root(self.home) / name))
+            log.info("publishing %s again (landed, not known to be published)", run["run"])
+            self._publish(run["run"], tables)
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report < self.settings.metrics_every:
+            return
+        rate = self._done_since / (now - self._last_report)
+        lag = 0
+        for tp in self.consumer.assignment():
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            lag += max(0, high - self.next.get(tp.partition, high))
+        latency = max(self._latency) if self._latency else 0.0
+        log.info(
+            "%.0f CDRs/s, lag %d, slowest batch %.2f s, %d rated, %d rejected",
+            rate,
+            lag,
+            latency,
+            self.totals.rated,
+            sum(self.totals.rejected.values()),
+        )
+        self._last_report, self._done_since, self._latency = now, 0, []
+
+
+def _json_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> list[tuple[Any, bytes]]:
+    """(callid, JSON object) of each row; money is written as its exact decimal digits."""
+    con.register("batch", table)
+    try:
+        rows = con.sql("SELECT callid, to_json(batch)::VARCHAR FROM batch").fetchall()
+    finally:
+        con.unregister("batch")
+    return [(c, j.encode()) for c, j in rows]
+
+
+def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
+    """``<topic>.rated`` and ``<topic>.rejected``, created like the input topic if absent."""
+    admin = AdminClient(dict(config))
+    meta = admin.list_topics(timeout=timeout)
+    if topic not in meta.topics:
+        raise CdrflowError(f"Kafka topic {topic!r} does not exist on {config['bootstrap.servers']}")
+    partitions = len(meta.topics[topic].partitions)
+    wanted = [f"{topic}.{kind}" for kind in ("rated", "rejected")]
+    new = [NewTopic(t, partitions) for t in wanted if t not in meta.topics]
+    for future in admin.create_topics(new).values() if new else []:
+        try:
+            future.result(timeout)
+        except KafkaException as exc:  # another worker made it first
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise

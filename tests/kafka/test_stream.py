@@ -1,0 +1,278 @@
+"""``cdrflow stream`` on a real broker: every CDR in the lake exactly once, whatever happens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from pipelines.kafka_broker import Broker
+from pipelines.lakefiles import committed_runs
+from pipelines.rate import rate_files
+from tests.kafka.reader import consume
+from tests.pipelines.test_rate import content, lake, new_home
+from tests.pipelines.workload import records, write_jsonl
+
+pytestmark = pytest.mark.integration
+
+CDRFLOW = str(Path(sys.executable).parent / "cdrflow")
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: list[bytes],
+    keys: list[bytes] | None = None,
+    partition: int | None = None,
+) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "acks": "all"})
+    for i, value in enumerate(values):
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        producer.produce(topic, value=value, key=keys[i] if keys else None, **extra)
+        if i % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def lines(path: Path) -> list[bytes]:
+    return [line.rstrip(b"\n") for line in path.read_bytes().splitlines(keepends=True)]
+
+
+def keyed(values: list[bytes]) -> list[bytes]:
+    """SPEC §8: the key is the customer_id, else the source IP (a malformed record: none)."""
+    keys = []
+    for v in values:
+        try:
+            cdr = json.loads(v)
+        except ValueError:
+            keys.append(b"")
+            continue
+        keys.append(str(cdr.get("customer_id") or cdr.get("source_ip") or "").encode())
+    return keys
+
+
+def worker(
+    home: Path, bootstrap: str, topic: str, group: str, *extra: str
+) -> subprocess.Popen[bytes]:
+    command = [CDRFLOW, "--home", str(home), "stream", "--bootstrap", bootstrap]
+    command += ["--topic", topic, "--group", group, "--batch", "400", "--wait", "0.3"]
+    command += ["--metrics-every", "1", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(process: subprocess.Popen[bytes], timeout: float = 120) -> str:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err.decode()[-3000:]
+    return (out + err).decode()
+
+
+def landed(home: Path) -> Counter[tuple[str, int]]:
+    """How often each message (partition source and offset) is in the lake, rated or
+    rejected: exactly once is the whole point."""
+    seen: Counter[tuple[str, int]] = Counter()
+    for kind in ("rated", "rejected"):
+        table = lake(home, kind)
+        if table.num_rows:
+            seen.update(zip(table["source"].to_pylist(), table["line"].to_pylist(), strict=True))
+    return seen
+
+
+def every_message(bootstrap: str, topic: str, n: int) -> Counter[tuple[str, int]]:
+    """Each produced message once: offsets 0… of each partition (an idempotent producer
+    without transactions leaves no gaps)."""
+    counts = partition_counts(bootstrap, topic, n)
+    return Counter({(f"kafka:{topic}/{p}", o): 1 for p, c in counts.items() for o in range(c)})
+
+
+def stream_offsets(home: Path, topic: str) -> dict[int, list[tuple[int, int]]]:
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for run in committed_runs(home):
+        s = run.get("stream")
+        if s and s["topic"] == topic:
+            spans.setdefault(s["partition"], []).append((s["first"], s["last"]))
+    return spans
+
+
+def contiguous(spans: dict[int, list[tuple[int, int]]], counts: dict[int, int]) -> bool:
+    """Every offset of every partition in exactly one committed batch."""
+    for p, n in counts.items():
+        covered = sorted(spans.get(p, []))
+        at = 0
+        for first, last in covered:
+            if first != at:
+                return False
+            at = last + 1
+        if at != n:
+            return False
+    return True
+
+
+def partition_counts(bootstrap: str, topic: str, n: int) -> dict[int, int]:
+    return dict(Counter(m.partition for m in consume(bootstrap, topic, n)))
+
+
+def test_every_produced_cdr_lands_exactly_once_and_is_published(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(3000, seed=11), broken_every=300))
+    values += [
+        b"not json at all",
+        b'{"callid": "w1", "dt": "yesterday", "dest_number": "44", "sip_code": 200}',
+        b'{"callid": "u1", "dt": "2026-11-02T10:00:00Z", "dest_number": "4420",'
+        b' "sip_code": 200, "customer_id": "nobody"}',
+        b"",
+    ]
+    produce(kafka_broker.bootstrap, topic, values, keyed(values))
+    home = new_home(tmp_path, "home")
+    log = finish(worker(home, kafka_broker.bootstrap, topic, "g1", "--idle-exit", "4"))
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values)), log
+    reasons = Counter(lake(home, "rejected")["reject_reason"].to_pylist())
+    assert reasons["invalid"] >= 3 and reasons["unknown_customer"] >= 1
+    bad = lake(home, "rejected").to_pylist()
+    assert any(r["raw"] == "not json at all" for r in bad)
+    assert all(r["source"].startswith(f"kafka:{topic}/") for r in bad)
+    assert any("dt" in r["reject_detail"] for r in bad if r["callid"] == "w1")
+    assert any(r["raw"] == "(empty message)" for r in bad)
+    # Published too: each rated CDR to <topic>.rated, each rejection to <topic>.rejected.
+    rated, rejected = lake(home, "rated").num_rows, lake(home, "rejected").num_rows
+    out = consume(kafka_broker.bootstrap, f"{topic}.rated", rated)
+    assert sorted(json.loads(m.value)["callid"] for m in out) == sorted(
+        lake(home, "rated")["callid"].to_pylist()
+    )
+    assert len(consume(kafka_broker.bootstrap, f"{topic}.rejected", rejected)) == rejected
+    # The files carry topic, partition and offset range; the batches tile every partition.
+    names = [p.name for p in (home / "lake" / "rated").glob("date=*/*.parquet")]
+    assert names and all(f"stream-{topic}-p" in n and "-o" in n for n in names)
+    counts = partition_counts(kafka_broker.bootstrap, topic, len(values))
+    assert contiguous(stream_offsets(home, topic), counts)
+
+
+def test_the_lake_after_streaming_equals_the_lake_after_rating_the_file(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """Arrival order = time order on one partition: same charges, same package draws."""
+    rows = sorted(records(2500, seed=12), key=lambda r: (r["dt"], r["callid"]))
+    path = write_jsonl(tmp_path / "cdrs.jsonl", rows, broken_every=400)
+    values = lines(path)
+    produce(kafka_broker.bootstrap, topic, values, partition=0)
+    streamed = new_home(tmp_path, "streamed")
+    options = ("--idle-exit", "4", "--no-publish")
+    finish(worker(streamed, kafka_broker.bootstrap, topic, "g2", *options))
+    batch = new_home(tmp_path, "batch")
+    rate_files(batch, [path])
+    assert content(streamed, "rated") == content(batch, "rated")
+    assert sum(r["package_seconds"] for r in lake(streamed, "rated").to_pylist()) > 0
+    assert content(streamed, "rejected") == content(batch, "rejected")
+
+
+def test_a_worker_killed_mid_stream_restarts_without_loss_or_duplicates(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(6000, seed=13), broken_every=500))
+    produce(kafka_broker.bootstrap, topic, values, keyed(values))
+    home = new_home(tmp_path, "home")
+    first = worker(home, kafka_broker.bootstrap, topic, "g3", "--batch", "200")
+    deadline = time.monotonic() + 120
+    while not stream_offsets(home, topic) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next batches
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    done_before = sum(len(v) for v in stream_offsets(home, topic).values())
+    assert done_before >= 1
+    finish(worker(home, kafka_broker.bootstrap, topic, "g3", "--idle-exit", "5"))
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+    counts = partition_counts(kafka_broker.bootstrap, topic, len(values))
+    assert contiguous(stream_offsets(home, topic), counts)
+    assert not any((home / "lake" / "_staging").glob("*/*"))  # a crashed batch was undone
+
+
+def test_workers_joining_and_leaving_split_partitions_exactly_once(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(8000, seed=14), broken_every=700))
+    home = new_home(tmp_path, "home")
+    a = worker(home, kafka_broker.bootstrap, topic, "g4", "--batch", "300")
+    b = worker(home, kafka_broker.bootstrap, topic, "g4", "--batch", "300")
+    produce(kafka_broker.bootstrap, topic, values[:3000], keyed(values[:3000]))
+    time.sleep(4)
+    c = worker(home, kafka_broker.bootstrap, topic, "g4", "--batch", "300", "--idle-exit", "8")
+    produce(kafka_broker.bootstrap, topic, values[3000:6000], keyed(values[3000:6000]))
+    time.sleep(3)
+    a.send_signal(signal.SIGTERM)  # leaves the group after landing its batch
+    log_a = finish(a, 60)
+    produce(kafka_broker.bootstrap, topic, values[6000:], keyed(values[6000:]))
+    b.send_signal(signal.SIGTERM)
+    finish(b, 60)
+    log_c = finish(c, 180)
+    assert "stopping" in log_a
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values)), log_c
+    counts = partition_counts(kafka_broker.bootstrap, topic, len(values))
+    assert contiguous(stream_offsets(home, topic), counts)
+
+
+def test_a_broker_restart_in_the_middle_of_a_stream_is_survived(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(4000, seed=15)))
+    home = new_home(tmp_path, "home")
+    w = worker(home, kafka_broker.bootstrap, topic, "g5", "--idle-exit", "25")
+    produce(kafka_broker.bootstrap, topic, values[:2000], keyed(values[:2000]))
+    deadline = time.monotonic() + 60
+    while not stream_offsets(home, topic) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kafka_broker.restart()
+    produce(kafka_broker.bootstrap, topic, values[2000:], keyed(values[2000:]))
+    finish(w, 240)
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+    counts = partition_counts(kafka_broker.bootstrap, topic, len(values))
+    assert contiguous(stream_offsets(home, topic), counts)
+
+
+def test_sigterm_lands_the_batch_in_hand_and_exits_cleanly(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(1500, seed=16)))
+    produce(kafka_broker.bootstrap, topic, values, keyed(values))
+    home = new_home(tmp_path, "home")
+    w = worker(home, kafka_broker.bootstrap, topic, "g6")
+    deadline = time.monotonic() + 60
+    while sum(landed(home).values()) < len(values) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(w.pid, signal.SIGTERM)
+    log = finish(w, 60)
+    assert "stopped:" in log
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+
+
+def test_a_batch_landed_but_not_published_is_published_at_the_next_assignment(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """The lake is exactly once; the output topics at least once: a crash between landing
+    and publishing (here: the mark removed) publishes the batch again."""
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(800, seed=17)))
+    produce(kafka_broker.bootstrap, topic, values, partition=1)
+    home = new_home(tmp_path, "home")
+    finish(worker(home, kafka_broker.bootstrap, topic, "g7", "--idle-exit", "3"))
+    marks = sorted((home / "lake" / "_runs").glob("*.published"))
+    assert len(marks) == len(stream_offsets(home, topic)[1])
+    rated = lake(home, "rated")
+    marks[0].unlink()
+    finish(worker(home, kafka_broker.bootstrap, topic, "g7", "--idle-exit", "3"))
+    assert marks[0].exists()
+    out = Counter(
+        json.loads(m.value)["callid"]
+        for m in consume(kafka_broker.bootstrap, f"{topic}.rated", rated.num_rows + 1)
+    )
+    assert set(out) == set(rated["callid"].to_pylist())
+    assert sum(out.values()) > rated.num_rows  # the batch went out twice
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
