@@ -25,6 +25,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -300,7 +301,7 @@ class Worker:
         for kind, parts in tables.items():
             target = f"{self.settings.topic}.{kind}"
             for table in parts:
-                for callid, value in _json_rows(self.con, table):
+                for callid, value in _json_rows(table):
                     while True:
                         try:
                             self.producer.produce(target, value=value, key=callid)
@@ -352,14 +353,43 @@ class Worker:
         self._last_report, self._done_since, self._latency = now, 0, []
 
 
-def _json_rows(con: duckdb.DuckDBPyConnection, table: pa.Table) -> list[tuple[Any, bytes]]:
-    """(callid, JSON object) of each row; money is written as its exact decimal digits."""
-    con.register("batch", table)
-    try:
-        rows = con.sql("SELECT callid, to_json(batch)::VARCHAR FROM batch").fetchall()
-    finally:
-        con.unregister("batch")
-    return [(c, j.encode()) for c, j in rows]
+# What a rated CDR on ``<topic>.rated`` carries: who, what, when and the money (the lake has
+# every column; a live-balance or alerting reader needs these). A rejection carries all of
+# its columns (the raw text and the reason are the point).
+PUBLISHED_RATED = (
+    "callid",
+    "dt",
+    "customer_id",
+    "provider_id",
+    "card_id",
+    "dest_number",
+    "number",
+    "dest_code",
+    "dest_name",
+    "sip_code",
+    "duration",
+    "pdd_ms",
+    "billed_duration",
+    "package_seconds",
+    "charge",
+    "tax",
+    "currency",
+    "provider_charge",
+    "provider_currency",
+    "profit",
+    "source",
+    "line",
+)
+
+
+def _json_rows(table: pa.Table) -> list[tuple[bytes, bytes]]:
+    """(callid, JSON object) of each row; money as exact decimal text, times ISO 8601."""
+    if "reject_reason" not in table.column_names:
+        table = table.select(list(PUBLISHED_RATED))
+    text = pl.from_arrow(table).write_ndjson()
+    lines = text.encode().split(b"\n")
+    callids = table["callid"].to_pylist()
+    return [((c or "").encode(), line) for c, line in zip(callids, lines, strict=False)]
 
 
 def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
