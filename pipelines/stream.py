@@ -43,6 +43,8 @@ from rating.tables import Tables
 from schemas.errors import CdrflowError
 
 log = logging.getLogger("cdrflow.stream")
+# Seconds between looks at the catalog's state (an edit reaches the next batch after it).
+CATALOG_CHECK = 5.0
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Worker:
         self._latency: list[float] = []
         self._done_since = 0
         self._last_report = time.monotonic()
+        self._checked = 0.0
 
     # -- partitions ---------------------------------------------------------------------
 
@@ -174,13 +177,22 @@ class Worker:
 
     def _load(self) -> None:
         """The catalog (compiled, per state), usage and billed callids, from the home."""
+        self._catalog()
+        assert self.tables is not None
+        self.usage = package_usage(self.con, self.home, self.tables)
+        self.billed = BilledCallids(self.home)
+
+    def _catalog(self) -> None:
+        """The compiled catalog, again if an operator changed it since (checked every few
+        seconds: the next batch is rated with the catalog as it is then)."""
         with Catalog(self.home) as catalog:
             state = catalog.state()
             if self.tables is None or state is None or state != self.state:
                 self.tables = cached_tables(self.home, catalog, load_tables)
+                if self.state is not None and state != self.state:
+                    log.info("the catalog changed: now rating with version %d", catalog.version())
                 self.state = state
-        self.usage = package_usage(self.con, self.home, self.tables)
-        self.billed = BilledCallids(self.home)
+        self._checked = time.monotonic()
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -197,6 +209,8 @@ class Worker:
                 messages = self.consumer.consume(self.settings.batch, self.settings.wait)
                 polled = time.monotonic()
                 good = [m for m in messages if self._usable(m) and self._fresh(m)]
+                if good and polled - self._checked >= CATALOG_CHECK:
+                    self._catalog()
                 if good:
                     idle_since = polled
                     self._rate(good)

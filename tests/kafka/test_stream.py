@@ -9,15 +9,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
+from pipelines.catalog import Catalog
 from pipelines.kafka_broker import Broker
 from pipelines.lakefiles import committed_runs
 from pipelines.rate import rate_files
+from pipelines.stream import CATALOG_CHECK
 from tests.kafka.reader import consume
 from tests.pipelines.test_rate import content, lake, new_home
 from tests.pipelines.workload import records, write_jsonl
@@ -276,3 +279,32 @@ def test_a_batch_landed_but_not_published_is_published_at_the_next_assignment(
     assert set(out) == set(rated["callid"].to_pylist())
     assert sum(out.values()) > rated.num_rows  # the batch went out twice
     assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+
+
+def test_a_catalog_change_reaches_the_batches_after_it(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """An operator's edit is picked up by a running worker (within CATALOG_CHECK seconds)."""
+    before = lines(write_jsonl(tmp_path / "a.jsonl", records(1500, seed=18)))
+    after = lines(write_jsonl(tmp_path / "b.jsonl", records(1500, seed=19)))
+    home = new_home(tmp_path, "home")
+    w = worker(home, kafka_broker.bootstrap, topic, "g8")
+    produce(kafka_broker.bootstrap, topic, before, keyed(before))
+    deadline = time.monotonic() + 60
+    while sum(landed(home).values()) < len(before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with Catalog(home) as catalog:
+        catalog.edit("rate_cards", "retail-usd", {"precision": "2"})
+    time.sleep(CATALOG_CHECK + 1)
+    produce(kafka_broker.bootstrap, topic, after, keyed(after))
+    total = len(before) + len(after)
+    while sum(landed(home).values()) < total and time.monotonic() < deadline + 60:
+        time.sleep(0.2)
+    w.send_signal(signal.SIGTERM)
+    finish(w, 60)
+    rated = [r for r in lake(home, "rated").to_pylist() if r["card_id"] == "retail-usd"]
+    first = [r["charge"] for r in rated if r["callid"].startswith("18-")]
+    second = [r["charge"] for r in rated if r["callid"].startswith("19-")]
+    assert first and second
+    assert any(c != c.quantize(Decimal("0.01")) for c in first)  # 4 places before the edit
+    assert all(c == c.quantize(Decimal("0.01")) for c in second)  # 2 places after it
