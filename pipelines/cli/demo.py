@@ -160,7 +160,11 @@ def demo(
         raise CdrflowError("the exported catalog did not re-import to the same catalog")
     if cdrs:
         _traffic(home, catalog, cdrs)
-    say(f"\ncatalog version {catalog.version()}; try: cdrflow --home {home} customers list")
+    say(
+        f"\ncatalog version {catalog.version()}; try: cdrflow --home {home} customers list, "
+        f"cdrflow --home {home} stats --by customer,hour, "
+        f"cdrflow --home {home} report --out report.html"
+    )
 
 
 def _traffic(home: Path, catalog: Catalog, cdrs: int) -> None:
