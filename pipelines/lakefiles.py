@@ -86,9 +86,16 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def committed_runs(home: Path) -> list[dict[str, Any]]:
+# A `cdrflow rate` run is named by its start time; a stream batch by "stream-…".
+RATE_RUNS = "[0-9]*.json"
+
+
+def committed_runs(home: Path, pattern: str = "*.json") -> list[dict[str, Any]]:
+    """The manifests of committed runs whose file names match ``pattern`` (a stream adds
+    one a batch, so readers that need only some name them: ``RATE_RUNS``, or a stream
+    partition's prefix)."""
     runs = lake_root(home) / "_runs"
-    return [json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))] if runs.is_dir() else []
+    return [json.loads(p.read_text()) for p in sorted(runs.glob(pattern))] if runs.is_dir() else []
 
 
 def recover(home: Path) -> list[str]:

@@ -30,7 +30,14 @@ from pipelines.cdrfile import BLOCK_BYTES, Block, prefetched, read_records
 from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
-from pipelines.lakefiles import Staging, committed_runs, fingerprint, lake_lock, recover
+from pipelines.lakefiles import (
+    RATE_RUNS,
+    Staging,
+    committed_runs,
+    fingerprint,
+    lake_lock,
+    recover,
+)
 from rating.engine import Draws, Priced, Usage, draw, finish, may_draw, price, usage_from
 from rating.tables import NEVER_AFTER, NEVER_BEFORE, RateColumns, Tables, compile_tables, time_us
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
@@ -124,7 +131,11 @@ def rate_files(
     summary = Summary(run)
     with lake_lock(home, on_wait):
         summary.recovered = recover(home)
-        done = {fp: r["run"] for r in committed_runs(home) for fp in r.get("inputs", {}).values()}
+        done = {
+            fp: r["run"]
+            for r in committed_runs(home, RATE_RUNS)
+            for fp in r.get("inputs", {}).values()
+        }
         todo: dict[str, str] = {}
         for path in paths:
             fp = fingerprint(path)

@@ -14,7 +14,10 @@ are read from the lake at the same moment, and packages are drawn in arrival ord
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -36,7 +39,7 @@ from pipelines.cdrfile import Block, read_messages
 from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
 from pipelines.kafka_config import client_config
-from pipelines.lakefiles import Staging, committed_runs, lake_lock, lake_root, recover
+from pipelines.lakefiles import Staging, lake_lock, lake_root, recover
 from pipelines.rate import Summary, load_tables, package_usage, rate_block
 from rating.engine import Usage
 from rating.tables import Tables
@@ -74,8 +77,16 @@ class StreamTotals:
 
 
 def run_name(topic: str, partition: int, first: int, last: int) -> str:
-    """The run (and file name part) of one partition's batch: topic, partition, offsets."""
-    return f"stream-{topic}-p{partition:05d}-o{first:020d}-{last:020d}"
+    """The run (and file name part) of one partition's batch: topic, partition, offsets.
+    Zero-padded, so that a partition's runs sort in offset order by name."""
+    return f"{_partition_prefix(topic, partition)}{first:020d}-{last:020d}"
+
+
+def _partition_prefix(topic: str, partition: int) -> str:
+    return f"stream-{topic}-p{partition:05d}-o"
+
+
+_OFFSETS = re.compile(r"(\d{20})-(\d{20})")
 
 
 def published_mark(home: Path, run: str) -> Path:
@@ -83,15 +94,23 @@ def published_mark(home: Path, run: str) -> Path:
     return lake_root(home) / "_runs" / f"{run}.published"
 
 
-def lake_positions(home: Path, topic: str) -> dict[int, int]:
-    """The next offset to rate of each partition of ``topic``, from the committed runs."""
-    positions: dict[int, int] = {}
-    for run in committed_runs(home):
-        stream = run.get("stream")
-        if stream and stream["topic"] == topic:
-            p = int(stream["partition"])
-            positions[p] = max(positions.get(p, 0), int(stream["last"]) + 1)
-    return positions
+def partition_runs(home: Path, topic: str, partition: int) -> list[tuple[str, int, int]]:
+    """The committed batches of one partition, (run, first, last) in offset order, from the
+    manifests' names alone (a stream writes one a batch: reading them all would grow)."""
+    prefix = _partition_prefix(topic, partition)
+    out = []
+    for path in sorted((lake_root(home) / "_runs").glob(f"{glob.escape(prefix)}*.json")):
+        run = path.name.removesuffix(".json")
+        found = _OFFSETS.fullmatch(run[len(prefix) :])
+        if found:
+            out.append((run, int(found[1]), int(found[2])))
+    return out
+
+
+def lake_position(home: Path, topic: str, partition: int) -> int | None:
+    """The next offset of a partition to rate, by the lake (None: none rated yet)."""
+    runs = partition_runs(home, topic, partition)
+    return runs[-1][2] + 1 if runs else None
 
 
 class _Collecting(Staging):
@@ -155,13 +174,17 @@ class Worker:
         with lake_lock(self.home):
             for line in recover(self.home):
                 log.info("recovered: %s", line)
-            positions = lake_positions(self.home, self.settings.topic)
+            positions = {
+                tp.partition: lake_position(self.home, self.settings.topic, tp.partition)
+                for tp in partitions
+            }
         self._load()
         self._publish_unpublished({tp.partition for tp in partitions})
         for tp in partitions:
-            if tp.partition in positions:
-                tp.offset = positions[tp.partition]
-                self.next[tp.partition] = positions[tp.partition]
+            position = positions[tp.partition]
+            if position is not None:
+                tp.offset = position
+                self.next[tp.partition] = position
         log.info(
             "assigned partitions %s at %s",
             [tp.partition for tp in partitions],
@@ -309,8 +332,10 @@ class Worker:
     def _publish(self, name: str, tables: dict[str, list[pa.Table]]) -> None:
         """Rated and rejected CDRs of a landed batch as JSON objects to the output topics,
         keyed by callid; then the batch is marked published. A crash in between publishes
-        it again at the next assignment: the topics get every CDR at least once."""
+        it again at the next assignment: the topics get every CDR at least once. Without
+        publishing (``--no-publish``) the mark says the topics are owed nothing."""
         if self.producer is None:
+            published_mark(self.home, name).touch()
             return
         for kind, parts in tables.items():
             target = f"{self.settings.topic}.{kind}"
@@ -331,20 +356,18 @@ class Worker:
         """Landed batches of these partitions whose publishing a crash cut short."""
         if self.producer is None:
             return
-        for run in committed_runs(self.home):
-            stream = run.get("stream")
-            if not stream or stream["topic"] != self.settings.topic:
-                continue
-            if stream["partition"] not in partitions:
-                continue
-            if published_mark(self.home, run["run"]).exists():
-                continue
-            tables: dict[str, list[pa.Table]] = defaultdict(list)
-            for name in run["files"]:
-                kind = name.split("/", 1)[0]
-                tables[kind].append(pq.read_table(lake_root(self.home) / name))
-            log.info("publishing %s again (landed, not known to be published)", run["run"])
-            self._publish(run["run"], tables)
+        runs = lake_root(self.home) / "_runs"
+        for partition in sorted(partitions):
+            for name, _, _ in partition_runs(self.home, self.settings.topic, partition):
+                if published_mark(self.home, name).exists():
+                    continue
+                run = json.loads((runs / f"{name}.json").read_text())
+                tables: dict[str, list[pa.Table]] = defaultdict(list)
+                for file in run["files"]:
+                    kind = file.split("/", 1)[0]
+                    tables[kind].append(pq.read_table(lake_root(self.home) / file))
+                log.info("publishing %s again (landed, not known to be published)", name)
+                self._publish(name, tables)
 
     def _report(self) -> None:
         now = time.monotonic()

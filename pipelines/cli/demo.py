@@ -26,7 +26,7 @@ from pipelines.catalog.secrets import generate_password
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.output import Format, emit, say
 from pipelines.cli.rate import show_summary
-from pipelines.lakefiles import committed_runs
+from pipelines.lakefiles import RATE_RUNS, committed_runs
 from pipelines.rate import rate_files
 from pipelines.simulate import DEFAULT_START, read_catalog, simulate
 from schemas.catalog import CUSTOMERS, ROUTES
@@ -169,7 +169,7 @@ def demo(
 
 def _traffic(home: Path, catalog: Catalog, cdrs: int) -> None:
     """Step 5: a day of simulated switch traffic, rated into the lake."""
-    day = len(committed_runs(home))
+    day = len(committed_runs(home, RATE_RUNS))
     start = DEFAULT_START + timedelta(days=day)
     work = home / "demo-traffic"
     work.mkdir(exist_ok=True)
