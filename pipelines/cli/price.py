@@ -21,7 +21,7 @@ import duckdb
 import typer
 
 from pipelines.catalog import Catalog
-from pipelines.cli.context import catalog_of, home_of, operator_errors
+from pipelines.cli.context import catalog_of, home_of, operator_errors, option_time
 from pipelines.cli.entities import FormatOption
 from pipelines.cli.output import Format, emit, fail, say
 from pipelines.compiled import cached_tables
@@ -74,7 +74,7 @@ def price(
     rate row, billing, package draw, charge, tax and provider cost, or which step fails
     (exit status 1). Nothing is written."""
     home, catalog = home_of(ctx), catalog_of(ctx)
-    moment = _moment(at)
+    moment = option_time(at, "--at") if at is not None else datetime.now(UTC).replace(microsecond=0)
     cdr = {
         "callid": "cdrflow-price",
         "dt": moment,
@@ -119,18 +119,6 @@ def snapshot_and_tables(
         if tables.version == before == catalog.version():
             return rows, tables
     raise CdrflowError("the catalog kept changing while it was read; try again")
-
-
-def _moment(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC).replace(microsecond=0)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CdrflowError(
-            f"--at: {text!r} is not an ISO 8601 time (e.g. 2026-11-02 or 2026-11-02T08:00:00Z)"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _seconds(text: str) -> Decimal:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +24,7 @@ from rich.progress import (
 )
 
 from pipelines.cli import app
-from pipelines.cli.context import catalog_of, operator_errors
+from pipelines.cli.context import catalog_of, operator_errors, option_time
 from pipelines.cli.output import Format, console, emit, say
 from pipelines.kafka_config import ClientConfig, client_config
 from pipelines.kafka_out import KafkaSink
@@ -90,7 +89,7 @@ def simulate(
         raise CdrflowError("give either --out FILE or --kafka BOOTSTRAP (with --topic)")
     if kafka is None and (rate or kafka_config is not None):
         raise CdrflowError("--rate and --kafka-config go with --kafka; a file is written at once")
-    first = _moment(start) if start is not None else DEFAULT_START
+    first = option_time(start, "--start") if start is not None else DEFAULT_START
     # Settings first: a wrong one fails before the catalog is read.
     config = client_config(kafka, kafka_config) if kafka is not None else None
     rows = read_catalog(catalog_of(ctx))
@@ -157,16 +156,6 @@ def _bar(verb: str, total: int) -> Iterator[tuple[Progress, TaskID]]:
         transient=True,
     ) as bar:
         yield bar, bar.add_task("cdrs", total=total)
-
-
-def _moment(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CdrflowError(
-            f"--start: {text!r} is not an ISO 8601 time (e.g. 2026-11-02 or 2026-11-02T08:00:00Z)"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _summary(counts: dict[str, int]) -> list[dict[str, str]]:
