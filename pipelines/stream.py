@@ -376,8 +376,9 @@ class Worker:
         rate = self._done_since / (now - self._last_report)
         lag = 0
         for tp in self.consumer.assignment():
-            _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
-            lag += max(0, high - self.next.get(tp.partition, high))
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            # A partition with nothing in the lake yet starts at its first offset.
+            lag += max(0, high - self.next.get(tp.partition, low))
         latency = max(self._latency) if self._latency else 0.0
         log.info(
             "%.0f CDRs/s, lag %d, slowest batch %.2f s, %d rated, %d rejected",
