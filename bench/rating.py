@@ -17,13 +17,17 @@ repository):
    two days that straddle that change, the bench catalog's own price change and a month's
    end (so versions, daily/weekly/monthly/once periods and end dates all matter) to Parquet,
    reads and validates them into memory.
-2. Rates them three ways and times each without file I/O: the engine (compiled once; then
-   ``price``, duplicate marking and ``finish`` over the whole set, as ``cdrflow rate`` does),
-   the DuckDB SQL formulation (on all cores, and on one) and the plain Python loop
-   (``bench.formulations``: both start from the engine's resolved calls; see that module for
-   the scope). The three must agree on every call (billed_duration, package_seconds, charge,
-   tax, provider_charge, profit); mismatches are printed and the exit status is 1. The
-   engine and the SQL are timed ``--repeat`` times and the best kept (the machine may be
+2. Rates them three ways and times each without file I/O: the engine, the DuckDB SQL
+   formulation (on all cores, and on one) and the plain Python loop (``bench.formulations``:
+   both start from the engine's resolved calls and return six numbers a call; see that module
+   for the scope). The engine is timed twice: on its whole path (compiled once; then
+   ``price``, duplicate marking and ``finish`` building the 40-column rated table over the
+   whole set, as ``cdrflow rate`` does) and on the baselines' own scope (``rate_calls``: the
+   same resolved calls in, the same six numbers out, by the engine's wrappers and kernels).
+   The ratios the targets speak of compare equal work, so they use the second; the first is
+   printed beside them. All must agree on every call (billed_duration, package_seconds,
+   charge, tax, provider_charge, profit); mismatches are printed and the exit status is 1.
+   The engine and the SQL are timed ``--repeat`` times and the best kept (the machine may be
    shared).
 3. Times the kernels alone (longest prefix, billing, charge and tax on prebuilt arrays) on
    one thread and on two (the kernels release the GIL; each thread takes half the arrays).
@@ -81,7 +85,20 @@ from pipelines.dedupe import BilledCallids
 from pipelines.rate import SNAPSHOT_ENTITIES, load_tables
 from pipelines.simulate import read_catalog, simulate
 from rating import kernels
-from rating.engine import Priced, _lookup, _micro, _strings, finish, price, usage_from
+from rating.engine import (
+    Priced,
+    _index_of,
+    _lookup,
+    _micro,
+    _strings,
+    _times,
+    charges,
+    draw,
+    finish,
+    leg,
+    price,
+    usage_from,
+)
 from rating.tables import Tables, compile_tables
 
 START = datetime(2026, 11, 30, tzinfo=UTC)  # a Monday; the bench catalog changes prices 12-01
@@ -203,6 +220,67 @@ def rate_engine(tables: Tables, batch: pa.Table, home: Path) -> EngineRun:
     rated = finish(tables, priced, usage_from(tables, []), 0)
     t3 = time.perf_counter()
     return EngineRun(priced, rated, {"price": t1 - t0, "duplicates": t2 - t1, "finish": t3 - t2})
+
+
+def rate_calls(tables: Tables, calls: pa.Table) -> pa.Table:
+    """The engine on the baselines' scope: from the resolved calls they are given
+    (``formulations.CALLS``) to their ``RESULT``, by the same wrappers and kernels
+    ``price`` and ``finish`` run (card and customer by name, the longest prefix, billing of
+    both legs, packages drawn in (dt, callid) order from an empty lake, charge, tax, provider
+    charge, profit); a call without a rate row is left out, as the baselines leave it."""
+    n = calls.num_rows
+    customer = _index_of(calls["customer_id"], tables.customer_index)
+    card = _index_of(calls["card_id"], tables.card_index)
+    provider_card = np.maximum(_index_of(calls["provider_card_id"], tables.card_index), -1)
+    offsets, data = _strings(calls["number"])
+    start = np.zeros(n, np.int64)
+    times = _times(calls["dt"])
+    answered = calls["answered"].to_numpy(zero_copy_only=False)
+    duration = _micro(calls["duration"])
+    row, billed = leg(tables, offsets, data, start, card, times, answered, duration)
+    provider_row, provider_billed = leg(
+        tables, offsets, data, start, provider_card, times, answered, duration
+    )
+    days = np.floor_divide(times, 86_400_000_000)
+    draws = draw(
+        tables,
+        customer,
+        days,
+        calls["number"],
+        start,
+        billed,
+        calls.select(["dt", "callid"]),
+        usage_from(tables, []),
+    )
+    priced = Priced(
+        calls,
+        np.full(n, None, dtype=object),
+        customer,
+        card,
+        start,
+        row,
+        billed,
+        provider_card,
+        provider_row,
+        provider_billed,
+        days,
+    )
+    money = charges(tables, priced, draws.seconds)
+    rated = row >= 0
+    return pa.table(
+        {
+            "callid": calls["callid"].filter(pa.array(rated)),
+            "billed_duration": billed[rated],
+            "package_seconds": draws.seconds[rated],
+            "charge": money.charge[rated],
+            "tax": money.tax[rated],
+            "provider_charge": pa.array(
+                money.provider_charge[rated], pa.int64(), mask=~money.known[rated]
+            ),
+            "profit": pa.array(money.profit[rated], pa.int64(), mask=~money.same[rated]),
+        },
+        schema=RESULT,
+    )
 
 
 def calls_of(tables: Tables, priced: Priced) -> tuple[pa.Table, np.ndarray]:
@@ -563,6 +641,10 @@ def _run(args: argparse.Namespace, console: Console, work: Path) -> int:
         f"({int(pc.sum(engine.rated['package_seconds']).as_py() or 0):,} s); "
         f"the baselines get {calls.num_rows:,} resolved calls"
     )
+    rate_calls(tables, calls.slice(0, 2000))  # the same warm start as the full path's
+    scoped, scoped_seconds = best_of(
+        args.repeat, "engine on the baselines' scope", console, lambda: rate_calls(tables, calls)
+    )
 
     # 2. DuckDB SQL.
     con = duckdb.connect()
@@ -593,65 +675,83 @@ def _run(args: argparse.Namespace, console: Console, work: Path) -> int:
     python = pa.Table.from_pylist(python_out, schema=RESULT)
     if subset.num_rows < calls.num_rows:
         # Packages depend on every earlier call: compare with the engine on the same calls.
-        part = engine.priced.take(call_rows[: subset.num_rows])
+        first = np.zeros(len(engine.priced), np.bool_)
+        first[call_rows[: subset.num_rows]] = True
+        part = engine.priced.select(first)
         python_expected = result_of(finish(tables, part, usage_from(tables, []), 0))
     else:
         python_expected = expected
 
     problems = (
-        mismatches(expected, sql, "SQL")
+        mismatches(expected, scoped, "the engine on the baselines' scope")
+        + mismatches(expected, sql, "SQL")
         + mismatches(expected, sql_one, "SQL on one thread")
         + mismatches(python_expected, python, "Python")
     )
 
     n_engine = batch.num_rows
     engine_rate = rate(n_engine, engine_seconds)
+    scoped_rate = rate(calls.num_rows, scoped_seconds)
     sql_rate = rate(calls.num_rows, sql_seconds)
+    sql_one_rate = rate(calls.num_rows, sql_one_seconds)
     python_rate = rate(subset.num_rows, python_seconds)
     table = Table(title="Rating the same workload three ways (no file I/O)")
-    for column in ("formulation", "CDRs", "prepare", "rating", "CDRs/s", "engine is"):
+    for column in (
+        "formulation",
+        "CDRs",
+        "prepare",
+        "rating",
+        "CDRs/s",
+        "engine ×",
+        "whole ×",
+    ):
         table.add_column(column, justify="left" if column == "formulation" else "right")
     steps = ", ".join(f"{k} {v:.2f} s" for k, v in engine.seconds.items())
     table.add_row(
-        f"cdrflow engine (1 thread: {steps})",
+        "engine, whole path",
         f"{n_engine:,}",
         f"{compile_seconds:.2f} s",
         f"{engine_seconds:.2f} s",
         fmt_rate(engine_rate),
         "",
+        "",
     )
     table.add_row(
-        f"DuckDB SQL ({sql_threads} threads)",
-        f"{calls.num_rows:,}",
-        f"{sql_load:.2f} s",
-        f"{sql_seconds:.2f} s",
-        fmt_rate(sql_rate),
-        f"{engine_rate / sql_rate:.1f}×",
-    )
-    sql_one_rate = rate(calls.num_rows, sql_one_seconds)
-    table.add_row(
-        "DuckDB SQL (1 thread)",
+        "engine, same scope",
         f"{calls.num_rows:,}",
         "",
-        f"{sql_one_seconds:.2f} s",
-        fmt_rate(sql_one_rate),
-        f"{engine_rate / sql_one_rate:.1f}×",
+        f"{scoped_seconds:.2f} s",
+        fmt_rate(scoped_rate),
+        "",
+        "",
     )
-    limited = " (limited by --python-cdrs)" if subset.num_rows < calls.num_rows else ""
-    table.add_row(
-        f"Python loop{limited}",
-        f"{subset.num_rows:,}",
-        f"{python_load:.2f} s",
-        f"{python_seconds:.2f} s",
-        fmt_rate(python_rate),
-        f"{engine_rate / python_rate:.0f}×",
+    limited = subset.num_rows < calls.num_rows
+    table.caption = (
+        "The engine on one thread. Whole path: price, duplicates and finish building the "
+        f"rated table ({steps}). Same scope: the baselines' resolved calls in, their six "
+        "numbers out. engine ×: the same-scope engine's speed over the row's; whole ×: the "
+        "whole path's."
+        + (" The Python loop's calls are limited by --python-cdrs." if limited else "")
     )
+    for label, prepare, seconds, n, value in (
+        (f"DuckDB, {sql_threads} threads", sql_load, sql_seconds, calls.num_rows, sql_rate),
+        ("DuckDB, 1 thread", None, sql_one_seconds, calls.num_rows, sql_one_rate),
+        ("Python loop", python_load, python_seconds, subset.num_rows, python_rate),
+    ):
+        table.add_row(
+            label,
+            f"{n:,}",
+            "" if prepare is None else f"{prepare:.2f} s",
+            f"{seconds:.2f} s",
+            fmt_rate(value),
+            f"{scoped_rate / value:.1f}×",
+            f"{engine_rate / value:.1f}×",
+        )
     console.print(table)
     agree = (
         "[green]all three agree[/green] on every call "
-        f"({expected.num_rows:,} rated by the engine and SQL, {python.num_rows:,} by Python"
-        + (" on its subset" if limited else "")
-        + ")"
+        f"({expected.num_rows:,} rated by the engine (both ways) and SQL, "
+        f"{python.num_rows:,} by Python" + (" on its subset" if limited else "") + ")"
         if not problems
         else f"[red]{len(problems)} disagreements[/red]"
     )
@@ -763,21 +863,16 @@ def _run(args: argparse.Namespace, console: Console, work: Path) -> int:
         fmt_rate(kernel_rate),
         verdict(kernel_rate >= TARGETS["kernel"]),
     )
-    ttable.add_row(
-        f"engine ≥ 5× DuckDB SQL ({sql_threads} threads)",
-        f"{engine_rate / sql_rate:.1f}×",
-        verdict(engine_rate / sql_rate >= TARGETS["vs_sql"]),
-    )
-    ttable.add_row(
-        "engine ≥ 5× DuckDB SQL (1 thread, core for core)",
-        f"{engine_rate / sql_one_rate:.1f}×",
-        verdict(engine_rate / sql_one_rate >= TARGETS["vs_sql"]),
-    )
-    ttable.add_row(
-        "engine ≥ 100× the Python loop",
-        f"{engine_rate / python_rate:.0f}×",
-        verdict(engine_rate / python_rate >= TARGETS["vs_python"]),
-    )
+    for label, value, target in (
+        (f"engine ≥ 5× DuckDB SQL ({sql_threads} threads)", sql_rate, "vs_sql"),
+        ("engine ≥ 5× DuckDB SQL (1 thread, core for core)", sql_one_rate, "vs_sql"),
+        ("engine ≥ 100× the Python loop", python_rate, "vs_python"),
+    ):
+        ttable.add_row(
+            f"{label}: same scope (whole path)",
+            f"{scoped_rate / value:.1f}× ({engine_rate / value:.1f}×)",
+            verdict(scoped_rate / value >= TARGETS[target]),
+        )
     for kind, r in e2e.items():
         wanted = TARGETS["e2e_jsonl"] if kind == "jsonl" else TARGETS["e2e_columnar"]
         value = rate(r["summary"]["total"], r["wall"])

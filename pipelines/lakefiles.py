@@ -172,8 +172,13 @@ class Staging:
         self.writes = []
 
     def _write(self, kind: str, table: pa.Table, days: pa.Array, sequence: int) -> None:
-        for day in pc.unique(days).to_pylist():
-            part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+        unique = pc.unique(days).to_pylist()
+        for day in unique:
+            part = (
+                table
+                if len(unique) == 1
+                else table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+            )
             folder = self.dir / kind / f"date={day.isoformat()}"
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{self.run_id}-{sequence:05d}.parquet"

@@ -231,13 +231,13 @@ def rate_block(
     ok = priced.reason == None  # noqa: E711 - elementwise
     dup = billed.mark(valid["callid"], ok)
     priced.reason[dup] = "duplicate"
-    rejected = np.flatnonzero(priced.reason != None)  # noqa: E711
-    if rejected.size:
+    rejected = priced.reason != None  # noqa: E711 - elementwise
+    if rejected.any():
         _stage_rating_rejects(
-            con, staging, tables, priced.take(rejected), block.lines, now, summary
+            con, staging, tables, priced.select(rejected), block.lines, now, summary
         )
     if held is None:
-        calls = priced.take(np.flatnonzero(priced.reason == None))  # noqa: E711
+        calls = priced.select(priced.reason == None)  # noqa: E711
         draws = draw(
             tables,
             calls.customer,
@@ -252,11 +252,11 @@ def rate_block(
         return
     drawing = may_draw(tables, priced)
     if drawing.any():
-        held.add(priced.take(np.flatnonzero(drawing)))
-    rated = np.flatnonzero((priced.reason == None) & ~drawing)  # noqa: E711
+        held.add(priced.select(drawing))
+    rated = (priced.reason == None) & ~drawing  # noqa: E711
     # may_draw proved these calls draw on no package: no ordering, no draw kernel.
-    none = Draws.none(rated.size)
-    _stage_rated(staging, finish(tables, priced.take(rated), usage, now, none), summary)
+    none = Draws.none(int(np.count_nonzero(rated)))
+    _stage_rated(staging, finish(tables, priced.select(rated), usage, now, none), summary)
 
 
 class HeldCalls:

@@ -48,9 +48,11 @@ class Priced:
     def __len__(self) -> int:
         return int(self.batch.num_rows)
 
-    def take(self, index: npt.NDArray[np.int64]) -> Priced:
-        arrays = {f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "batch"}
-        return Priced(batch=self.batch.take(pa.array(index)), **arrays)
+    def select(self, mask: npt.NDArray[np.bool_]) -> Priced:
+        """The rows where ``mask`` is true, in their order (Arrow's filter copies a third
+        less than a take of their indices)."""
+        arrays = {f.name: getattr(self, f.name)[mask] for f in fields(self) if f.name != "batch"}
+        return Priced(batch=self.batch.filter(pa.array(mask)), **arrays)
 
 
 def texts(tables: Tables, name: str) -> pa.Array:
@@ -99,20 +101,26 @@ def price(tables: Tables, batch: pa.Table) -> Priced:
     start = np.zeros(n, np.int64)
     provider_card = np.full(n, -1, np.int64)
     # 1a. Inbound calls to a DID: the DID's customer and card, the number as it is.
-    if tables.did_numbers:
-        inbound = pc.fill_null(pc.equal(batch["direction"], "inbound"), False)
-        plus = pc.starts_with(dest, "+")
-        bare = pc.if_else(plus, pc.utf8_slice_codeunits(dest, 1), dest)
+    hit = np.zeros(n, bool)
+    inbound = (
+        pc.fill_null(pc.equal(batch["direction"], "inbound"), False).to_numpy(zero_copy_only=False)
+        if tables.did_numbers
+        else hit
+    )
+    if inbound.any():
+        rows = np.flatnonzero(inbound)
+        numbers = dest.take(pa.array(rows))
+        plus = pc.fill_null(pc.starts_with(numbers, "+"), False)
+        bare = pc.if_else(plus, pc.utf8_slice_codeunits(numbers, 1), numbers)
         did = pc.index_in(bare, value_set=texts(tables, "did_numbers"))
-        did = pc.if_else(inbound, did, None)
         did_np = pc.fill_null(did, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        hit = did_np >= 0
-        customer[hit] = tables.did_customer[did_np[hit]]
-        card[hit] = tables.did_card[did_np[hit]]
-        start[hit] = pc.fill_null(plus, False).to_numpy(zero_copy_only=False)[hit].astype(np.int64)
-        provider_card[hit] = tables.did_provider_card[did_np[hit]]
-    else:
-        hit = np.zeros(n, bool)
+        found = did_np >= 0
+        rows, did_np = rows[found], did_np[found]
+        hit[rows] = True
+        customer[rows] = tables.did_customer[did_np]
+        card[rows] = tables.did_card[did_np]
+        start[rows] = plus.to_numpy(zero_copy_only=False)[found].astype(np.int64)
+        provider_card[rows] = tables.did_provider_card[did_np]
     # 1b. An explicit customer_id must name a customer.
     given = _index_of(batch["customer_id"], tables.customer_index)
     named = (given != -1) & ~hit
@@ -173,44 +181,20 @@ def price(tables: Tables, batch: pa.Table) -> Priced:
         card = np.where(routed, route_card, card)
         start = np.where(routed, route_start, start)
         reason[routed & (route_card < 0)] = "no_route"
-    # 3. The rate row: longest prefix effective at dt.
+    # 3. The rate row (longest prefix effective at dt) and billed seconds.
     times = _times(batch["dt"])
-    row = np.full(n, -1, np.int64)
-    _lookup(tables, offsets, data, start, card, times, row)
-    reason[(reason == None) & (row < 0)] = "no_rate"  # noqa: E711 - numpy elementwise
-    # Billing.
     answered = pc.fill_null(pc.equal(batch["sip_code"], 200), False).to_numpy(zero_copy_only=False)
     duration = _micro(batch["duration"])
-    billed = np.zeros(n, np.int64)
-    safe_card = np.maximum(card, 0)
-    kernels.bill(
-        answered,
-        duration,
-        row,
-        tables.card_duration_rounding[safe_card],
-        tables.row_mcd,
-        tables.row_pulse,
-        tables.row_grace,
-        billed,
-    )
+    row, billed = leg(tables, offsets, data, start, card, times, answered, duration)
+    reason[(reason == None) & (row < 0)] = "no_rate"  # noqa: E711 - numpy elementwise
     # The provider leg: the CDR's provider card (else a DID's), same number, own rules.
     named_card = _index_of(batch["provider_card_id"], tables.card_index)
     provider_card = np.where(
         named_card >= 0, named_card, np.where(named_card == -2, -1, provider_card)
     )
     provider_card = np.where(reason == None, provider_card, -1)  # noqa: E711
-    provider_row = np.full(n, -1, np.int64)
-    _lookup(tables, offsets, data, start, provider_card, times, provider_row)
-    provider_billed = np.zeros(n, np.int64)
-    kernels.bill(
-        answered,
-        duration,
-        provider_row,
-        tables.card_duration_rounding[np.maximum(provider_card, 0)],
-        tables.row_mcd,
-        tables.row_pulse,
-        tables.row_grace,
-        provider_billed,
+    provider_row, provider_billed = leg(
+        tables, offsets, data, start, provider_card, times, answered, duration
     )
     days = np.floor_divide(times, 86_400_000_000)
     return Priced(
@@ -226,6 +210,36 @@ def price(tables: Tables, batch: pa.Table) -> Priced:
         provider_billed,
         days,
     )
+
+
+def leg(
+    tables: Tables,
+    offsets: I64,
+    data: Any,
+    start: I64,
+    card: I64,
+    times: I64,
+    answered: npt.NDArray[np.bool_],
+    duration: I64,
+) -> tuple[I64, I64]:
+    """One leg of each call on ``card`` (-1: none): the rate row of the longest prefix of
+    its number (``data[offsets[i] + start[i]:offsets[i + 1]]``) effective at its time, or
+    -1; and its billed seconds (SPEC §5.2)."""
+    n = card.size
+    row = np.full(n, -1, np.int64)
+    _lookup(tables, offsets, data, start, card, times, row)
+    billed = np.zeros(n, np.int64)
+    kernels.bill(
+        answered,
+        duration,
+        row,
+        tables.card_duration_rounding[np.maximum(card, 0)],
+        tables.row_mcd,
+        tables.row_pulse,
+        tables.row_grace,
+        billed,
+    )
+    return row, billed
 
 
 def _lookup(
@@ -492,9 +506,8 @@ def finish(
     """Draw packages in (dt, callid) order (unless ``draws`` already holds them), then
     charge, tax and profit: the rated table of the rows of ``priced`` that have no reject
     reason, in their original order."""
-    ok = np.flatnonzero(priced.reason == None)  # noqa: E711
-    p = priced if ok.size == len(priced) else priced.take(ok)
-    n = len(p)
+    ok = priced.reason == None  # noqa: E711 - elementwise
+    p = priced if ok.all() else priced.select(ok)
     if draws is None:
         draws = draw(
             tables,
@@ -506,8 +519,29 @@ def finish(
             p.batch.select(["dt", "callid"]),
             usage,
         )
-    package_seconds = draws.seconds
-    # Charges, exact in millionths.
+    return _rated_table(tables, p, draws, charges(tables, p, draws.seconds), rated_at)
+
+
+@dataclass
+class Charges:
+    """The money of n priced calls, exact in int64 millionths."""
+
+    charge: I64
+    tax: I64
+    provider_charge: I64  # meaningful where ``known``
+    known: npt.NDArray[np.bool_]  # the provider leg has a rate row
+    same: npt.NDArray[np.bool_]  # known, and both legs in one currency: profit is defined
+
+    @property
+    def profit(self) -> I64:
+        profit: I64 = self.charge - self.provider_charge
+        return profit
+
+
+def charges(tables: Tables, p: Priced, package_seconds: I64) -> Charges:
+    """Charge, tax and the provider leg's charge of rated calls (no reject reason) that drew
+    ``package_seconds`` (SPEC §5.2-§5.4)."""
+    n = len(p)
     precision = tables.card_precision[p.card]
     charge = np.zeros(n, np.int64)
     flags = np.zeros(n, np.bool_)
@@ -542,7 +576,10 @@ def finish(
     _exact_fallback(
         tables, p, package_seconds, charge, tax, provider_charge, flags | tax_flags | provider_flags
     )
-    return _rated_table(tables, p, draws, charge, tax, provider_charge, rated_at)
+    known = p.provider_row >= 0
+    codes = _currency_codes(tables)
+    same = known & (codes[p.card] == codes[pc_card])
+    return Charges(charge, tax, provider_charge, known, same)
 
 
 def _exact_fallback(
@@ -600,9 +637,7 @@ def _rated_table(
     tables: Tables,
     p: Priced,
     draws: Draws,
-    charge: I64,
-    tax: I64,
-    provider_charge: I64,
+    money: Charges,
     rated_at: int,
 ) -> pa.Table:
     n = len(p)
@@ -619,35 +654,38 @@ def _rated_table(
     columns["rate"] = _money(tables.row_rate[p.row])
     columns["connect_fee"] = _money(tables.row_connect_fee[p.row])
     columns["package_seconds"] = pa.array(draws.seconds, pa.int32())
-    has_package = draws.first >= 0
-    columns["package_id"] = pc.if_else(
-        pa.array(has_package),
-        texts(tables, "allot_package").take(pa.array(np.maximum(draws.first, 0))),
-        pa.scalar(None, pa.string()),
-    )
+    columns["package_id"] = _names_or_null(tables, "allot_package", draws.first)
     columns["package_draws"] = _draws(tables, n, draws)
-    columns["charge"] = _money(charge)
-    columns["tax"] = _money(tax)
-    currency = texts(tables, "card_currency").take(pa.array(p.card))
-    columns["currency"] = currency
-    known = p.provider_row >= 0
-    columns["provider_charge"] = _money(provider_charge, known)
-    provider_currency = pc.if_else(
-        pa.array(known),
-        texts(tables, "card_currency").take(pa.array(np.maximum(p.provider_card, 0))),
-        pa.scalar(None, pa.string()),
+    columns["charge"] = _money(money.charge)
+    columns["tax"] = _money(money.tax)
+    columns["currency"] = texts(tables, "card_currency").take(pa.array(p.card))
+    known = money.known
+    columns["provider_charge"] = _money(money.provider_charge, known)
+    columns["provider_currency"] = _names_or_null(
+        tables, "card_currency", np.where(known, p.provider_card, -1)
     )
-    columns["provider_currency"] = provider_currency
-    same = known & pc.fill_null(pc.equal(currency, provider_currency), False).to_numpy(
-        zero_copy_only=False
-    )
-    columns["profit"] = _money(charge - provider_charge, same)
+    columns["profit"] = _money(money.profit, money.same)
     columns["rated_at"] = pa.array(np.full(n, rated_at, np.int64), pa.int64()).cast(TIME)
     for name in ("source", "line"):
         columns[name] = (
             p.batch[name] if name in p.batch.column_names else pa.nulls(n, RATED.field(name).type)
         )
     return pa.table([columns[f.name] for f in RATED], schema=RATED)
+
+
+def _names_or_null(tables: Tables, name: str, index: I64) -> pa.Array:
+    """``texts(tables, name)[index]``, null where ``index`` is negative."""
+    missing = index < 0
+    return texts(tables, name).take(pa.array(np.maximum(index, 0), mask=missing))
+
+
+def _currency_codes(tables: Tables) -> I64:
+    """Each card's currency as a small integer, to compare two legs' currencies."""
+    codes = tables.extra.get("currency_codes")
+    if codes is None:
+        codes = np.unique(np.array(tables.card_currency or [""]), return_inverse=True)[1]
+        codes = tables.extra["currency_codes"] = codes.astype(np.int64)
+    return codes
 
 
 def _suffixes(dest: pa.ChunkedArray | pa.Array, offsets: I64, data: Any, start: I64) -> pa.Array:
@@ -684,4 +722,16 @@ def _draws(tables: Tables, n: int, draws: Draws) -> pa.Array:
     )
 
 
-__all__ = ["Draws", "Priced", "Usage", "draw", "finish", "may_draw", "price", "usage_from"]
+__all__ = [
+    "Charges",
+    "Draws",
+    "Priced",
+    "Usage",
+    "charges",
+    "draw",
+    "finish",
+    "leg",
+    "may_draw",
+    "price",
+    "usage_from",
+]

@@ -29,6 +29,7 @@ from bench.rating import (
     enrich_catalog,
     main,
     mismatches,
+    rate_calls,
     rate_engine,
     read_valid,
     result_of,
@@ -117,6 +118,16 @@ def test_the_workload_exercises_the_hard_rules(workload: dict[str, Any]) -> None
     assert workload["calls"].num_rows > len(rated)
 
 
+def test_the_engine_on_the_baselines_scope_agrees_with_its_whole_path(
+    workload: dict[str, Any],
+) -> None:
+    """``rate_calls`` is what the ratios are taken of: the same calls, the same answers."""
+    got = rate_calls(workload["tables"], workload["calls"])
+    assert got.schema == RESULT
+    assert got.num_rows == workload["expected"].num_rows
+    assert mismatches(workload["expected"], got, "the engine on the baselines' scope") == []
+
+
 def test_sql_agrees_with_the_engine(workload: dict[str, Any]) -> None:
     con = duckdb.connect()
     try:
@@ -138,7 +149,10 @@ def test_python_on_the_first_calls_agrees_with_the_engine_on_them(
     """What ``--python-cdrs`` compares: packages depend on every earlier call, so the engine
     rates the same first calls again."""
     n = 5000
-    part = workload["engine"].priced.take(workload["call_rows"][:n])
+    priced = workload["engine"].priced
+    first = np.zeros(len(priced), np.bool_)
+    first[workload["call_rows"][:n]] = True
+    part = priced.select(first)
     tables = workload["tables"]
     expected = result_of(finish(tables, part, usage_from(tables, []), 0))
     index = PythonCatalog.of(workload["rows"])

@@ -64,10 +64,10 @@ def rate_engine(
     # As the runner does: calls that cannot draw on a package are finished first, the others
     # after them; a call wrongly thought unable to draw would lose its package seconds.
     drawing = may_draw(tables, priced)
-    ok = np.flatnonzero((priced.reason == None) & ~drawing)  # noqa: E711
-    first = finish(tables, priced.take(ok), usage, 0).to_pylist()
-    later = finish(tables, priced.take(np.flatnonzero(drawing)), usage, 0).to_pylist()
-    by_index = dict(zip(ok.tolist(), first, strict=True))
+    ok = (priced.reason == None) & ~drawing  # noqa: E711
+    first = finish(tables, priced.select(ok), usage, 0).to_pylist()
+    later = finish(tables, priced.select(drawing), usage, 0).to_pylist()
+    by_index = dict(zip(np.flatnonzero(ok).tolist(), first, strict=True))
     by_index.update(zip(np.flatnonzero(drawing).tolist(), later, strict=True))
     rated = [by_index[i] for i in sorted(by_index)]
     out, rows = [], iter(rated)
