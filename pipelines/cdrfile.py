@@ -234,7 +234,7 @@ def _csv_records(source: str, header: list[str], numbers: np.ndarray, lines: pa.
 
 # Rows of a Parquet input read at a time: about a text block's worth of records, so that the
 # blocks in flight (read, rated, staged) stay as small as a CSV run's.
-PARQUET_ROWS = 262_144
+PARQUET_ROWS = 131_072
 
 
 def _parquet_blocks(path: Path) -> Iterator[RawBlock]:

@@ -131,7 +131,7 @@ def _publish(run_dir: Path, root: Path) -> None:
 class Staging:
     """The files of one run, written aside until ``commit``."""
 
-    def __init__(self, home: Path, run_id: str, file_rows: int = 1 << 18) -> None:
+    def __init__(self, home: Path, run_id: str, file_rows: int = 1 << 17) -> None:
         self.root = lake_root(home)
         self.run_id = run_id
         self.dir = self.root / "_staging" / run_id
