@@ -88,6 +88,7 @@ from pipelines.rate import SNAPSHOT_ENTITIES, load_tables
 from pipelines.simulate import read_catalog, simulate
 from rating import kernels
 from rating.engine import (
+    DAY_US,
     Priced,
     _index_of,
     _lookup,
@@ -244,7 +245,7 @@ def rate_calls(tables: Tables, calls: pa.Table) -> pa.Table:
     provider_row, provider_billed = leg(
         tables, offsets, data, start, provider_card, times, answered, duration
     )
-    days = np.floor_divide(times, 86_400_000_000)
+    days = np.floor_divide(times, DAY_US)
     draws = draw(
         tables,
         customer,

@@ -114,6 +114,15 @@ class BilledCallids:
                 callids = pq.read_table(path, columns=["callid"])["callid"]
                 self._insert(*hashes(callids))
 
+    def outgrown(self, days: np.ndarray) -> bool:
+        """Whether the table holds lake days long before ``days`` (UTC days since 1970) —
+        more than three windows before the first. Then a stream worker, whose rated callids
+        are all in the lake, starts a fresh table that loads only the window it needs: the
+        table stays the size of a few windows of traffic, not of the worker's uptime."""
+        if not self.loaded_days or days.size == 0:
+            return False
+        return min(self.loaded_days) < int(days.min()) - 3 * WINDOW_DAYS
+
     def mark(self, callids: pa.ChunkedArray | pa.Array, ok: np.ndarray) -> np.ndarray:
         """Duplicates among ``callids`` (input order); rated ones (``ok``, not duplicate) are
         remembered as billed."""

@@ -41,7 +41,7 @@ from pipelines.dedupe import BilledCallids
 from pipelines.kafka_config import client_config
 from pipelines.lakefiles import Staging, lake_lock, lake_root, recover
 from pipelines.rate import Summary, load_tables, package_usage, rate_block
-from rating.engine import Usage
+from rating.engine import Usage, utc_days
 from rating.tables import Tables
 from schemas.errors import CdrflowError
 
@@ -289,6 +289,14 @@ class Worker:
         name = run_name(topic, partition, first, last)
         summary = Summary(name)
         now = int(datetime.now(UTC).timestamp() * 1_000_000)
+        if self.billed.outgrown(utc_days(block.valid["dt"])):
+            log.info(
+                "billed callids: the batch's days have moved three windows past the oldest "
+                "held, so the table is read again from the lake for their window (%d callids "
+                "dropped)",
+                self.billed.count,
+            )
+            self.billed = BilledCallids(self.home)
         with lake_lock(self.home):
             staging = _Collecting(self.home, name)
             try:

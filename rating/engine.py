@@ -27,6 +27,7 @@ from schemas.cdr import INPUT_NAMES, MONEY, PACKAGE_DRAW, RATED, TIME
 from schemas.errors import CdrflowError
 
 I64 = npt.NDArray[np.int64]
+DAY_US = 86_400_000_000  # microseconds in a day
 
 
 @dataclass
@@ -89,6 +90,11 @@ def _micro(column: pa.ChunkedArray) -> I64:
 def _times(column: pa.ChunkedArray) -> I64:
     times: I64 = column.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
     return times
+
+
+def utc_days(column: pa.ChunkedArray) -> I64:
+    """The UTC day of each time (``schemas.cdr.TIME``), in days since 1970-01-01."""
+    return np.floor_divide(_times(column), DAY_US)
 
 
 def price(tables: Tables, batch: pa.Table) -> Priced:
@@ -196,7 +202,7 @@ def price(tables: Tables, batch: pa.Table) -> Priced:
     provider_row, provider_billed = leg(
         tables, offsets, data, start, provider_card, times, answered, duration
     )
-    days = np.floor_divide(times, 86_400_000_000)
+    days = np.floor_divide(times, DAY_US)
     return Priced(
         batch,
         reason,
@@ -734,4 +740,5 @@ __all__ = [
     "may_draw",
     "price",
     "usage_from",
+    "utc_days",
 ]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,41 @@ def test_a_catalog_change_reaches_the_batches_after_it(
     assert first and second
     assert any(c != c.quantize(Decimal("0.01")) for c in first)  # 4 places before the edit
     assert all(c == c.quantize(Decimal("0.01")) for c in second)  # 2 places after it
+
+
+def test_a_long_running_worker_reads_its_billed_callids_again_when_the_days_move_on(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """The billed-callids table of a worker up for weeks does not grow with its uptime:
+    once the CDRs' days move three windows past the oldest it holds, it is read again
+    from the lake for their window, and resends are still duplicates, of the new days and
+    of the old."""
+    home = new_home(tmp_path, "home")
+    early = records(300, seed=21)
+    late = records(300, seed=22, start=datetime(2026, 12, 31, tzinfo=UTC))
+    w = worker(home, kafka_broker.bootstrap, topic, "g9")
+    sent = 0
+    deadline = time.monotonic() + 90
+
+    def send(rows: list[dict[str, Any]]) -> None:
+        nonlocal sent
+        values = [json.dumps(r).encode() for r in rows]
+        produce(kafka_broker.bootstrap, topic, values, keyed(values))
+        sent += len(values)
+        while sum(landed(home).values()) < sent and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    send(early)
+    send(late)
+    rated = set(lake(home, "rated")["callid"].to_pylist())
+    repeated = set(lake(home, "rejected")["callid"].to_pylist())  # the workload's own resends
+    again = [r for r in early + late if r["callid"] in rated - repeated][::40]
+    assert {r["callid"][:3] for r in again} == {"21-", "22-"}
+    send(again)
+    w.send_signal(signal.SIGTERM)
+    log = finish(w, 60)
+    assert log.count("is read again from the lake") == 1
+    rejected = lake(home, "rejected").to_pylist()
+    duplicates = Counter(r["callid"] for r in rejected if r["reject_reason"] == "duplicate")
+    assert {r["callid"]: duplicates[r["callid"]] for r in again} == {r["callid"]: 1 for r in again}
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, sent)
