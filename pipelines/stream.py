@@ -4,8 +4,9 @@ The lake is the truth, as in Kafka Connect's HDFS and S3 sinks. The messages of 
 partition that one poll brings are one batch; the batch is rated with the engine of the
 batch path and committed to the lake like a ``cdrflow rate`` run (staging, then a manifest
 as the commit point, under the lake lock), its run named after the topic, the partition and
-the offset range, so that every lake file of it carries them too. Only then is it published
-to ``<topic>.rated`` and ``<topic>.rejected`` and its offset committed to Kafka. When a
+the offset range, so that every lake file of it carries them too. Only when all the
+poll's batches are in the lake are they published to ``<topic>.rated`` and
+``<topic>.rejected`` (one flush) and their offsets committed to Kafka. When a
 worker is given partitions (at start, and at every rebalance), it finishes or undoes what a
 crashed batch left, reads each partition's position from the manifests, and seeks there:
 Kafka's committed offsets are a hint, the lake decides. Package usage and the billed callids
@@ -30,6 +31,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -60,6 +62,15 @@ class StreamSettings:
     config_file: Path | None = None
     publish: bool = True
     metrics_every: float = 10.0
+
+
+@dataclass
+class Polled:
+    """The records of one poll: each message's value, partition and offset."""
+
+    values: list[bytes | None]
+    partitions: list[int]
+    offsets: list[int]
 
 
 @dataclass
@@ -231,10 +242,10 @@ class Worker:
             while not stopping():
                 messages = self.consumer.consume(self.settings.batch, self.settings.wait)
                 polled = time.monotonic()
-                good = [m for m in messages if self._usable(m) and self._fresh(m)]
-                if good and polled - self._checked >= CATALOG_CHECK:
+                good = self._wanted(messages)
+                if good.values and polled - self._checked >= CATALOG_CHECK:
                     self._catalog()
-                if good:
+                if good.values:
                     idle_since = polled
                     self._rate(good)
                     self._latency.append(time.monotonic() - polled)
@@ -250,40 +261,53 @@ class Worker:
             self.con.close()
         return self.totals
 
-    def _usable(self, message: Message) -> bool:
-        error = message.error()
-        if error is None:
-            return True
-        if error.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer: %s", error)
-        return False
+    def _wanted(self, messages: list[Message]) -> Polled:
+        """The messages that are records (not errors) at or past the lake's position of
+        their partition (below it: rated before, not again), in one pass: a poll brings
+        tens of thousands."""
+        polled = Polled([], [], [])
+        values, partitions, offsets = polled.values, polled.partitions, polled.offsets
+        next_offset = self.next
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer: %s", error)
+                continue
+            partition, offset = m.partition(), m.offset()
+            if offset < next_offset.get(partition, -1):
+                self.totals.skipped += 1
+                continue
+            values.append(m.value())
+            partitions.append(partition)
+            offsets.append(offset)
+        return polled
 
-    def _fresh(self, message: Message) -> bool:
-        """Not below the lake's position of its partition (rated before: not again)."""
-        if message.offset() >= self.next.get(message.partition(), -1):
-            return True
-        self.totals.skipped += 1
-        return False
-
-    def _rate(self, messages: list[Message]) -> None:
-        """One poll's messages, read as one block; then each partition's batch rated,
-        landed, published and committed, in that order."""
+    def _rate(self, polled: Polled) -> None:
+        """One poll's messages, read as one block; then each partition's batch rated and
+        landed; then all published, and their offsets committed."""
         topic = self.settings.topic
-        partitions = np.array([m.partition() for m in messages], np.int64)
-        offsets = np.array([m.offset() for m in messages], np.int64)
+        partitions = np.array(polled.partitions, np.int64)
+        offsets = np.array(polled.offsets, np.int64)
         blocks = read_messages(
-            self.con,
-            [m.value() for m in messages],
-            partitions,
-            offsets,
-            lambda p: f"kafka:{topic}/{p}",
+            self.con, polled.values, partitions, offsets, lambda p: f"kafka:{topic}/{p}"
         )
+        landed = []
         for partition, block in sorted(blocks.items()):
             mine = offsets[partitions == partition]
-            self._land(partition, int(mine.min()), int(mine.max()), block)
-        self._done_since += len(messages)
+            landed.append(self._land(partition, int(mine.min()), int(mine.max()), block))
+        self._publish(landed)
+        self.consumer.commit(
+            offsets=[TopicPartition(topic, p, self.next[p]) for p in sorted(blocks)],
+            asynchronous=False,
+        )
+        self._done_since += len(polled.values)
 
-    def _land(self, partition: int, first: int, last: int, block: Block) -> None:
+    def _land(
+        self, partition: int, first: int, last: int, block: Block
+    ) -> tuple[str, dict[str, list[pa.Table]]]:
+        """Rate one partition's batch and commit it to the lake: its run's name and what
+        it staged, by kind, for publishing."""
         topic = self.settings.topic
         assert self.tables is not None
         name = run_name(topic, partition, first, last)
@@ -328,37 +352,37 @@ class Worker:
                 staging.abort()
                 raise
         self.next[partition] = last + 1
-        self._publish(name, staging.tables)
-        self.consumer.commit(
-            offsets=[TopicPartition(topic, partition, last + 1)], asynchronous=False
-        )
         self.totals.batches += 1
         self.totals.rated += summary.rated
         for reason, n in summary.rejected.items():
             self.totals.rejected[reason] = self.totals.rejected.get(reason, 0) + n
+        return name, staging.tables
 
-    def _publish(self, name: str, tables: dict[str, list[pa.Table]]) -> None:
-        """Rated and rejected CDRs of a landed batch as JSON objects to the output topics,
-        keyed by callid; then the batch is marked published. A crash in between publishes
-        it again at the next assignment: the topics get every CDR at least once. Without
-        publishing (``--no-publish``) the mark says the topics are owed nothing."""
-        if self.producer is None:
+    def _publish(self, batches: list[tuple[str, dict[str, list[pa.Table]]]]) -> None:
+        """Rated and rejected CDRs of landed batches (run name, tables by kind) as JSON
+        objects to the output topics, keyed by callid; once Kafka has them all, each batch is
+        marked published. A crash in between publishes them again at the next assignment:
+        the topics get every CDR at least once. Without publishing (``--no-publish``) the
+        mark says the topics are owed nothing."""
+        producer = self.producer
+        if producer is not None:
+            for _, tables in batches:
+                for kind, parts in tables.items():
+                    target = f"{self.settings.topic}.{kind}"
+                    for table in parts:
+                        keys, values = _json_rows(table)
+                        for key, value in zip(keys, values, strict=True):
+                            try:
+                                producer.produce(target, value, key)
+                            except BufferError:  # the local queue is full: let it drain
+                                producer.flush(30)
+                                producer.produce(target, value, key)
+                        producer.poll(0)
+            if producer.flush(30):
+                names = ", ".join(name for name, _ in batches)
+                raise CdrflowError(f"Kafka did not take the output of {names} within 30 s")
+        for name, _ in batches:
             published_mark(self.home, name).touch()
-            return
-        for kind, parts in tables.items():
-            target = f"{self.settings.topic}.{kind}"
-            for table in parts:
-                for callid, value in _json_rows(table):
-                    while True:
-                        try:
-                            self.producer.produce(target, value=value, key=callid)
-                            break
-                        except BufferError:  # the local queue is full: let it drain
-                            self.producer.poll(0.1)
-                self.producer.poll(0)
-        if self.producer.flush(30):
-            raise CdrflowError(f"Kafka did not take the output of {name} within 30 s")
-        published_mark(self.home, name).touch()
 
     def _publish_unpublished(self, partitions: set[int]) -> None:
         """Landed batches of these partitions whose publishing a crash cut short."""
@@ -375,7 +399,7 @@ class Worker:
                     kind = file.split("/", 1)[0]
                     tables[kind].append(pq.read_table(lake_root(self.home) / file))
                 log.info("publishing %s again (landed, not known to be published)", name)
-                self._publish(name, tables)
+                self._publish([(name, tables)])
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -428,14 +452,14 @@ PUBLISHED_RATED = (
 )
 
 
-def _json_rows(table: pa.Table) -> list[tuple[bytes, bytes]]:
-    """(callid, JSON object) of each row; money as exact decimal text, times ISO 8601."""
+def _json_rows(table: pa.Table) -> tuple[list[bytes], list[bytes]]:
+    """The callid and the JSON object of each row (money as exact decimal text, times
+    ISO 8601): the keys and values of its messages."""
     if "reject_reason" not in table.column_names:
         table = table.select(list(PUBLISHED_RATED))
-    text = pl.from_arrow(table).write_ndjson()
-    lines = text.encode().split(b"\n")
-    callids = table["callid"].to_pylist()
-    return [((c or "").encode(), line) for c, line in zip(callids, lines, strict=False)]
+    lines = pl.from_arrow(table).write_ndjson().encode().split(b"\n")
+    keys = pc.fill_null(table["callid"], "").cast(pa.binary()).to_pylist()
+    return keys, lines[: len(keys)]
 
 
 def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
