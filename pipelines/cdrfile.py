@@ -547,10 +547,12 @@ def _fast_block(
         "inbound": np.zeros(n, np.bool_),
     }
     f = scan.FIELD
+    t = typed
     scan.type_fields(
-        block.data, starts, ends, kinds, status, *typed.values(), f["callid"], f["dt"],
-        f["dest_number"], f["duration"], f["sip_code"], f["pdd_ms"], f["ring_duration"],
-        f["direction"],
+        block.data, starts, ends, kinds, status, t["dt"], t["duration"], t["has_duration"],
+        t["sip_code"], t["pdd_ms"], t["has_pdd"], t["ring"], t["has_ring"], t["inbound"],
+        f["callid"], f["dt"], f["dest_number"], f["duration"], f["sip_code"], f["pdd_ms"],
+        f["ring_duration"], f["direction"],
     )  # fmt: skip
     ok = np.flatnonzero(status == scan.OK)
     slow = np.flatnonzero(status == scan.SLOW)

@@ -35,9 +35,11 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from schemas.errors import CdrflowError
 
@@ -172,7 +174,9 @@ class Broker:
     def admin(self) -> AdminClient:
         """An admin client of this broker, made on first use and dropped when it stops."""
         if self._admin is None:
-            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": log})
+            # librdkafka's log lines go to our logger (the stubs type values as scalars).
+            config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": log}
+            self._admin = AdminClient(config)
         return self._admin
 
     def create_topic(self, name: str, partitions: int = 4, timeout: float = 30.0) -> None:

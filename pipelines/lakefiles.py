@@ -102,7 +102,7 @@ def recover(home: Path) -> list[str]:
     """Finish or undo what crashed runs left; returns a line per run recovered."""
     root = lake_root(home)
     staging = root / "_staging"
-    done = []
+    done: list[str] = []
     if not staging.is_dir():
         return done
     for run_dir in sorted(p for p in staging.iterdir() if p.is_dir()):

@@ -671,7 +671,7 @@ def _build_plan(rows: Mapping[str, Sequence[Mapping[str, Any]]], seed: int) -> _
     )
 
 
-def _combo_arrays(combos: Sequence[_Combo]) -> dict[str, np.ndarray]:
+def _combo_arrays(combos: Sequence[_Combo]) -> dict[str, Any]:
     weights = np.array([c.weight for c in combos])
     who = [
         (c.customer if MODES[c.mode] == "explicit" else -1, ip, c.user)

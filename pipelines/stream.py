@@ -34,7 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from pipelines.catalog import Catalog
 from pipelines.cdrfile import Block, read_messages
@@ -275,6 +276,7 @@ class Worker:
                     log.warning("consumer: %s", error)
                 continue
             partition, offset = m.partition(), m.offset()
+            assert partition is not None and offset is not None  # a record always has them
             if offset < next_offset.get(partition, -1):
                 self.totals.skipped += 1
                 continue
@@ -457,7 +459,7 @@ def _json_rows(table: pa.Table) -> tuple[list[bytes], list[bytes]]:
     ISO 8601): the keys and values of its messages."""
     if "reject_reason" not in table.column_names:
         table = table.select(list(PUBLISHED_RATED))
-    lines = pl.from_arrow(table).write_ndjson().encode().split(b"\n")
+    lines = pl.DataFrame(table).write_ndjson().encode().split(b"\n")
     keys = pc.fill_null(table["callid"], "").cast(pa.binary()).to_pylist()
     return keys, lines[: len(keys)]
 

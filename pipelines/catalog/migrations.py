@@ -49,9 +49,10 @@ def current_version(conn: sa.Connection) -> int:
     """The schema version the store records; 0 for a new, empty store."""
     if not sa.inspect(conn).has_table(_versions.name):
         return 0
-    return conn.execute(
+    version: int = conn.execute(
         sa.select(sa.func.coalesce(sa.func.max(_versions.c.version), 0))
     ).scalar_one()
+    return version
 
 
 def migrate(conn: sa.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:

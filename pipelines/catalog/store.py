@@ -35,6 +35,9 @@ BUSY_TIMEOUT_MS = 30_000
 SMALL_ENTITIES = tuple(e.name for e in ENTITIES if e.name != "rates")
 
 StateDict = dict[str, list[Rec]]
+# In Catalog's body ``list`` is its method: its annotations use these names.
+Recs = list[Rec]
+Values = list[Any]
 
 
 class Catalog:
@@ -122,7 +125,7 @@ class Catalog:
         with self.transaction() as conn:
             return _public(entity, _find(_load(conn, entity), entity, ident))
 
-    def rate_columns(self) -> dict[str, list[Any]]:
+    def rate_columns(self) -> dict[str, Values]:
         """Every rate row, column by column, as stored (money in millionths, ISO times): the
         fast read that compiling rate tables needs (hundreds of thousands of rows)."""
         names = ["card_id", "prefix", "name", "rate", "connect_fee", "mcd", "pulse", "grace",
@@ -228,7 +231,7 @@ class Catalog:
 
     def replace(
         self,
-        new: Mapping[str, list[Rec]],
+        new: Mapping[str, Recs],
         cards: Sequence[str],
         *,
         force: bool = False,

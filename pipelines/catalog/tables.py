@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.sql.schema import SchemaItem
 
 from schemas.catalog import ENTITIES, Entity
 
@@ -25,11 +26,11 @@ def stored_name(column_name: str, secret: bool) -> str:
 
 
 def _table(entity: Entity) -> sa.Table:
-    columns: list[sa.SchemaItem] = []
+    columns: list[SchemaItem] = []
     if entity.surrogate:
         columns.append(sa.Column("id", sa.Integer, primary_key=True, autoincrement=True))
     for c in entity.columns:
-        args: list[sa.SchemaItem] = []
+        args: list[SchemaItem] = []
         if c.ref is not None:
             target = next(e for e in ENTITIES if e.name == c.ref.entity)
             ondelete = "CASCADE" if c.ref.cascade else "RESTRICT"
