@@ -83,6 +83,7 @@ class BilledCallids:
         self.keys2 = np.zeros(1 << 16, np.uint32)
         self.count = 0
         self.loaded_days: set[int] = set()
+        self.first_newest: int | None = None  # the newest day of the first CDRs it saw
 
     def _room(self, more: int) -> None:
         # Linear probing stays short up to three quarters full.
@@ -106,6 +107,8 @@ class BilledCallids:
         """Bring in the lake's callids of every day within the window of ``days``."""
         if days.size == 0:
             return
+        if self.first_newest is None:
+            self.first_newest = int(days.max())
         wanted = set(range(int(days.min()) - WINDOW_DAYS, int(days.max()) + WINDOW_DAYS + 1))
         for day in sorted(wanted - self.loaded_days):
             self.loaded_days.add(day)
@@ -115,13 +118,15 @@ class BilledCallids:
                 self._insert(*hashes(callids))
 
     def outgrown(self, days: np.ndarray) -> bool:
-        """Whether the table holds lake days long before ``days`` (UTC days since 1970) —
-        more than three windows before the first. Then a stream worker, whose rated callids
-        are all in the lake, starts a fresh table that loads only the window it needs: the
-        table stays the size of a few windows of traffic, not of the worker's uptime."""
-        if not self.loaded_days or days.size == 0:
+        """Whether the newest of ``days`` (UTC days since 1970) is more than three windows
+        past the newest day of the first CDRs this table saw. Then a stream worker, whose
+        rated callids are all in the lake, starts a fresh table that loads only the window
+        it needs: the table holds a few windows of traffic, not the worker's uptime, and is
+        read again at most once every three windows of traffic. A late CDR (an old day) does
+        not count: its window is loaded into the table as it is."""
+        if self.first_newest is None or days.size == 0:
             return False
-        return min(self.loaded_days) < int(days.min()) - 3 * WINDOW_DAYS
+        return int(days.max()) - self.first_newest > 3 * WINDOW_DAYS
 
     def mark(self, callids: pa.ChunkedArray | pa.Array, ok: np.ndarray) -> np.ndarray:
         """Duplicates among ``callids`` (input order); rated ones (``ok``, not duplicate) are

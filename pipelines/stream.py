@@ -317,8 +317,8 @@ class Worker:
         now = int(datetime.now(UTC).timestamp() * 1_000_000)
         if self.billed.outgrown(utc_days(block.valid["dt"])):
             log.info(
-                "billed callids: the batch's days have moved three windows past the oldest "
-                "held, so the table is read again from the lake for their window (%d callids "
+                "billed callids: the CDRs' days have moved three windows past the table's "
+                "first, so it is read again from the lake for their window (%d callids "
                 "dropped)",
                 self.billed.count,
             )

@@ -315,9 +315,9 @@ def test_a_long_running_worker_reads_its_billed_callids_again_when_the_days_move
     tmp_path: Path, kafka_broker: Broker, topic: str
 ) -> None:
     """The billed-callids table of a worker up for weeks does not grow with its uptime:
-    once the CDRs' days move three windows past the oldest it holds, it is read again
-    from the lake for their window, and resends are still duplicates, of the new days and
-    of the old."""
+    once the CDRs' days move three windows past the table's first, it is read again from
+    the lake for their window (once: resends of old days, late CDRs, do not start it
+    again), and resends are still duplicates, of the new days and of the old."""
     home = new_home(tmp_path, "home")
     early = records(300, seed=21)
     late = records(300, seed=22, start=datetime(2026, 12, 31, tzinfo=UTC))

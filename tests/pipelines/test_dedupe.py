@@ -23,15 +23,17 @@ def test_callids_rated_earlier_in_the_run_are_duplicates_and_rejected_ones_are_n
     assert billed.mark(pa.array(["b", "d"]), np.array([True, True])).tolist() == [True, False]
 
 
-def test_the_table_is_outgrown_once_the_days_move_three_windows_past_the_oldest_held(
+def test_the_table_is_outgrown_once_the_newest_day_moves_three_windows_past_its_first(
     tmp_path: Path,
 ) -> None:
     billed = BilledCallids(tmp_path)
-    assert not billed.outgrown(np.array([DAY]))  # nothing loaded yet
-    billed.load_lake(np.array([DAY]))  # the window around DAY: DAY - 7 … DAY + 7
-    assert min(billed.loaded_days) == DAY - WINDOW_DAYS
+    assert not billed.outgrown(np.array([DAY + 100]))  # nothing loaded yet
+    billed.load_lake(np.array([DAY - 1, DAY]))  # the window around them: DAY - 8 … DAY + 7
+    assert min(billed.loaded_days) == DAY - 1 - WINDOW_DAYS
     assert not billed.outgrown(np.array([], np.int64))
-    assert not billed.outgrown(np.array([DAY + 2 * WINDOW_DAYS, DAY + 40]))
-    assert billed.outgrown(np.array([DAY + 2 * WINDOW_DAYS + 1, DAY + 40]))
-    # A late CDR in the batch keeps the old days needed.
-    assert not billed.outgrown(np.array([DAY + 40, DAY]))
+    assert not billed.outgrown(np.array([DAY + 3 * WINDOW_DAYS]))
+    assert billed.outgrown(np.array([DAY + 3 * WINDOW_DAYS + 1]))
+    # Late CDRs load their own window, and do not make the table start again.
+    billed.load_lake(np.array([DAY - 60]))
+    assert min(billed.loaded_days) == DAY - 60 - WINDOW_DAYS
+    assert not billed.outgrown(np.array([DAY - 60, DAY + 5]))
