@@ -261,6 +261,7 @@ def _lookup(
         tables.bits,
         tables.bloom,
         tables.bloom_bits,
+        tables.len_top,
         tables.len_mask,
         tables.versions,
         out,

@@ -40,24 +40,36 @@ def bloom_bit(h, bloom_bits):
     return np.int64((h >> np.uint64(20)) & np.uint64((1 << bloom_bits) - 1))
 
 
+# One slot of the (card, prefix) hash is one 64-byte row (one cache line when the table is
+# aligned, ``rating.tables.aligned_rows``): the key, the card, the group's versions, and its
+# newest version repeated, so that a lookup whose newest version is in effect reads one line.
+SLOT_KEY, SLOT_CARD, SLOT_FIRST, SLOT_COUNT, SLOT_FROM, SLOT_TO, SLOT_ROW = range(7)
+SLOT_WIDTH = 8
+# Numbers are looked up in blocks of this many: the candidates of one block stay in the
+# core's cache between the passes, and a large input allocates nothing in proportion.
+LOOKUP_BLOCK = 2048
+
+
 @nb.njit(cache=True, nogil=True)
-def build_rate_hash(cards, keys, firsts, counts, bits, slots, bloom, bloom_bits):
+def build_rate_hash(cards, keys, firsts, counts, versions, bits, slots, bloom, bloom_bits):
     """Insert each (card, prefix) group into the open-addressing table ``longest_prefix``
     probes (Fibonacci hashing of the packed (digits, length) key mixed with the card, then linear
-    probing; a slot is one row of ``slots``: key, card,
-    first version, version count) and set its bit in the ``bloom`` filter."""
+    probing) and set its bit in the ``bloom`` filter."""
     mask = (1 << bits) - 1
     for g in range(cards.size):
         h = (np.uint64(keys[g]) * _MUL) ^ (np.uint64(cards[g]) * _MIX)
         b = bloom_bit(h, bloom_bits)
         bloom[b >> 6] |= np.uint64(1) << np.uint64(b & 63)
         s = np.int64(h >> np.uint64(64 - bits))
-        while slots[s, 0] != -1:
+        while slots[s, SLOT_KEY] != -1:
             s = (s + 1) & mask
-        slots[s, 0] = keys[g]
-        slots[s, 1] = cards[g]
-        slots[s, 2] = firsts[g]
-        slots[s, 3] = counts[g]
+        slots[s, SLOT_KEY] = keys[g]
+        slots[s, SLOT_CARD] = cards[g]
+        slots[s, SLOT_FIRST] = firsts[g]
+        slots[s, SLOT_COUNT] = counts[g]
+        slots[s, SLOT_FROM] = versions[firsts[g], 0]
+        slots[s, SLOT_TO] = versions[firsts[g], 1]
+        slots[s, SLOT_ROW] = versions[firsts[g], 2]
 
 
 @nb.njit(cache=True, inline="always")
@@ -65,8 +77,8 @@ def _probe(slots, bits, h, key, card):
     """The slot of (card, key), or -1."""
     mask = (1 << bits) - 1
     s = np.int64(h >> np.uint64(64 - bits))
-    while slots[s, 0] != -1:
-        if slots[s, 0] == key and slots[s, 1] == card:
+    while slots[s, SLOT_KEY] != -1:
+        if slots[s, SLOT_KEY] == key and slots[s, SLOT_CARD] == card:
             return s
         s = (s + 1) & mask
     return -1
@@ -74,28 +86,42 @@ def _probe(slots, bits, h, key, card):
 
 @nb.njit(cache=True, inline="always")
 def _effective(slots, s, versions, t):
-    """The rate row of slot ``s`` effective at ``t`` (versions newest first), or -1."""
-    for j in range(slots[s, 2], slots[s, 2] + slots[s, 3]):
+    """The rate row of slot ``s`` effective at ``t``, or -1."""
+    if slots[s, SLOT_FROM] <= t < slots[s, SLOT_TO]:
+        return slots[s, SLOT_ROW]
+    return _older_version(slots, s, versions, t)
+
+
+@nb.njit(cache=True, nogil=True)
+def _older_version(slots, s, versions, t):
+    """The row of the newest older version of slot ``s`` in effect at ``t`` (versions newest
+    first), or -1. Rare, and kept out of line (see ``longest_prefix``)."""
+    for j in range(slots[s, SLOT_FIRST] + 1, slots[s, SLOT_FIRST] + slots[s, SLOT_COUNT]):
         if versions[j, 0] <= t < versions[j, 1]:
             return versions[j, 2]
     return -1
 
 
 @nb.njit(cache=True, inline="always")
-def _candidate(data, begin, n, length, card, lengths, bloom, bloom_bits):
-    """The longest length ≤ ``length`` the filter lets through for this number and card
-    (0: none), with its key and hash."""
-    for k in range(length, 0, -1):
-        if not (lengths >> k) & 1:
-            continue
-        v = np.int64(0)
-        for d in range(k):
-            v = v * 10 + (data[begin + d] - 48)
+def _candidate(data, begin, length, card, len_top, len_mask, bloom, bloom_bits):
+    """The longest length ≤ ``length`` of a prefix the card has that the filter lets through
+    for this number (0: none), with its key and hash. The search starts at the card's longest
+    prefix length ≤ ``length`` (``len_top[card, length]``); below it, a length the card lacks
+    (``len_mask[card]``) is never returned."""
+    k = len_top[card, length]
+    lengths = len_mask[card]
+    v = np.int64(0)
+    for d in range(k):
+        v = v * 10 + (data[begin + d] - 48)
+    mixed = np.uint64(card) * _MIX
+    while k > 0:
         key = v * 16 + k  # digits and length: "4" and "04" differ
-        h = (np.uint64(key) * _MUL) ^ (np.uint64(card) * _MIX)
+        h = (np.uint64(key) * _MUL) ^ mixed
         b = bloom_bit(h, bloom_bits)
-        if (bloom[b >> 6] >> np.uint64(b & 63)) & np.uint64(1):
+        if (bloom[b >> 6] >> np.uint64(b & 63)) & np.uint64(1) and (lengths >> k) & 1:
             return k, key, h
+        k -= 1
+        v //= 10
     return 0, np.int64(0), np.uint64(0)
 
 
@@ -110,6 +136,7 @@ def longest_prefix(
     bits,
     bloom,
     bloom_bits,
+    len_top,
     len_mask,
     versions,
     out,
@@ -118,48 +145,63 @@ def longest_prefix(
     time on card ``cards[i]``, or -1 (no card: ``cards[i] < 0``; no such row).
 
     Memory latency decides the speed, so: the bloom filter (small enough for the core's
-    cache) turns away lengths without a prefix before the table is touched; a slot and a
-    version are each one row of a 2-D array (one cache line, not one per field); and the
-    first probe of every number is made in passes of independent loads (slots, then
-    versions) that the CPU overlaps. The rare number whose first candidate fails (a filter
-    false positive, a version not in effect) continues one length at a time."""
+    cache) turns away lengths without a prefix before the table is touched; a slot is one
+    cache line holding its newest version; and the first probe of every number is made in a
+    pass of independent loads that the CPU overlaps, a block of numbers at a time. The rare
+    number whose first candidate fails (a filter false positive, a version not in effect)
+    continues one length at a time."""
     count = cards.size
-    cand_len = np.zeros(count, np.int64)
-    cand_key = np.zeros(count, np.int64)
-    cand_hash = np.zeros(count, np.uint64)
-    for i in range(count):
-        out[i] = -1
-        card = cards[i]
-        if card < 0:
-            continue
-        begin = offsets[i] + starts[i]
-        n = min(offsets[i + 1] - begin, MAX_DIGITS)
-        k, key, h = _candidate(data, begin, n, n, card, len_mask[card], bloom, bloom_bits)
-        cand_len[i], cand_key[i], cand_hash[i] = k, key, h
-    slot = np.full(count, -1, np.int64)
-    for i in range(count):
-        if cand_len[i] > 0:
-            slot[i] = _probe(slots, bits, cand_hash[i], cand_key[i], cards[i])
-    for i in range(count):
-        if slot[i] >= 0:
-            out[i] = _effective(slots, slot[i], versions, times[i])
-    for i in range(count):
-        if out[i] >= 0 or cand_len[i] <= 1:
-            continue
-        card = cards[i]
-        begin = offsets[i] + starts[i]
-        n = min(offsets[i + 1] - begin, MAX_DIGITS)
-        length = cand_len[i] - 1
-        while length > 0:
-            k, key, h = _candidate(data, begin, n, length, card, len_mask[card], bloom, bloom_bits)
-            if k == 0:
-                break
-            s = _probe(slots, bits, h, key, card)
-            if s >= 0:
-                out[i] = _effective(slots, s, versions, times[i])
-                if out[i] >= 0:
+    cand_len = np.empty(LOOKUP_BLOCK, np.int64)
+    cand_key = np.empty(LOOKUP_BLOCK, np.int64)
+    cand_hash = np.empty(LOOKUP_BLOCK, np.uint64)
+    mask = (1 << bits) - 1
+    for lo in range(0, count, LOOKUP_BLOCK):
+        hi = min(lo + LOOKUP_BLOCK, count)
+        for i in range(lo, hi):
+            out[i] = -1
+            cand_len[i - lo] = 0
+            card = cards[i]
+            if card < 0:
+                continue
+            begin = offsets[i] + starts[i]
+            n = min(offsets[i + 1] - begin, MAX_DIGITS)
+            k, key, h = _candidate(data, begin, n, card, len_top, len_mask, bloom, bloom_bits)
+            cand_len[i - lo], cand_key[i - lo], cand_hash[i - lo] = k, key, h
+        for i in range(lo, hi):
+            if cand_len[i - lo] == 0:
+                continue
+            # _probe and _effective written out, the older versions' loop out of line: with
+            # that loop inlined here, the lookup measured a third slower.
+            key = cand_key[i - lo]
+            card = cards[i]
+            s = np.int64(cand_hash[i - lo] >> np.uint64(64 - bits))
+            while slots[s, SLOT_KEY] != -1:
+                if slots[s, SLOT_KEY] == key and slots[s, SLOT_CARD] == card:
+                    t = times[i]
+                    if slots[s, SLOT_FROM] <= t < slots[s, SLOT_TO]:
+                        out[i] = slots[s, SLOT_ROW]
+                    else:
+                        out[i] = _older_version(slots, s, versions, t)
                     break
-            length = k - 1
+                s = (s + 1) & mask
+        for i in range(lo, hi):
+            length = cand_len[i - lo] - 1
+            if out[i] >= 0 or length <= 0:
+                continue
+            card = cards[i]
+            begin = offsets[i] + starts[i]
+            while length > 0:
+                k, key, h = _candidate(
+                    data, begin, length, card, len_top, len_mask, bloom, bloom_bits
+                )
+                if k == 0:
+                    break
+                s = _probe(slots, bits, h, key, card)
+                if s >= 0:
+                    out[i] = _effective(slots, s, versions, times[i])
+                    if out[i] >= 0:
+                        break
+                length = k - 1
 
 
 @nb.njit(cache=True, nogil=True)

@@ -94,11 +94,12 @@ class Tables:
     row_mcd: I64
     row_pulse: I64
     row_grace: I64
-    slots: I64  # (2^bits, 4): key, card, first version, version count; key -1 is empty
+    slots: I64  # (2^bits, SLOT_WIDTH) aligned rows, as in rating.kernels; key -1 is empty
     bits: int
     bloom: npt.NDArray[np.uint64]  # 2^bloom_bits bits: which (card, key) may be in slots
     bloom_bits: int
-    len_mask: I64
+    len_top: I64  # (cards, MAX_DIGITS + 1): a card's longest prefix length ≤ n
+    len_mask: I64  # per card, bit n set when it has a prefix of length n (n ≤ MAX_DIGITS)
     versions: I64  # (rows, 3): effective_from, effective_to, rate row; newest first per group
     # Auth: IP entries by network, user entries by name, each candidate list in SPEC order.
     auth_customer: I64
@@ -139,6 +140,21 @@ class Tables:
     allot_start_date: list[str]
     allot_customer: I64
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # An unpickled array is aligned to 16 bytes only: a slot would straddle two lines.
+        slots = state["slots"]
+        state["slots"] = aligned_rows(*slots.shape)
+        state["slots"][:] = slots
+        self.__dict__.update(state)
+
+
+def aligned_rows(count: int, width: int) -> I64:
+    """An int64 array of ``count`` rows of ``width`` starting on a 64-byte boundary, so that a
+    row of 8 is one cache line."""
+    raw = np.empty(count * width + 8, np.int64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip : skip + count * width].reshape(count, width)
 
 
 def compile_tables(snapshot: Snapshot, version: int = 0) -> Tables:
@@ -229,19 +245,35 @@ def _rates(columns: RateColumns, card_index: Mapping[str, int]) -> dict[str, Any
     changes[1:] = (card[1:] != card[:-1]) | (key[1:] != key[:-1])
     first = np.flatnonzero(changes)
     count = np.diff(np.append(first, n))
-    bits = max(4, int(2 * max(first.size, 1) - 1).bit_length())  # load factor ≤ 1/2
-    size = 1 << bits
-    slots = np.zeros((size, 4), np.int64)
-    slots[:, 0] = -1
-    # About 16 bits a group, at most 1 MiB (it must stay in the core's cache to pay off).
-    bloom_bits = min(23, max(12, int(16 * first.size).bit_length()))
-    bloom = np.zeros(1 << (bloom_bits - 6), np.uint64)
-    kernels.build_rate_hash(card[first], key[first], first, count, bits, slots, bloom, bloom_bits)
-    len_mask = np.zeros(max(len(card_index), 1), np.int64)
-    np.bitwise_or.at(len_mask, card[first], np.left_shift(np.int64(1), length[first]))
     # Versions newest effective_from first: each group read backwards.
     group = np.repeat(np.arange(first.size), count)
     ver_row = first[group] + count[group] - 1 - (np.arange(n) - first[group])
+    versions = np.stack(
+        [
+            columns.effective_from[order][ver_row],
+            columns.effective_to[order][ver_row],
+            ver_row.astype(np.int64),
+        ],
+        axis=1,
+    )
+    bits = max(4, int(2 * max(first.size, 1) - 1).bit_length())  # load factor ≤ 1/2
+    slots = aligned_rows(1 << bits, kernels.SLOT_WIDTH)
+    slots[:] = 0
+    slots[:, kernels.SLOT_KEY] = -1
+    # About 16 bits a group, at most 1 MiB (it must stay in the core's cache to pay off).
+    bloom_bits = min(23, max(12, int(16 * first.size).bit_length()))
+    bloom = np.zeros(1 << (bloom_bits - 6), np.uint64)
+    kernels.build_rate_hash(
+        card[first], key[first], first, count, versions, bits, slots, bloom, bloom_bits
+    )
+    # len_top[card, n]: the card's longest prefix length ≤ n (0: none).
+    has = np.zeros((max(len(card_index), 1), kernels.MAX_DIGITS + 1), np.bool_)
+    short = length[first] <= kernels.MAX_DIGITS
+    has[card[first][short], length[first][short]] = True
+    has[:, 0] = True
+    lengths = np.where(has, np.arange(kernels.MAX_DIGITS + 1), 0)
+    len_top = np.maximum.accumulate(lengths, axis=1).astype(np.int64)
+    len_mask = (has[:, 1:] << np.arange(1, kernels.MAX_DIGITS + 1)).sum(axis=1).astype(np.int64)
     return {
         "row_prefix": [columns.prefix[i] for i in order],
         "row_name": [columns.name[i] for i in order],
@@ -254,15 +286,9 @@ def _rates(columns: RateColumns, card_index: Mapping[str, int]) -> dict[str, Any
         "bits": bits,
         "bloom": bloom,
         "bloom_bits": bloom_bits,
+        "len_top": len_top,
         "len_mask": len_mask,
-        "versions": np.stack(
-            [
-                columns.effective_from[order][ver_row],
-                columns.effective_to[order][ver_row],
-                ver_row.astype(np.int64),
-            ],
-            axis=1,
-        ),
+        "versions": versions,
     }
 
 
