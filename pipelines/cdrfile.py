@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines import scan
+from pipelines import parquet_fast, scan
 from schemas.cdr import INPUT, INPUT_NAMES, SECONDS
 from schemas.errors import CdrflowError
 
@@ -237,30 +237,67 @@ def _csv_records(source: str, header: list[str], numbers: np.ndarray, lines: pa.
 PARQUET_ROWS = 131_072
 
 
-def _parquet_blocks(path: Path) -> Iterator[RawBlock]:
+def _parquet_tables(path: Path) -> Iterator[tuple[pa.Table, np.ndarray, int]]:
+    """The SPEC §4 columns a Parquet file has, block by block as stored, with each row's
+    line (its number from 1) and the bytes read."""
     # pre_buffer off: with it, iter_batches keeps what it has read until the file ends (its
     # memory grew with the input, 1 GiB at 20M CDRs).
     file = pq.ParquetFile(path, pre_buffer=False)
     names = [name for name in INPUT_NAMES if name in file.schema_arrow.names]
     row = 1
     for batch in file.iter_batches(batch_size=PARQUET_ROWS, columns=names):
-        table = pa.Table.from_batches([batch])
-        n = table.num_rows
-        columns = {}
-        for name in INPUT_NAMES:
-            if name not in names:
-                columns[name] = pa.nulls(n, pa.string())
-                continue
-            column = table[name]
-            if pa.types.is_timestamp(column.type):
-                column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")  # %S carries the fraction
-            columns[name] = column.cast(pa.string())
-        columns["raw"] = pa.nulls(n, pa.string())  # made from the row only when it is rejected
-        columns["source"] = pa.array([str(path)] * n, pa.string())
-        columns["line"] = pa.array(np.arange(row, row + n, dtype=np.int64))
-        columns["problem"] = pa.nulls(n, pa.string())
-        yield RawBlock(pa.table(columns), batch.nbytes)
+        n = batch.num_rows
+        yield pa.Table.from_batches([batch]), np.arange(row, row + n, dtype=np.int64), batch.nbytes
         row += n
+
+
+def _parquet_blocks(path: Path) -> Iterator[RawBlock]:
+    for table, lines, nbytes in _parquet_tables(path):
+        yield RawBlock(_parquet_text(table, str(path), lines), nbytes)
+
+
+def _parquet_text(table: pa.Table, source: str, lines: np.ndarray) -> pa.Table:
+    """Parquet rows as text records, for ``validate``."""
+    n = table.num_rows
+    columns = {}
+    for name in INPUT_NAMES:
+        if name not in table.column_names:
+            columns[name] = pa.nulls(n, pa.string())
+            continue
+        column = table[name]
+        if pa.types.is_timestamp(column.type):
+            # The instant in UTC (strftime writes a zoned time in its own zone), %S with its
+            # fraction.
+            column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+            column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
+        columns[name] = column.cast(pa.string())
+    columns["raw"] = pa.nulls(n, pa.string())  # made from the row only when it is rejected
+    columns["source"] = pa.repeat(pa.scalar(source, pa.string()), n)
+    columns["line"] = pa.array(lines, pa.int64())
+    columns["problem"] = pa.nulls(n, pa.string())
+    return pa.table(columns)
+
+
+def _parquet_block(
+    con: duckdb.DuckDBPyConnection, source: str, table: pa.Table, lines: np.ndarray, nbytes: int
+) -> Block:
+    """One Parquet block: the rows ``parquet_fast`` takes as they are typed, the others (all
+    of them when a column's type is not one it converts exactly) through ``validate``."""
+    if parquet_fast.plain_types(table.schema):
+        plain = parquet_fast.plain_rows(table)
+    else:
+        plain = np.zeros(table.num_rows, np.bool_)
+    if plain.all():
+        return Block(parquet_fast.typed(table, source, lines), _no_invalid(), 0, None, nbytes)
+    slow = ~plain
+    text = _parquet_text(table.filter(pa.array(slow)), source, lines[slow])
+    valid, invalid, blank = validate(con, text)
+    valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], 1))
+    if plain.any():
+        fast = parquet_fast.typed(table.filter(pa.array(plain)), source, lines[plain])
+        valid = pa.concat_tables([fast, valid.cast(fast.schema)])
+        valid = valid.take(pc.sort_indices(valid["line"]))
+    return Block(valid, invalid, blank, None, nbytes)
 
 
 def _checks() -> str:
@@ -389,16 +426,15 @@ def prefetched(blocks: Iterator[Block]) -> Iterator[Block]:
 def read_records(
     path: Path, con: duckdb.DuckDBPyConnection, block_bytes: int = BLOCK_BYTES
 ) -> Iterator[Block]:
-    """Validated records of a CDR file, block by block: the plain records through the numba
-    fast path (``pipelines.scan``), every other line through ``validate``."""
+    """Validated records of a CDR file, block by block: the plain records through a fast
+    path (text: the numba scanner, ``pipelines.scan``; Parquet: ``pipelines.parquet_fast``),
+    every other record through ``validate``."""
     if not path.is_file():
         raise CdrflowError(f"{path}: no such file")
     kind = file_format(path)
     if kind == "parquet":
-        for raw in _parquet_blocks(path):
-            valid, invalid, blank = validate(con, raw.table)
-            valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], 1))
-            yield Block(valid, invalid, blank, None, raw.bytes_read)
+        for table, lines, nbytes in _parquet_tables(path):
+            yield _parquet_block(con, str(path), table, lines, nbytes)
         return
     columns: np.ndarray | None = None
     header: list[str] = []

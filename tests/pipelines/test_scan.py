@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import cdrfile, scan
+from pipelines import cdrfile, parquet_fast, scan
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +196,146 @@ def test_quoted_csv_reads_the_same_both_ways(
     )
     table = assert_same_both_ways(con, path)
     assert table["sip_reason"].to_pylist()[:2] == ["OK", "Busy Here"]
+
+
+# -- Parquet: typed columns taken as they are (pipelines.parquet_fast) or through validate ---
+
+PLAIN_ROW = {"callid": "p1", "dest_number": "447700900123", "sip_code": 200,
+             "duration": Decimal("61.250"), "pdd_ms": 1200, "direction": "outbound",
+             "source_cli": "+4420711111"}  # fmt: skip
+PARQUET_EDGES = [
+    {},
+    {"callid": " k "},
+    {"callid": ""},
+    {"callid": None},
+    {"dest_number": "+1#2*3"},
+    {"dest_number": "44a"},
+    {"dest_number": ""},
+    {"dest_number": "4" * 64},
+    {"dest_number": "4" * 65},
+    {"dest_number": " 44"},
+    {"sip_code": 99},
+    {"sip_code": 700},
+    {"sip_code": None},
+    {"duration": Decimal("-1")},
+    {"duration": None},
+    {"duration": Decimal("0.000")},
+    {"pdd_ms": -5},
+    {"pdd_ms": None},
+    {"direction": "inbound"},
+    {"direction": "Inbound"},
+    {"direction": None},
+    {"direction": ""},
+    {"source_cli": ""},
+    {"source_cli": "a\tb"},
+    {"source_cli": "zürich "},
+    {"callid": "p1"},  # the same callid again: both rows are read, rating marks the duplicate
+]
+
+
+def _parquet(
+    path: Path, rows: list[dict[str, object]], dt: pa.DataType, **types: pa.DataType
+) -> Path:
+    """``rows`` over ``PLAIN_ROW`` as a Parquet file with these column types (a row with a
+    value its type cannot hold, as -5 for unsigned milliseconds, is left out)."""
+    schema = pa.schema([
+        ("callid", types.get("text", pa.string())),
+        ("dt", dt),
+        ("dest_number", types.get("text", pa.string())),
+        ("source_cli", types.get("text", pa.string())),
+        ("duration", types.get("duration", pa.decimal128(10, 3))),
+        ("sip_code", types.get("sip_code", pa.int16())),
+        ("pdd_ms", types.get("pdd_ms", pa.int64())),
+        ("direction", types.get("text", pa.string())),
+    ])  # fmt: skip
+    when = datetime(2026, 11, 1, 10, 0, 0, 123000, tzinfo=UTC)
+    if dt.tz is None:
+        when = when.replace(tzinfo=None)
+    seconds = schema.field("duration").type
+    convert = (
+        int if pa.types.is_integer(seconds) else float if pa.types.is_floating(seconds) else None
+    )
+    unsigned = pa.types.is_unsigned_integer(schema.field("pdd_ms").type)
+    full = []
+    for row in rows:
+        record: dict[str, Any] = {**PLAIN_ROW, "dt": when, **row}
+        if convert is not None and record["duration"] is not None:
+            record["duration"] = convert(record["duration"])
+        if not (unsigned and (record["pdd_ms"] or 0) < 0):
+            full.append(record)
+    pq.write_table(pa.Table.from_pylist(full, schema), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dt", "types"),
+    [
+        (pa.timestamp("us", tz="UTC"), {}),
+        (pa.timestamp("ms"), {"text": pa.large_string(), "sip_code": pa.int64()}),
+        (pa.timestamp("s", tz="Europe/Berlin"), {"pdd_ms": pa.uint32(), "duration": pa.int32()}),
+        (pa.timestamp("ns", tz="UTC"), {}),  # not converted exactly: the text path throughout
+        (pa.timestamp("us", tz="UTC"), {"duration": pa.float64()}),  # the same
+    ],
+)
+def test_edge_cases_of_parquet(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, dt: pa.DataType, types: dict[str, pa.DataType]
+) -> None:
+    path = _parquet(tmp_path / "edges.parquet", PARQUET_EDGES, dt, **types)
+    table = assert_same_both_ways(con, path)
+    assert table.num_rows > 10
+    second = 0 if dt.unit == "s" else 123000
+    assert set(table["dt"].to_pylist()) == {datetime(2026, 11, 1, 10, 0, 0, second, tzinfo=UTC)}
+
+
+def test_the_parquet_fast_path_takes_the_plain_rows(tmp_path: Path) -> None:
+    """Not a speed test: plain typed rows do not fall to the text path, and every edge
+    above that breaks a rule or needs trimming does."""
+    path = _parquet(tmp_path / "edges.parquet", PARQUET_EDGES, pa.timestamp("us", tz="UTC"))
+    table = pq.read_table(path)
+    assert parquet_fast.plain_types(table.schema)
+    taken = [
+        edge for edge, plain in zip(PARQUET_EDGES, parquet_fast.plain_rows(table), strict=True)
+        if plain
+    ]  # fmt: skip
+    assert taken == [
+        {}, {"dest_number": "+1#2*3"}, {"dest_number": "4" * 64}, {"duration": None},
+        {"duration": Decimal("0.000")}, {"pdd_ms": None}, {"direction": "inbound"},
+        {"direction": None}, {"source_cli": "a\tb"}, {"callid": "p1"},
+    ]  # fmt: skip
+
+
+def test_a_zoned_parquet_time_is_its_instant(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """A timestamp column in a zone other than UTC: the text path once wrote its local time
+    with a Z, an hour off for Europe/Berlin in November."""
+    path = _parquet(tmp_path / "berlin.parquet", [{}], pa.timestamp("ms", tz="Europe/Berlin"))
+    for raw in cdrfile.read_blocks(path, con):
+        valid, _, _ = cdrfile.validate(con, raw.table)
+        assert valid["dt"].to_pylist() == [datetime(2026, 11, 1, 10, 0, 0, 123000, tzinfo=UTC)]
+
+
+PARQUET_FIELDS = {
+    "callid": st.sampled_from(["c1", "c2", " c3", "", "ç4", None]),
+    "dest_number": st.sampled_from(["4477", "+4477", "*12#3", "44a", "", " 44", None]),
+    "source_cli": st.sampled_from(["+44", "", " x", "ü", None]),
+    "duration": st.sampled_from([Decimal(0), Decimal("7.5"), Decimal("-0.001"), None]),
+    "sip_code": st.sampled_from([200, 486, 99, 700, None]),
+    "pdd_ms": st.sampled_from([0, 1500, -1, None]),
+    "direction": st.sampled_from(["outbound", "inbound", "in", "", None]),
+}
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.fixed_dictionaries({}, optional=PARQUET_FIELDS), min_size=1, max_size=30),
+    st.sampled_from(
+        [pa.timestamp("us", tz="UTC"), pa.timestamp("ms"), pa.timestamp("s", tz="Asia/Kolkata")]
+    ),
+)
+def test_random_parquet_rows_read_the_same_both_ways(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, rows: list[dict[str, object]], dt: pa.DataType
+) -> None:
+    assert_same_both_ways(con, _parquet(tmp_path / "random.parquet", rows, dt))
