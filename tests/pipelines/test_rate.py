@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -283,3 +286,44 @@ def test_the_same_file_twice_in_one_run_is_rated_once(tmp_path: Path, workload: 
     summary = rate_files(home, [workload, copy])
     assert summary.skipped_inputs == [f"{copy}: the same content as {workload}, rated once"]
     assert summary.records == workload.read_text().count("\n")
+
+
+def test_a_typed_parquet_input_lands_like_json_lines_and_its_rejects_keep_their_fields(
+    tmp_path: Path, workload: Path
+) -> None:
+    """The Parquet fast path takes typed rows as they are: the lake is the JSON Lines
+    run's, and a rejected row (which has no raw text) keeps its fields as a JSON object."""
+    bad = {
+        "callid": "bad",
+        "dt": "2026-11-02T10:00:00Z",
+        "dest_number": "447",
+        "sip_code": 999,
+        "duration": 0,
+    }
+    rows = [*records(3000, seed=1), bad]
+    typed = pa.Table.from_pylist(
+        [{**r, "dt": datetime.fromisoformat(r["dt"]), "duration": Decimal(str(r["duration"]))}
+         for r in rows],
+        pa.schema([("callid", pa.string()), ("dt", pa.timestamp("us", tz="UTC")),
+                   ("dest_number", pa.string()), ("sip_code", pa.int16()),
+                   ("duration", pa.decimal128(12, 3)), ("pdd_ms", pa.int32()),
+                   ("source_ip", pa.string()), ("sip_user", pa.string()),
+                   ("customer_id", pa.string()), ("provider_card_id", pa.string()),
+                   ("direction", pa.string())]),
+    )  # fmt: skip
+    path = tmp_path / "cdrs.parquet"
+    pq.write_table(typed, path)
+    jsonl = write_jsonl(tmp_path / "same.jsonl", rows)
+    parquet_home, json_home = new_home(tmp_path, "parquet"), new_home(tmp_path, "json")
+    rate_files(parquet_home, [path])
+    rate_files(json_home, [jsonl])
+    assert content(parquet_home, "rated") == content(json_home, "rated")
+    rejected = lake(parquet_home, "rejected").to_pylist()
+    assert {r["reject_reason"] for r in rejected} == {
+        "invalid", "duplicate", "unknown_customer", "no_route", "no_rate"
+    }  # fmt: skip
+    by_line = {i + 1: row for i, row in enumerate(rows)}
+    for r in rejected:
+        given = json.loads(r["raw"])
+        assert given["callid"] == by_line[r["line"]]["callid"] == r["callid"]
+        assert given["dest_number"] == by_line[r["line"]]["dest_number"]
