@@ -552,18 +552,41 @@ def gather_columns(data, starts, ends, kinds, rows, fields, offsets, present):
     return out, bases
 
 
-@nb.njit(cache=True, nogil=True)
-def line_ends(data, ends):
+def line_ends(data: np.ndarray, ends: np.ndarray) -> tuple[int, bool]:
     """Where each line ends (after its newline), and whether any byte is not ASCII; returns
     the number of lines, which may exceed the room in ``ends`` (then only that much is set)."""
+    whole = data.size // 8 * 8
+    # Eight bytes at a time where the buffer allows it (bytes objects are 8-aligned).
+    words = data[:whole].view(np.uint64) if data.ctypes.data % 8 == 0 else _NO_WORDS
+    count, high = _line_ends(data, words, ends)
+    return int(count), bool(high)
+
+
+_NO_WORDS = np.zeros(0, np.uint64)
+_ONES = np.uint64(0x0101010101010101)
+_HIGH = np.uint64(0x8080808080808080)
+_NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
+
+
+@nb.njit(cache=True, nogil=True)
+def _line_ends(data, words, ends):
     n = 0
-    high = False
-    for i in range(data.size):
+    seen = np.uint64(0)  # every byte OR-ed: its high bit says whether one was not ASCII
+    for w in range(words.size):
+        x = words[w]
+        seen |= x
+        y = x ^ _NEWLINES  # a newline byte is now 0
+        if (y - _ONES) & ~y & _HIGH:  # some byte of y is 0
+            for i in range(w * 8, w * 8 + 8):
+                if data[i] == 10:
+                    if n < ends.size:  # the caller checks n against the room it gave
+                        ends[n] = i + 1
+                    n += 1
+    for i in range(words.size * 8, data.size):
         c = data[i]
+        seen |= np.uint64(c)
         if c == 10:
-            if n < ends.size:  # the caller checks n against the room it gave
+            if n < ends.size:
                 ends[n] = i + 1
             n += 1
-        elif c >= 0x80:
-            high = True
-    return n, high
+    return n, (seen & _HIGH) != 0

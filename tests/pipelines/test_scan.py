@@ -339,3 +339,32 @@ def test_random_parquet_rows_read_the_same_both_ways(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, rows: list[dict[str, object]], dt: pa.DataType
 ) -> None:
     assert_same_both_ways(con, _parquet(tmp_path / "random.parquet", rows, dt))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=100), st.integers(0, 7), st.integers(0, 20))
+def test_line_ends_finds_every_newline_and_any_byte_beyond_ascii(
+    data: bytes, shift: int, room: int
+) -> None:
+    """Eight bytes at a time where the buffer is aligned, one at a time where it is not or
+    at its tail: the same answer as reading byte by byte."""
+    buffer = scan.np.frombuffer(b"x" * shift + data, scan.np.uint8)[shift:]
+    ends = scan.np.zeros(room, scan.np.int64)
+    count, high = scan.line_ends(buffer, ends)
+    newlines = [i + 1 for i, byte in enumerate(data) if byte == 10]
+    assert count == len(newlines)
+    assert list(ends[: min(count, room)]) == newlines[:room]
+    assert high == any(byte >= 0x80 for byte in data)
+
+
+def test_a_line_that_is_not_utf8_is_read_with_replacement_characters(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(
+        b"callid,dt,dest_number,sip_code,sip_reason\n"
+        b"a,2026-11-01T10:00:00Z,4420,200,caf\xe9\n"
+        b"b,2026-11-01T10:00:00Z,4420,200,ok\n"
+    )
+    table = assert_same_both_ways(con, path)
+    assert table["sip_reason"].to_pylist() == ["caf\ufffd", "ok"]
