@@ -51,6 +51,18 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     )
 
 
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """``_runs/<run>.json`` under the lake ``root``, atomically and on disk when it appears
+    (a run's commit point)."""
+    runs = root / "_runs"
+    runs.mkdir(exist_ok=True)
+    tmp = runs / f".{manifest['run']}.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, runs / f"{manifest['run']}.json")
+
+
 def lake_root(home: Path) -> Path:
     return rated_lake(home).parent
 
@@ -196,13 +208,7 @@ class Staging:
         for name in self.files:  # on disk before the commit point, so power loss cannot tear a run
             with (self.dir / name).open("rb") as f:
                 os.fsync(f.fileno())
-        runs = self.root / "_runs"
-        runs.mkdir(exist_ok=True)
-        tmp = runs / f".{self.run_id}.json.tmp"
-        tmp.write_text(json.dumps({**manifest, "run": self.run_id, "files": self.files}, indent=1))
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, runs / f"{self.run_id}.json")
+        write_manifest(self.root, {**manifest, "run": self.run_id, "files": self.files})
         self.committed = True
         _publish(self.dir, self.root)
         shutil.rmtree(self.dir)

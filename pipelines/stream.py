@@ -20,7 +20,7 @@ import json
 import logging
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +42,7 @@ from pipelines.cdrfile import Block, read_messages
 from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
 from pipelines.kafka_config import client_config
-from pipelines.lakefiles import Staging, lake_lock, lake_root, recover
+from pipelines.lakefiles import Staging, lake_lock, lake_root, recover, write_manifest
 from pipelines.rate import Summary, load_tables, package_usage, rate_block
 from rating.engine import Usage, utc_days
 from rating.tables import Tables
@@ -51,6 +51,8 @@ from schemas.errors import CdrflowError
 log = logging.getLogger("cdrflow.stream")
 # Seconds between looks at the catalog's state (an edit reaches the next batch after it).
 CATALOG_CHECK = 5.0
+# Seconds between compactions of the assigned partitions' manifests (also at assignment).
+COMPACT_EVERY = 600.0
 
 
 @dataclass
@@ -119,6 +121,66 @@ def partition_runs(home: Path, topic: str, partition: int) -> list[tuple[str, in
     return out
 
 
+def compact_runs(home: Path, topic: str, partition: int) -> int:
+    """Merge each stretch of a partition's consecutive batches that are landed and published
+    (marked, no staging left) into one manifest over their offsets and files, so that
+    ``_runs/`` keeps a few files a partition instead of two a batch. Call it under the lake
+    lock. An interruption at any point is harmless: the merged manifest is marked published
+    before it appears and the batches it replaces are removed after it, and a batch that
+    another run's offsets cover (left by an interrupted merge) is removed at the next call.
+    Returns the number of batch manifests removed."""
+    root = lake_root(home)
+    runs_dir = root / "_runs"
+    prefix = _partition_prefix(topic, partition)
+    for mark in runs_dir.glob(f"{glob.escape(prefix)}*.published"):
+        if not mark.with_suffix(".json").exists():  # its run was merged away
+            mark.unlink()
+    removed = 0
+    live: list[tuple[str, int, int]] = []
+    for run in sorted(partition_runs(home, topic, partition), key=lambda r: (r[1], -r[2])):
+        if live and run[2] <= live[-1][2]:  # inside a merged run: a merge was interrupted
+            _remove_run(home, run[0])
+            removed += 1
+        else:
+            live.append(run)
+
+    def done(run: str) -> bool:
+        return published_mark(home, run).exists() and not (root / "_staging" / run).exists()
+
+    stretch: list[tuple[str, int, int]] = []
+    for entry in [*live, None]:  # None: the end, which closes the last stretch
+        if entry is not None and done(entry[0]):
+            stretch.append(entry)
+            continue
+        if len(stretch) > 1:
+            parts = [json.loads((runs_dir / f"{name}.json").read_text()) for name, _, _ in stretch]
+            name = run_name(topic, partition, stretch[0][1], stretch[-1][2])
+            rejected: Counter[str] = Counter()
+            for part in parts:
+                rejected.update(part.get("rejected", {}))
+            merged = {
+                "run": name,
+                "stream": {**parts[0]["stream"], "last": stretch[-1][2]},
+                "catalog_version": parts[-1].get("catalog_version"),
+                "rated": sum(part.get("rated", 0) for part in parts),
+                "rejected": dict(rejected),
+                "batches": sum(part.get("batches", 1) for part in parts),
+                "files": [file for part in parts for file in part["files"]],
+            }
+            published_mark(home, name).touch()
+            write_manifest(root, merged)
+            for old, _, _ in stretch:
+                _remove_run(home, old)
+            removed += len(stretch)
+        stretch = []
+    return removed
+
+
+def _remove_run(home: Path, run: str) -> None:
+    (lake_root(home) / "_runs" / f"{run}.json").unlink()
+    published_mark(home, run).unlink(missing_ok=True)
+
+
 def lake_position(home: Path, topic: str, partition: int) -> int | None:
     """The next offset of a partition to rate, by the lake (None: none rated yet)."""
     runs = partition_runs(home, topic, partition)
@@ -178,6 +240,7 @@ class Worker:
         self._done_since = 0
         self._last_report = time.monotonic()
         self._checked = 0.0
+        self._compacted = time.monotonic()
 
     # -- partitions ---------------------------------------------------------------------
 
@@ -192,6 +255,7 @@ class Worker:
             }
         self._load()
         self._publish_unpublished({tp.partition for tp in partitions})
+        self._compact({tp.partition for tp in partitions})
         for tp in partitions:
             position = positions[tp.partition]
             if position is not None:
@@ -250,6 +314,8 @@ class Worker:
                     idle_since = polled
                     self._rate(good)
                     self._latency.append(time.monotonic() - polled)
+                if polled - self._compacted >= COMPACT_EVERY:
+                    self._compact({tp.partition for tp in self.consumer.assignment()})
                 elif not self.consumer.assignment():
                     idle_since = polled
                 elif idle_exit is not None and polled - idle_since >= idle_exit:
@@ -385,6 +451,14 @@ class Worker:
                 raise CdrflowError(f"Kafka did not take the output of {names} within 30 s")
         for name, _ in batches:
             published_mark(self.home, name).touch()
+
+    def _compact(self, partitions: set[int]) -> None:
+        """Merge these partitions' landed and published batch manifests (``compact_runs``)."""
+        with lake_lock(self.home):
+            removed = sum(compact_runs(self.home, self.settings.topic, p) for p in partitions)
+        self._compacted = time.monotonic()
+        if removed:
+            log.info("merged %d batch manifests of partitions %s", removed, sorted(partitions))
 
     def _publish_unpublished(self, partitions: set[int]) -> None:
         """Landed batches of these partitions whose publishing a crash cut short."""

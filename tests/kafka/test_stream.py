@@ -272,7 +272,15 @@ def test_a_batch_landed_but_not_published_is_published_at_the_next_assignment(
     rated = lake(home, "rated")
     marks[0].unlink()
     finish(worker(home, kafka_broker.bootstrap, topic, "g7", "--idle-exit", "3"))
-    assert marks[0].exists()
+    # Published again, then merged at the assignment with the batches after it: one run,
+    # marked published, over the same offsets.
+    assert len(marks) > 1
+    [(first, last)] = stream_offsets(home, topic)[1]
+    assert (first, last) == (0, len(values) - 1)
+    [run] = [r["run"] for r in committed_runs(home)]
+    assert sorted(p.name for p in (home / "lake" / "_runs").iterdir()) == [
+        f"{run}.json", f"{run}.published"
+    ]  # fmt: skip
     out = Counter(
         json.loads(m.value)["callid"]
         for m in consume(kafka_broker.bootstrap, f"{topic}.rated", rated.num_rows + 1)

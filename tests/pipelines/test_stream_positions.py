@@ -1,11 +1,22 @@
-"""Where a stream partition resumes: read from the manifests' names, never their contents."""
+"""Where a stream partition resumes: read from the manifests' names, never their contents;
+and how a partition's batch manifests are merged so that ``_runs/`` does not grow a file a
+batch for ever."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
 from pipelines.lakefiles import RATE_RUNS, committed_runs
-from pipelines.stream import lake_position, partition_runs, run_name
+from pipelines.stream import (
+    compact_runs,
+    lake_position,
+    partition_runs,
+    published_mark,
+    run_name,
+)
 
 
 def manifest(home: Path, run: str) -> None:
@@ -34,3 +45,81 @@ def test_a_partition_resumes_after_its_last_committed_batch(tmp_path: Path) -> N
     assert lake_position(tmp_path, "cdrs", 3) is None
     assert lake_position(tmp_path, "cdrsx", 1) == 100_000
     assert [r["run"] for r in committed_runs(tmp_path, RATE_RUNS)] == ["20261126T101500-0a1b2c3d"]
+
+
+def batch(home: Path, partition: int, first: int, last: int, published: bool = True) -> str:
+    """A landed batch's manifest as a worker writes it (and its mark when published)."""
+    run = run_name("cdrs", partition, first, last)
+    runs = home / "lake" / "_runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    stream = {"topic": "cdrs", "partition": partition, "first": first, "last": last}
+    (runs / f"{run}.json").write_text(json.dumps({
+        "run": run, "stream": stream, "catalog_version": 3, "rated": last - first,
+        "rejected": {"duplicate": 1}, "files": [f"rated/date=2026-11-30/part-{run}-00001.parquet"],
+    }))  # fmt: skip
+    if published:
+        published_mark(home, run).touch()
+    return run
+
+
+def spans(home: Path) -> dict[int, list[tuple[int, int]]]:
+    out: dict[int, list[tuple[int, int]]] = {}
+    for run in committed_runs(home):
+        s = run["stream"]
+        out.setdefault(s["partition"], []).append((s["first"], s["last"]))
+    return {p: sorted(v) for p, v in out.items()}
+
+
+def test_published_batches_are_merged_into_one_manifest_a_stretch(tmp_path: Path) -> None:
+    runs = [batch(tmp_path, 1, f, f + 99) for f in range(0, 500, 100)]
+    unpublished = batch(tmp_path, 1, 500, 599, published=False)
+    later = [batch(tmp_path, 1, 600, 699), batch(tmp_path, 1, 700, 799)]
+    other = batch(tmp_path, 2, 0, 9)
+    (tmp_path / "lake" / "_staging" / later[1]).mkdir(parents=True)  # still being published
+    assert compact_runs(tmp_path, "cdrs", 1) == 5
+    # Every offset still in exactly one manifest, and the partition resumes where it did.
+    assert spans(tmp_path) == {1: [(0, 499), (500, 599), (600, 699), (700, 799)], 2: [(0, 9)]}
+    assert lake_position(tmp_path, "cdrs", 1) == 800
+    [merged] = [r for r in committed_runs(tmp_path) if r["run"] == run_name("cdrs", 1, 0, 499)]
+    assert merged["files"] == [f"rated/date=2026-11-30/part-{run}-00001.parquet" for run in runs]
+    assert (merged["rated"], merged["rejected"], merged["batches"]) == (495, {"duplicate": 5}, 5)
+    assert published_mark(tmp_path, merged["run"]).exists()
+    names = {p.name for p in (tmp_path / "lake" / "_runs").iterdir()}
+    assert not any(run in name for run in runs for name in names)  # manifests and marks gone
+    assert f"{unpublished}.json" in names and f"{other}.published" in names
+    assert compact_runs(tmp_path, "cdrs", 1) == 0  # nothing more to merge
+
+
+def test_merging_again_takes_in_what_was_merged(tmp_path: Path) -> None:
+    for f in range(0, 300, 100):
+        batch(tmp_path, 1, f, f + 99)
+    compact_runs(tmp_path, "cdrs", 1)
+    for f in range(300, 500, 100):
+        batch(tmp_path, 1, f, f + 99)
+    assert compact_runs(tmp_path, "cdrs", 1) == 3
+    [merged] = committed_runs(tmp_path)
+    assert (merged["stream"]["first"], merged["stream"]["last"], merged["batches"]) == (0, 499, 5)
+
+
+@pytest.mark.parametrize("step", ["mark", "manifest", "one part removed", "part manifests removed"])
+def test_an_interrupted_merge_is_finished_by_the_next(tmp_path: Path, step: str) -> None:
+    """The merge's steps in order: mark the merged run, write its manifest, remove each part
+    (manifest, then mark). Cut after any step, the lake says the same and the next merge
+    leaves the finished state."""
+    parts = [batch(tmp_path, 1, f, f + 99) for f in range(0, 300, 100)]
+    merged = run_name("cdrs", 1, 0, 299)
+    runs = tmp_path / "lake" / "_runs"
+    published_mark(tmp_path, merged).touch()
+    if step != "mark":
+        stream = {"topic": "cdrs", "partition": 1, "first": 0, "last": 299}
+        manifest = {"run": merged, "stream": stream, "rated": 297, "batches": 3, "files": []}
+        (runs / f"{merged}.json").write_text(json.dumps(manifest))
+    if step == "one part removed":
+        (runs / f"{parts[0]}.json").unlink()
+    if step == "part manifests removed":
+        for part in parts:
+            (runs / f"{part}.json").unlink()
+    assert lake_position(tmp_path, "cdrs", 1) == 300
+    compact_runs(tmp_path, "cdrs", 1)
+    assert spans(tmp_path) == {1: [(0, 299)]}
+    assert sorted(p.name for p in runs.iterdir()) == [f"{merged}.json", f"{merged}.published"]
