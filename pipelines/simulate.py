@@ -818,9 +818,28 @@ def _table(texts: Sequence[str]) -> np.ndarray:
 
 _HEX = np.array([int.from_bytes(f"{b:02x}".encode(), "little") for b in range(256)], np.uint16)
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_CLOCK = _table(
-    [f"{h:02d}:{m:02d}:{s:02d}." for h in range(24) for m in range(60) for s in range(60)]
-)
+
+
+def _digits(values: np.ndarray, width: int) -> np.ndarray:
+    """Each value as ``width`` ASCII digits, zero-padded, one row each."""
+    powers = 10 ** np.arange(width - 1, -1, -1)
+    return (48 + values[:, None] // powers % 10).astype(np.uint8)
+
+
+def _clock() -> np.ndarray:
+    """'HH:MM:SS.' of every second of a day, one row each (built as numbers: formatting
+    86,400 strings took a tenth of a second at every start of the command line)."""
+    second = np.arange(86_400)
+    colon, dot = (
+        np.full((second.size, 1), ord(":"), np.uint8),
+        np.full((second.size, 1), ord("."), np.uint8),
+    )
+    parts = [_digits(second // 3600, 2), colon, _digits(second // 60 % 60, 2), colon,
+             _digits(second % 60, 2), dot]  # fmt: skip
+    return np.ascontiguousarray(np.hstack(parts))
+
+
+_CLOCK = _clock()
 _MILLIS = _table([f"{ms:03d}Z" for ms in range(1000)])
 
 
