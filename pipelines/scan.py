@@ -50,7 +50,7 @@ for _i, _name in enumerate(INPUT_NAMES):
     KEY_TABLE[_key_slot(_name.encode())] = _i
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _field_of(data, a, b, names_offsets, names_data, key_table):
     if b <= a:
         return -1
@@ -90,6 +90,9 @@ _PLAIN = np.ones(256, np.bool_)
 _PLAIN[:32] = False
 _PLAIN[_QUOTE] = False
 _PLAIN[_BACKSLASH] = False
+# Bytes that may run on in a bare JSON number: digits, sign, point and exponent.
+_NUMERIC = np.zeros(256, np.bool_)
+_NUMERIC[[*b"0123456789+-.eE"]] = True
 
 
 @nb.njit(cache=True, nogil=True)
@@ -154,14 +157,7 @@ def scan_json(
             elif c == 45 or (48 <= c <= 57):
                 va = i
                 j = i
-                while j < b and (
-                    data[j] == 45
-                    or data[j] == 43
-                    or data[j] == 46
-                    or data[j] == 101
-                    or data[j] == 69
-                    or 48 <= data[j] <= 57
-                ):
+                while j < b and _NUMERIC[data[j]]:
                     j += 1
                 vb = j
                 i = j
