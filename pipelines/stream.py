@@ -122,7 +122,7 @@ def partition_runs(home: Path, topic: str, partition: int) -> list[tuple[str, in
 
 def compact_runs(home: Path, topic: str, partition: int) -> int:
     """Merge each stretch of a partition's consecutive batches that are landed and published
-    (marked, no staging left) into one manifest over their offsets and files, so that
+    (marked, no staging left) into one manifest over their offsets and counts, so that
     ``_runs/`` keeps a few files a partition instead of two a batch. Call it under the lake
     lock. An interruption at any point is harmless: the merged manifest is marked published
     before it appears and the batches it replaces are removed after it, and a batch that
@@ -164,7 +164,10 @@ def compact_runs(home: Path, topic: str, partition: int) -> int:
                 "rated": sum(part.get("rated", 0) for part in parts),
                 "rejected": dict(rejected),
                 "batches": sum(part.get("batches", 1) for part in parts),
-                "files": [file for part in parts for file in part["files"]],
+                # Not the batches' files: a published run's files are never read through its
+                # manifest again (the lake's file names carry topic, partition and offsets),
+                # and a list of them would grow with the stream's history.
+                "files": [],
             }
             published_mark(home, name).touch()
             write_manifest(root, merged)
