@@ -316,12 +316,12 @@ class Worker:
                     idle_since = polled
                     self._rate(good)
                     self._latency.append(time.monotonic() - polled)
-                if polled - self._compacted >= COMPACT_EVERY:
-                    self._compact({tp.partition for tp in self.consumer.assignment()})
                 elif not self.consumer.assignment():
                     idle_since = polled
                 elif idle_exit is not None and polled - idle_since >= idle_exit:
                     break
+                if polled - self._compacted >= COMPACT_EVERY:
+                    self._compact({tp.partition for tp in self.consumer.assignment()})
                 self._report()
         finally:
             self.consumer.close()
