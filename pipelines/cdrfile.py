@@ -290,7 +290,8 @@ def _parquet_block(
     if plain.all():
         return Block(parquet_fast.typed(table, source, lines), _no_invalid(), 0, None, nbytes)
     slow = ~plain
-    text = _parquet_text(table.filter(pa.array(slow)), source, lines[slow])
+    given = table.filter(pa.array(slow)) if plain.any() else table  # no copy when all are slow
+    text = _parquet_text(given, source, lines[slow])
     valid, invalid, blank = validate(con, text)
     valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], 1))
     if plain.any():
