@@ -50,6 +50,8 @@ from schemas.errors import CdrflowError
 log = logging.getLogger("cdrflow.stream")
 # Seconds between looks at the catalog's state (an edit reaches the next batch after it).
 CATALOG_CHECK = 5.0
+# Seconds between the worker's log lines while Kafka does not take a batch's output.
+PUBLISH_WAIT = 30.0
 # Seconds between compactions of the assigned partitions' manifests (also at assignment).
 COMPACT_EVERY = 600.0
 
@@ -225,10 +227,19 @@ class Worker:
             }
         )
         self.producer = None
+        self._failed: Counter[str] = Counter()  # undelivered messages of a publish, by error
+        self._stopping: Callable[[], bool] = lambda: False
         if settings.publish:
             _ensure_outputs(config, settings.topic)
             self.producer = Producer(
-                {**config, "linger.ms": 50, "compression.type": "lz4", "acks": "all"}
+                {
+                    **config,
+                    "linger.ms": 50,
+                    "compression.type": "lz4",
+                    "acks": "all",
+                    "on_delivery": self._delivered,
+                    "delivery.report.only.error": True,
+                }
             )
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
@@ -304,6 +315,7 @@ class Worker:
         self.consumer.subscribe(
             [self.settings.topic], on_assign=self._assigned, on_revoke=self._revoked
         )
+        self._stopping = stopping
         idle_since = time.monotonic()
         try:
             while not stopping():
@@ -326,7 +338,10 @@ class Worker:
         finally:
             self.consumer.close()
             if self.producer is not None:
-                self.producer.flush(30)
+                # Whatever is still queued belongs to a batch not marked published, which
+                # the next assignment publishes again: no reason to wait for Kafka here.
+                self.producer.purge()
+                self.producer.flush(1)
             self.con.close()
         return self.totals
 
@@ -433,9 +448,17 @@ class Worker:
         objects to the output topics, keyed by callid; once Kafka has them all, each batch is
         marked published. A crash in between publishes them again at the next assignment:
         the topics get every CDR at least once. Without publishing (``--no-publish``) the
-        mark says the topics are owed nothing."""
+        mark says the topics are owed nothing.
+
+        While Kafka is away the worker waits for it (logging every ``PUBLISH_WAIT`` seconds),
+        as librdkafka retries until a message's ``message.timeout.ms`` (5 minutes unless the
+        config file says otherwise). A message Kafka refused or that timed out leaves its
+        batches unmarked and stops the worker with the reason: the lake has them, and the
+        next assignment publishes them again. So does a stop asked for while waiting."""
         producer = self.producer
         if producer is not None:
+            names = ", ".join(name for name, _ in batches)
+            self._failed.clear()
             for _, tables in batches:
                 for kind, parts in tables.items():
                     target = f"{self.settings.topic}.{kind}"
@@ -445,14 +468,37 @@ class Worker:
                             try:
                                 producer.produce(target, value, key)
                             except BufferError:  # the local queue is full: let it drain
-                                producer.flush(30)
-                                producer.produce(target, value, key)
+                                _produce_when_room(producer, target, value, key)
                         producer.poll(0)
-            if producer.flush(30):
-                names = ", ".join(name for name, _ in batches)
-                raise CdrflowError(f"Kafka did not take the output of {names} within 30 s")
+            started = logged = time.monotonic()
+            while producer.flush(1.0):
+                if self._stopping():
+                    log.warning(
+                        "stopping with %s not known to be published: published again at the "
+                        "next assignment",
+                        names,
+                    )
+                    return
+                if time.monotonic() - logged >= PUBLISH_WAIT:
+                    logged = time.monotonic()
+                    log.warning(
+                        "Kafka has not taken the output of %s after %.0f s: waiting",
+                        names,
+                        logged - started,
+                    )
+            if self._failed:
+                errors = "; ".join(f"{n} × {e}" for e, n in self._failed.most_common())
+                raise CdrflowError(
+                    f"Kafka did not take the output of {names} ({errors}); the batches are in "
+                    "the lake and are published again at the next assignment"
+                )
         for name, _ in batches:
             published_mark(self.home, name).touch()
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        """librdkafka's report of a message it could not deliver (only failures come)."""
+        if error is not None:
+            self._failed[f"{message.topic()}: {error.str()}"] += 1
 
     def _compact(self, partitions: set[int]) -> None:
         """Merge these partitions' landed and published batch manifests (``compact_runs``)."""
@@ -540,6 +586,17 @@ def _json_rows(table: pa.Table) -> tuple[list[bytes], list[bytes]]:
     lines = pl.DataFrame(table).write_ndjson().encode().split(b"\n")
     keys = pc.fill_null(table["callid"], "").cast(pa.binary()).to_pylist()
     return keys, lines[: len(keys)]
+
+
+def _produce_when_room(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
+    """Produce once the local queue has room (Kafka away: it fills, and drains when back)."""
+    while True:
+        producer.poll(1.0)
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            continue
 
 
 def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:

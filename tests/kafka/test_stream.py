@@ -16,12 +16,20 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from pipelines.catalog import Catalog
 from pipelines.kafka_broker import Broker
 from pipelines.lakefiles import committed_runs
 from pipelines.rate import rate_files
-from pipelines.stream import CATALOG_CHECK
+from pipelines.stream import CATALOG_CHECK, published_mark
 from tests.kafka.reader import consume
 from tests.pipelines.test_rate import content, lake, new_home
 from tests.pipelines.workload import records, write_jsonl
@@ -288,6 +296,86 @@ def test_a_batch_landed_but_not_published_is_published_at_the_next_assignment(
     assert set(out) == set(rated["callid"].to_pylist())
     assert sum(out.values()) > rated.num_rows  # the batch went out twice
     assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+
+
+def set_topic_config(admin: AdminClient, topic: str, key: str, value: str) -> None:
+    entry = ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+
+def test_while_kafka_does_not_take_the_output_the_worker_waits_and_a_sigterm_leaves_it_owed(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """An output topic gone (librdkafka waits for it, as for brokers that are away) keeps
+    the worker waiting, not failing and not marking; SIGTERM then stops it at once with the
+    batch still owed, and the next worker (which makes the topic again) publishes it."""
+    rejected_topic = f"{topic}.rejected"
+    home = new_home(tmp_path, "home")
+    w = worker(home, kafka_broker.bootstrap, topic, "g10")
+    deadline = time.monotonic() + 60
+    while rejected_topic not in kafka_broker.topics() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    admin.delete_topics([rejected_topic])[rejected_topic].result(30)
+    while rejected_topic in kafka_broker.topics() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(800, seed=24)))
+    produce(kafka_broker.bootstrap, topic, values, partition=1)
+    while not committed_runs(home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(4)
+    assert w.poll() is None  # still there, waiting for Kafka
+    runs = [r["run"] for r in committed_runs(home)]
+    assert len(runs) == 1 and not published_mark(home, runs[0]).exists()
+    stopped = time.monotonic()
+    w.send_signal(signal.SIGTERM)
+    log = finish(w, 60)
+    assert time.monotonic() - stopped < 20  # not Kafka's 30 s flush or 5 min timeout
+    assert f"stopping with {runs[0]} not known to be published" in log
+    assert not published_mark(home, runs[0]).exists()
+    finish(worker(home, kafka_broker.bootstrap, topic, "g10", "--idle-exit", "3"))
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+    assert all(published_mark(home, r["run"]).exists() for r in committed_runs(home))
+    rejected = lake(home, "rejected")
+    out_rejected = consume(kafka_broker.bootstrap, rejected_topic, rejected.num_rows)
+    assert {json.loads(m.value)["callid"] for m in out_rejected} == set(
+        rejected["callid"].to_pylist()
+    )
+
+
+def test_output_kafka_refuses_leaves_its_batches_unpublished_and_stops_the_worker_saying_why(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """A delivery failure is not a publish: the batch stays unmarked (the lake still has it
+    exactly once), the worker stops with Kafka's reason instead of marking it published, and
+    once Kafka takes messages again the next worker publishes it."""
+    rejected_topic = f"{topic}.rejected"
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    small = NewTopic(rejected_topic, 4, 1, config={"max.message.bytes": "200"})
+    admin.create_topics([small])[rejected_topic].result(30)
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(800, seed=23)))
+    produce(kafka_broker.bootstrap, topic, values, partition=1)
+    home = new_home(tmp_path, "home")
+    w = worker(home, kafka_broker.bootstrap, topic, "g9", "--idle-exit", "3")
+    _, err = w.communicate(timeout=120)
+    assert w.returncode == 1
+    assert "Kafka did not take the output of stream-" in err.decode()
+    assert f"{rejected_topic}: Broker: Message size too large" in err.decode()
+    assert "Traceback" not in err.decode()
+    runs = [r["run"] for r in committed_runs(home)]
+    assert runs and not any(published_mark(home, run).exists() for run in runs)
+    set_topic_config(admin, rejected_topic, "max.message.bytes", "1048588")
+    finish(worker(home, kafka_broker.bootstrap, topic, "g9", "--idle-exit", "3"))
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+    rejected = lake(home, "rejected")
+    assert rejected.num_rows
+    out_rejected = consume(kafka_broker.bootstrap, rejected_topic, rejected.num_rows)
+    assert {json.loads(m.value)["callid"] for m in out_rejected} == set(
+        rejected["callid"].to_pylist()
+    )
+    assert all(published_mark(home, r["run"]).exists() for r in committed_runs(home))
 
 
 def test_a_catalog_change_reaches_the_batches_after_it(
