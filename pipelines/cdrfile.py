@@ -55,13 +55,25 @@ def file_format(path: Path) -> str:
         ) from None
 
 
+def check_input(path: Path) -> str:
+    """The format of a CDR file named as input, or an error saying why it cannot be read as
+    one (missing, a directory, an unknown type, a Parquet file without a readable footer),
+    so that a run of several files stops before it rates any of them."""
+    if path.is_dir():
+        raise CdrflowError(f"{path}: a directory, not a CDR file")
+    if not path.is_file():
+        raise CdrflowError(f"{path}: no such file")
+    kind = file_format(path)
+    if kind == "parquet":
+        open_parquet(path)
+    return kind
+
+
 def read_blocks(
     path: Path, con: duckdb.DuckDBPyConnection, block_bytes: int = BLOCK_BYTES
 ) -> Iterator[RawBlock]:
     """The records of a CDR file, block by block."""
-    if not path.is_file():
-        raise CdrflowError(f"{path}: no such file")
-    kind = file_format(path)
+    kind = check_input(path)
     if kind == "parquet":
         yield from _parquet_blocks(path)
         return
@@ -239,16 +251,42 @@ PARQUET_ROWS = 131_072
 
 def _parquet_tables(path: Path) -> Iterator[tuple[pa.Table, np.ndarray, int]]:
     """The SPEC §4 columns a Parquet file has, block by block as stored, with each row's
-    line (its number from 1) and the bytes read."""
+    line (its number from 1) and the bytes read. A file that is not Parquet, or whose data
+    cannot be decoded, is an error naming the file and the rows (the run then lands nothing
+    of it: a run commits whole)."""
     # pre_buffer off: with it, iter_batches keeps what it has read until the file ends (its
     # memory grew with the input, 1 GiB at 20M CDRs).
-    file = pq.ParquetFile(path, pre_buffer=False)
+    file = open_parquet(path)
     names = [name for name in INPUT_NAMES if name in file.schema_arrow.names]
     row = 1
-    for batch in file.iter_batches(batch_size=PARQUET_ROWS, columns=names):
+    batches = file.iter_batches(batch_size=PARQUET_ROWS, columns=names)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise CdrflowError(
+                f"{path}: rows from {row} on cannot be read ({_one_line(exc)}); nothing of "
+                "this run landed"
+            ) from None
         n = batch.num_rows
         yield pa.Table.from_batches([batch]), np.arange(row, row + n, dtype=np.int64), batch.nbytes
         row += n
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    """A Parquet file opened for reading by blocks, or an error saying it is not one."""
+    try:
+        return pq.ParquetFile(path, pre_buffer=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise CdrflowError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A library's message on one printable line (Arrow's span lines, with control bytes
+    from the damaged data)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())
 
 
 def _parquet_blocks(path: Path) -> Iterator[RawBlock]:
@@ -257,25 +295,51 @@ def _parquet_blocks(path: Path) -> Iterator[RawBlock]:
 
 
 def _parquet_text(table: pa.Table, source: str, lines: np.ndarray) -> pa.Table:
-    """Parquet rows as text records, for ``validate``."""
+    """Parquet rows as text records, for ``validate``. A value of a type that has no text
+    (a struct, a list) makes its row invalid, naming the field; bytes that are not UTF-8 are
+    read with replacement characters, as in a text file."""
     n = table.num_rows
     columns = {}
+    problems = []
     for name in INPUT_NAMES:
         if name not in table.column_names:
             columns[name] = pa.nulls(n, pa.string())
             continue
-        column = table[name]
-        if pa.types.is_timestamp(column.type):
-            # The instant in UTC (strftime writes a zoned time in its own zone), %S with its
-            # fraction.
-            column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
-            column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
-        columns[name] = column.cast(pa.string())
+        columns[name], problem = _parquet_column_text(name, table[name])
+        if problem is not None:
+            problems.append(problem)
     columns["raw"] = pa.nulls(n, pa.string())  # made from the row only when it is rejected
     columns["source"] = pa.repeat(pa.scalar(source, pa.string()), n)
     columns["line"] = pa.array(lines, pa.int64())
-    columns["problem"] = pa.nulls(n, pa.string())
+    columns["problem"] = pc.coalesce(*problems) if problems else pa.nulls(n, pa.string())
     return pa.table(columns)
+
+
+def _parquet_column_text(
+    name: str, column: pa.ChunkedArray
+) -> tuple[pa.ChunkedArray | pa.Array, pa.ChunkedArray | None]:
+    """One Parquet column as text, and the problem of each row whose value has none."""
+    if pa.types.is_timestamp(column.type):
+        # The instant in UTC (strftime writes a zoned time in its own zone), %S with its
+        # fraction.
+        column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+        column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return column.cast(pa.string()), None
+    except pa.ArrowInvalid:  # bytes that are not UTF-8
+        values = [None if v is None else v.decode("utf-8", "replace") for v in column.to_pylist()]
+        return pa.array(values, pa.string()), None
+    except pa.ArrowNotImplementedError:  # no text for this type: its JSON, for ``raw``
+        problem = pc.if_else(
+            pc.is_valid(column),
+            f"{name}: a Parquet {column.type} value, not text, a number or a time",
+            pa.scalar(None, pa.string()),
+        )
+        values = [
+            None if v is None else json.dumps(v, default=str, separators=(",", ":"))
+            for v in column.to_pylist()
+        ]
+        return pa.array(values, pa.string()), problem
 
 
 def _parquet_block(
@@ -430,9 +494,7 @@ def read_records(
     """Validated records of a CDR file, block by block: the plain records through a fast
     path (text: the numba scanner, ``pipelines.scan``; Parquet: ``pipelines.parquet_fast``),
     every other record through ``validate``."""
-    if not path.is_file():
-        raise CdrflowError(f"{path}: no such file")
-    kind = file_format(path)
+    kind = check_input(path)
     if kind == "parquet":
         for table, lines, nbytes in _parquet_tables(path):
             yield _parquet_block(con, str(path), table, lines, nbytes)

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.catalog import Catalog
-from pipelines.cdrfile import BLOCK_BYTES, Block, prefetched, read_records
+from pipelines.cdrfile import BLOCK_BYTES, Block, check_input, prefetched, read_records
 from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
 from pipelines.home import rated_lake
@@ -126,6 +126,8 @@ def rate_files(
     held_bytes: int = HELD_MEMORY_BYTES,
 ) -> Summary:
     """Rate CDR files into the home's lake, exactly once."""
+    for path in paths:
+        check_input(path)
     started = time.perf_counter()
     run = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     summary = Summary(run)

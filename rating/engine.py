@@ -233,8 +233,10 @@ def leg(
     -1; and its billed seconds (SPEC §5.2)."""
     n = card.size
     row = np.full(n, -1, np.int64)
-    _lookup(tables, offsets, data, start, card, times, row)
     billed = np.zeros(n, np.int64)
+    if not (card >= 0).any():  # also a catalog without cards, whose card arrays are empty
+        return row, billed
+    _lookup(tables, offsets, data, start, card, times, row)
     kernels.bill(
         answered,
         duration,
@@ -461,7 +463,10 @@ def draw(
     updating ``usage`` (SPEC §5.3)."""
     n = customer.size
     result = Draws.none(n)
-    eligible = (billed > 0) & (tables.allot_count[np.maximum(customer, 0)] > 0)
+    eligible = billed > 0
+    if not eligible.any():  # also a catalog without customers, whose arrays are empty
+        return result
+    eligible &= tables.allot_count[np.maximum(customer, 0)] > 0
     if not eligible.any():
         return result
     rows = np.flatnonzero(eligible)

@@ -14,12 +14,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from pipelines.cdrfile import check_input
 from pipelines.cli.context import home_of, operator_errors
 from pipelines.cli.entities import FormatOption
 from pipelines.cli.output import Format, emit, say
 from pipelines.rate import Summary, rate_files
 from schemas.cdr import REJECT_REASONS
-from schemas.errors import CdrflowError
 
 
 @operator_errors
@@ -34,8 +34,7 @@ def rate(
     """Rate CDR files into the lake: every record lands rated or rejected, exactly once."""
     home = home_of(ctx)
     for path in files:
-        if not path.is_file():
-            raise CdrflowError(f"{path}: no such file")
+        check_input(path)
     total = sum(p.stat().st_size for p in files)
     with Progress(
         "[progress.description]{task.description}",

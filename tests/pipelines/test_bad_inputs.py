@@ -1,0 +1,121 @@
+"""Inputs ``cdrflow rate`` cannot read as given: a clear error naming the file (and the
+rows), never a traceback, and nothing of the run in the lake; or, for a value of a type with
+no text, the record rejected as ``invalid`` naming its field."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.catalog import Catalog
+from pipelines.rate import rate_files
+from schemas.errors import CdrflowError
+from tests.pipelines.cli.driver import Cli
+from tests.pipelines.test_rate import lake, new_home
+from tests.pipelines.workload import records, write_jsonl
+
+GOOD = {
+    "callid": ["a", "b"],
+    "dt": ["2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z"],
+    "dest_number": ["442071234567", "442071234568"],
+    "sip_code": [200, 486],
+    "duration": ["61", "0"],
+    "customer_id": ["acme", "acme"],
+}
+
+
+def landed_nothing(home: Path) -> bool:
+    return not (home / "lake" / "rated").exists() or not any((home / "lake").rglob("*.parquet"))
+
+
+def test_a_file_that_is_not_parquet_stops_the_run_before_any_file_is_rated(
+    tmp_path: Path,
+) -> None:
+    home = new_home(tmp_path, "home")
+    good = write_jsonl(tmp_path / "good.jsonl", records(50, seed=3))
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(os.urandom(3000))
+    line = Cli(home).refused("rate", str(good), str(bad))
+    assert line.startswith(f"{bad}: not a readable Parquet file (")
+    assert landed_nothing(home)
+    assert rate_files(home, [good]).records == 50 + 1  # the run did not count it as rated
+
+
+def test_a_damaged_page_names_the_rows_and_lands_nothing_of_the_run(tmp_path: Path) -> None:
+    home = new_home(tmp_path, "home")
+    n = 300_000
+    table = pa.table({name: values * (n // 2) for name, values in GOOD.items()})
+    table = table.set_column(0, "callid", pa.array([f"c{i}" for i in range(n)]))
+    path = tmp_path / "cdrs.parquet"
+    pq.write_table(table, path, row_group_size=100_000)
+    page = pq.ParquetFile(path).metadata.row_group(2).column(2).data_page_offset
+    with path.open("r+b") as f:  # the third row group's dest_number page header
+        f.seek(page)
+        f.write(b"\xff" * 64)
+    with pytest.raises(CdrflowError) as refused:
+        rate_files(home, [path])
+    assert str(refused.value).startswith(f"{path}: rows from ")
+    assert "cannot be read" in str(refused.value) and "\n" not in str(refused.value)
+    assert landed_nothing(home)
+
+
+def test_a_directory_or_a_missing_file_is_named_as_such(tmp_path: Path) -> None:
+    home = new_home(tmp_path, "home")
+    cli = Cli(home)
+    assert cli.refused("rate", str(tmp_path)) == f"{tmp_path}: a directory, not a CDR file"
+    missing = tmp_path / "none.jsonl"
+    assert cli.refused("rate", str(missing)) == f"{missing}: no such file"
+
+
+def test_a_value_with_no_text_is_an_invalid_record_naming_its_field(tmp_path: Path) -> None:
+    """A struct or list where SPEC §4 has text, a number or a time: each row with such a
+    value is rejected as invalid, its raw JSON holding the value; the others are rated."""
+    home = new_home(tmp_path, "home")
+    table = pa.table(
+        {
+            **GOOD,
+            "dest_number": pa.array([{"digits": "442071234567"}, None]),
+            "duration": pa.array([[61], [0]]),
+        }
+    )
+    path = tmp_path / "odd.parquet"
+    pq.write_table(table, path)
+    summary = rate_files(home, [path])
+    assert summary.records == 2
+    [first, second] = sorted(lake(home, "rejected").to_pylist(), key=lambda r: r["line"])
+    assert first["reject_reason"] == second["reject_reason"] == "invalid"
+    assert first["reject_detail"] == (
+        "dest_number: a Parquet struct<digits: string> value, not text, a number or a time"
+    )
+    assert json.loads(first["raw"])["dest_number"] == '{"digits":"442071234567"}'
+    # The second row's dest_number is null (missing); its duration is the list.
+    assert second["reject_detail"] == (
+        "duration: a Parquet list<element: int64> value, not text, a number or a time"
+    )
+
+
+def test_bytes_that_are_not_utf8_are_read_with_replacement_characters(tmp_path: Path) -> None:
+    home = new_home(tmp_path, "home")
+    table = pa.table({**GOOD, "callid": pa.array([b"\xffa", b"b"], pa.binary())})
+    path = tmp_path / "bytes.parquet"
+    pq.write_table(table, path)
+    rate_files(home, [path])
+    assert sorted(lake(home, "rated")["callid"].to_pylist()) == ["b", "\ufffda"]
+
+
+def test_a_home_without_a_catalog_rejects_every_record_as_unknown_customer(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "empty"
+    with Catalog(home):
+        pass
+    cdrs = write_jsonl(tmp_path / "cdrs.jsonl", records(40, seed=4))
+    summary = rate_files(home, [cdrs])
+    assert summary.rated == 0
+    assert summary.rejected["unknown_customer"] + summary.rejected["duplicate"] == 41
+    assert summary.rejected["unknown_customer"] > 0
