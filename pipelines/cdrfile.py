@@ -28,6 +28,8 @@ from schemas.cdr import INPUT, INPUT_NAMES, SECONDS
 from schemas.errors import CdrflowError
 
 BLOCK_BYTES = 16 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
+HEADER_BYTES = 1 << 20  # the most of a CSV file's first line read to check its header
 FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -66,6 +68,11 @@ def check_input(path: Path) -> str:
     kind = file_format(path)
     if kind == "parquet":
         open_parquet(path)
+    elif kind == "csv":
+        with path.open("rb") as f:
+            first = f.readline(HEADER_BYTES).removeprefix(UTF8_BOM)
+        if first:  # an empty file (a switch's quiet hour) has no records and needs none
+            _csv_header(path, first.decode("utf-8", "replace"))
     return kind
 
 
@@ -84,7 +91,7 @@ def read_blocks(
             yield RawBlock(_json_records(con, str(path), numbers, lines), len(raw_bytes))
             continue
         if header is None:
-            header = _csv_header(path, lines)
+            header = _csv_header(path, lines[0].as_py() if len(lines) else "")
             lines, raw_bytes, numbers = (
                 lines.slice(1),
                 raw_bytes[int(block.offsets[1]) :],
@@ -112,12 +119,15 @@ class Lines:
 
 
 def _line_blocks(path: Path, block_bytes: int) -> Iterator[Lines]:
-    """The file in blocks of whole lines (a last line without newline gets one)."""
+    """The file in blocks of whole lines (a last line without newline gets one; a UTF-8
+    byte order mark at its start, as spreadsheet exports write, is not part of line 1)."""
     line = 1
     carry = b""
     with path.open("rb") as f:
         while True:
             chunk = f.read(block_bytes)
+            if line == 1 and not carry:
+                chunk = chunk.removeprefix(UTF8_BOM)
             data = carry + chunk
             if not data:
                 return
@@ -207,12 +217,16 @@ def _mark_empty(table: pa.Table) -> pa.Table:
     return table.set_column(table.schema.get_field_index("problem"), "problem", problem)
 
 
-def _csv_header(path: Path, lines: pa.Array) -> list[str]:
-    text = lines[0].as_py().rstrip("\r\n") if len(lines) else ""
+def _csv_header(path: Path, line: str) -> list[str]:
+    """The column names of a CSV file's first line, or an error saying what is wrong."""
+    text = line.rstrip("\r\n")
     names = [h.strip() for h in next(csv.reader([text]), [])]
     missing = [name for name in ("callid", "dt", "dest_number", "sip_code") if name not in names]
     if missing:
         raise CdrflowError(f"{path}:1: the CSV header lacks {', '.join(missing)} (SPEC §4 fields)")
+    twice = [name for name in INPUT_NAMES if names.count(name) > 1]
+    if twice:
+        raise CdrflowError(f"{path}:1: the CSV header names {', '.join(twice)} more than once")
     return names
 
 
@@ -504,7 +518,7 @@ def read_records(
     for block in _line_blocks(path, block_bytes):
         skip = 0
         if kind == "csv" and columns is None:
-            header = _csv_header(path, block.text)
+            header = _csv_header(path, block.text[0].as_py() if len(block.text) else "")
             columns = np.array([scan.FIELD.get(name, -1) for name in header], np.int64)
             skip = 1
         yield _parallel_block(con, str(path), kind, block, skip, header, columns)

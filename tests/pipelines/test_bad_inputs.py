@@ -119,3 +119,47 @@ def test_a_home_without_a_catalog_rejects_every_record_as_unknown_customer(
     assert summary.rated == 0
     assert summary.rejected["unknown_customer"] + summary.rejected["duplicate"] == 41
     assert summary.rejected["unknown_customer"] > 0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_byte_order_mark_at_the_start_of_a_text_file_is_not_part_of_line_1(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Spreadsheet exports start with one; the header (or the first record) is read as if
+    it were not there, and lines keep their numbers."""
+    home = new_home(tmp_path, "home")
+    plain = tmp_path / f"plain{suffix}"
+    if suffix == ".csv":
+        plain.write_text(
+            ",".join(GOOD) + "\n"
+            + "\n".join(",".join(str(v[i]) for v in GOOD.values()) for i in range(2)) + "\n"
+        )  # fmt: skip
+    else:
+        plain.write_text(
+            "".join(json.dumps({k: v[i] for k, v in GOOD.items()}) + "\n" for i in range(2))
+        )
+    marked = tmp_path / f"marked{suffix}"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    summary = rate_files(home, [marked])
+    assert (summary.rated, summary.records) == (2, 2)
+    lines = sorted(lake(home, "rated")["line"].to_pylist())
+    assert lines == ([2, 3] if suffix == ".csv" else [1, 2])
+
+
+def test_a_csv_header_naming_a_field_twice_is_refused(tmp_path: Path) -> None:
+    home = new_home(tmp_path, "home")
+    path = tmp_path / "twice.csv"
+    path.write_text(
+        "callid,dt,dest_number,sip_code,callid\nx,2026-11-01T10:00:00Z,442071234567,200,y\n"
+    )
+    assert Cli(home).refused("rate", str(path)) == (
+        f"{path}:1: the CSV header names callid more than once"
+    )
+    assert landed_nothing(home)
+
+
+def test_an_empty_csv_file_has_no_records_and_is_no_error(tmp_path: Path) -> None:
+    home = new_home(tmp_path, "home")
+    path = tmp_path / "quiet.csv"
+    path.write_bytes(b"")
+    assert rate_files(home, [path]).records == 0
