@@ -143,18 +143,20 @@ def cdr_problem(cdr: Row) -> str | None:
     if cdr.get("dt") is None:
         return "dt: missing"
     code = cdr.get("sip_code")
+    if code is None:
+        return "sip_code: missing"
     if not isinstance(code, int) or not 100 <= code <= 699:
-        return f"sip_code: {code!r} is not a SIP response code (100-699)"
+        return f"sip_code: {str(code)!r} is not a SIP response code (100-699)"
     duration = cdr.get("duration")
     if duration is not None:
         try:
             seconds = Decimal(str(duration))
         except InvalidOperation:
-            return f"duration: {duration!r} is not a number of seconds >= 0"
+            return f"duration: {str(duration)!r} is not a number of seconds >= 0"
         if not seconds.is_finite() or seconds < 0 or seconds >= 10**12:
-            return f"duration: {duration!r} is not a number of seconds >= 0"
+            return f"duration: {str(duration)!r} is not a number of seconds >= 0"
         if seconds != seconds.quantize(Decimal("0.000001")):
-            return f"duration: {duration!r} has more than 6 decimal places"
+            return f"duration: {str(duration)!r} has more than 6 decimal places"
     if cdr.get("direction") not in (None, "outbound", "inbound"):
         return f"direction: {cdr.get('direction')!r} is neither outbound nor inbound"
     return None

@@ -597,10 +597,11 @@ def test_profit_is_empty_across_currencies(sample: Any) -> None:
     [
         ({"dest_number": "44a1"}, "dest_number: '44a1' may hold only digits, +, * and #"),
         ({"dest_number": ""}, "dest_number: missing"),
-        ({"sip_code": 99}, "sip_code: 99 is not a SIP response code (100-699)"),
-        ({"duration": Decimal(-1)}, "duration: Decimal('-1') is not a number of seconds >= 0"),
+        ({"sip_code": 99}, "sip_code: '99' is not a SIP response code (100-699)"),
+        ({"sip_code": None}, "sip_code: missing"),
+        ({"duration": Decimal(-1)}, "duration: '-1' is not a number of seconds >= 0"),
         ({"duration": Decimal("1.0000001")},
-         "duration: Decimal('1.0000001') has more than 6 decimal places"),
+         "duration: '1.0000001' has more than 6 decimal places"),
         ({"direction": "sideways"}, "direction: 'sideways' is neither outbound nor inbound"),
     ],
 )  # fmt: skip
