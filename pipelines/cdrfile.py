@@ -176,15 +176,25 @@ def _utf8(block: bytes) -> bool:
 _TEXT_STRUCT = json.dumps({name: "VARCHAR" for name in INPUT_NAMES})
 # json_transform to VARCHAR keeps each value's text (a number as written, an object as JSON);
 # validation then judges the text. A line that is not one JSON object is malformed.
+# A SPEC field given twice in one object is a problem (JSON readers disagree on which one
+# counts, and a bill must not guess): the fields that repeat, named.
+_SPEC_NAMES = "[" + ", ".join(f"'{name}'" for name in INPUT_NAMES) + "]"
 _JSON_SQL = f"""
 WITH parsed AS (
     SELECT line AS raw, n, json_valid(line) AND starts_with(ltrim(line), '{{') AS ok
     FROM lines
+), keyed AS (
+    SELECT *, CASE WHEN ok THEN json_keys(raw) END AS keys FROM parsed
 )
 SELECT unnest(CASE WHEN ok THEN json_transform(raw, '{_TEXT_STRUCT}') END),
        raw, ? AS source, n AS line,
-       CASE WHEN NOT ok THEN 'not a JSON object' END AS problem
-FROM parsed
+       CASE WHEN NOT ok THEN 'not a JSON object'
+            WHEN len(repeated) > 0
+            THEN array_to_string(repeated, ', ') || ': given more than once in the object'
+       END AS problem
+FROM (SELECT *, list_sort(list_distinct(list_filter(keys, lambda k, i:
+                    list_position(keys, k) < i AND list_contains({_SPEC_NAMES}, k)))) AS repeated
+      FROM keyed)
 """
 
 

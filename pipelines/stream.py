@@ -602,7 +602,13 @@ def _produce_when_room(producer: Producer, topic: str, value: bytes, key: bytes)
 def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
     """``<topic>.rated`` and ``<topic>.rejected``, created like the input topic if absent."""
     admin = AdminClient(dict(config))
-    meta = admin.list_topics(timeout=timeout)
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise CdrflowError(
+            f"cannot reach Kafka at {config['bootstrap.servers']} within {timeout:.0f} s "
+            f"({exc.args[0].str()})"
+        ) from None
     if topic not in meta.topics:
         raise CdrflowError(f"Kafka topic {topic!r} does not exist on {config['bootstrap.servers']}")
     partitions = len(meta.topics[topic].partitions)

@@ -163,3 +163,21 @@ def test_an_empty_csv_file_has_no_records_and_is_no_error(tmp_path: Path) -> Non
     path = tmp_path / "quiet.csv"
     path.write_bytes(b"")
     assert rate_files(home, [path]).records == 0
+
+
+def test_a_json_object_giving_a_field_twice_is_invalid_naming_it(tmp_path: Path) -> None:
+    """JSON readers disagree on which of two values of one key counts; a bill must not
+    guess. Other keys repeated (not SPEC fields) do not matter."""
+    home = new_home(tmp_path, "home")
+    base = {k: v[0] for k, v in GOOD.items()}
+    body = json.dumps(base)[1:-1]
+    path = tmp_path / "twice.jsonl"
+    path.write_text(
+        "{" + body + ', "callid": "other", "duration": "5"}\n'
+        + "{" + body.replace('"a"', '"b"') + ', "note": 1, "note": 2}\n'
+    )  # fmt: skip
+    summary = rate_files(home, [path])
+    assert (summary.rated, summary.rejected["invalid"]) == (1, 1)
+    [rejected] = lake(home, "rejected").to_pylist()
+    assert rejected["line"] == 1
+    assert rejected["reject_detail"] == "callid, duration: given more than once in the object"

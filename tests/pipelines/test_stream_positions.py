@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import stream
 from pipelines.lakefiles import RATE_RUNS, committed_runs
 from pipelines.stream import (
     compact_runs,
@@ -17,6 +18,7 @@ from pipelines.stream import (
     published_mark,
     run_name,
 )
+from schemas.errors import CdrflowError
 
 
 def manifest(home: Path, run: str) -> None:
@@ -123,3 +125,10 @@ def test_an_interrupted_merge_is_finished_by_the_next(tmp_path: Path, step: str)
     compact_runs(tmp_path, "cdrs", 1)
     assert spans(tmp_path) == {1: [(0, 299)]}
     assert sorted(p.name for p in runs.iterdir()) == [f"{merged}.json", f"{merged}.published"]
+
+
+def test_a_worker_that_cannot_reach_kafka_says_so_without_a_traceback() -> None:
+    """Nothing listens on port 1: the worker's first call to the cluster fails, named."""
+    with pytest.raises(CdrflowError) as refused:
+        stream._ensure_outputs({"bootstrap.servers": "127.0.0.1:1"}, "cdrs", timeout=1.0)
+    assert str(refused.value).startswith("cannot reach Kafka at 127.0.0.1:1 within 1 s (")
