@@ -351,7 +351,10 @@ def _parquet_column_text(
     try:
         return column.cast(pa.string()), None
     except pa.ArrowInvalid:  # bytes that are not UTF-8
-        values = [None if v is None else v.decode("utf-8", "replace") for v in column.to_pylist()]
+        values = [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else None if v is None else str(v)
+            for v in column.to_pylist()
+        ]
         return pa.array(values, pa.string()), None
     except pa.ArrowNotImplementedError:  # no text for this type: its JSON, for ``raw``
         problem = pc.if_else(
