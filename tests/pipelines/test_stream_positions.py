@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -132,3 +133,51 @@ def test_a_worker_that_cannot_reach_kafka_says_so_without_a_traceback() -> None:
     with pytest.raises(CdrflowError) as refused:
         stream._ensure_outputs({"bootstrap.servers": "127.0.0.1:1"}, "cdrs", timeout=1.0)
     assert str(refused.value).startswith("cannot reach Kafka at 127.0.0.1:1 within 1 s (")
+
+
+class FakeMessage:
+    """A consumed message's accessors, for ``Worker._wanted`` alone (the real consumer's
+    are exercised by tests/kafka)."""
+
+    def __init__(self, partition: int, offset: int, error: object = None) -> None:
+        self._partition, self._offset, self._error = partition, offset, error
+
+    def error(self) -> object:
+        return self._error
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return f"{self._partition}/{self._offset}".encode()
+
+
+class FakeError:
+    def code(self) -> int:
+        return -1
+
+    def __str__(self) -> str:
+        return "broker went away"
+
+
+def test_a_poll_keeps_records_at_or_past_the_lake_position_and_drops_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = SimpleNamespace(next={0: 5, 7: 0}, totals=stream.StreamTotals())
+    messages = [
+        *(FakeMessage(0, o) for o in range(3, 8)),  # 3 and 4 are in the lake already
+        FakeMessage(2, 0, FakeError()),
+        *(FakeMessage(2, o) for o in range(2)),  # no position: every offset is new
+        FakeMessage(7, 0),
+    ]
+    polled = stream.Worker._wanted(worker, messages)
+    assert polled.values == [b"0/5", b"0/6", b"0/7", b"2/0", b"2/1", b"7/0"]
+    assert polled.partitions.tolist() == [0, 0, 0, 2, 2, 7]
+    assert polled.offsets.tolist() == [5, 6, 7, 0, 1, 0]
+    assert worker.totals.skipped == 2
+    assert "consumer: broker went away" in caplog.text
+    empty = stream.Worker._wanted(worker, [])
+    assert empty.values == [] and empty.partitions.size == 0
