@@ -9,11 +9,12 @@ Run it from the repository root::
 In one temporary directory (removed at the end) it starts a broker (``pipelines.kafka_broker``)
 and, for one worker and then for two, a fresh home with the sample catalog: the workers start,
 ``cdrflow simulate --kafka`` sends ``--cdrs`` CDRs as fast as it can, and the clock runs from
-the first message sent to the last batch committed to the lake. It notes the CPU seconds the
-broker, the simulator and the workers used. Then the latency run: one worker, the simulator
-paced at ``--latency-rate`` for ``--latency-seconds``, and for every message the time from
-its Kafka timestamp (set when produced) to the commit of the batch that landed it. The
-baseline is ``cdrflow rate`` of the same CDRs from a JSON Lines file.
+the first message produced (its Kafka timestamp) to the last batch committed to the lake. It
+notes the CPU seconds the broker, the simulator and the workers used. Then the latency run:
+one worker, the simulator paced at ``--latency-rate`` for ``--latency-seconds``, and for
+every message the time from its Kafka timestamp (set when produced) to the commit of the
+batch that landed it, with the median of each fifth of the run (a worker that falls behind
+shows it growing). The baseline is ``cdrflow rate`` of the same CDRs from a JSON Lines file.
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ def run_stream(
         time.sleep(3)  # the group forms before the traffic starts
         broker_cpu = cpu_seconds(broker.pid or 0)
         worker_cpu = [cpu_seconds(p.pid) for p in procs]
-        started = time.monotonic()
         simulator = subprocess.Popen(
             simulate_command(home, broker.bootstrap, topic, count, rate),
             stdout=subprocess.DEVNULL,
@@ -108,7 +108,9 @@ def run_stream(
             if any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"a worker stopped; see {work}/{topic}-worker*.log")
             time.sleep(0.05)
-        seconds = time.monotonic() - started
+        # From the first message produced (its Kafka timestamp), not from the simulator's
+        # launch: its own start (Python, the catalog) is not the pipeline's time.
+        seconds = time.time() - first_produced(broker, topic)
         simulator.wait(60)
         used = [cpu_seconds(p.pid) - c for p, c in zip(procs, worker_cpu, strict=True)]
         return {
@@ -127,8 +129,27 @@ def run_stream(
             log.close()
 
 
-def latencies(broker: Broker, topic: str, home: Path) -> np.ndarray:
-    """Seconds from each message's Kafka timestamp to the commit of the batch holding it."""
+def first_produced(broker: Broker, topic: str) -> float:
+    """The Kafka timestamp (seconds) of the topic's first message: the least of its
+    partitions' first."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"first-{topic}",
+                         "enable.auto.commit": False})  # fmt: skip
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        stamps = []
+        for p in partitions:
+            consumer.assign([TopicPartition(topic, p, 0)])
+            for m in consumer.consume(1, 10.0):
+                if m.error() is None:
+                    stamps.append(m.timestamp()[1] / 1000)
+        return min(stamps)
+    finally:
+        consumer.close()
+
+
+def latencies(broker: Broker, topic: str, home: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Each message's Kafka timestamp (set when produced) and the seconds from it to the
+    commit of the batch holding it, in the order produced."""
     commits: dict[int, list[tuple[int, int, float]]] = {}
     for path in sorted((lake_root(home) / "_runs").glob("*.json")):
         run = json.loads(path.read_text())
@@ -138,7 +159,7 @@ def latencies(broker: Broker, topic: str, home: Path) -> np.ndarray:
             commits.setdefault(s["partition"], []).append(span)
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"lat-{topic}",
                          "enable.auto.commit": False})  # fmt: skip
-    out = []
+    produced, waited = [], []
     try:
         for p, spans in commits.items():
             consumer.assign([TopicPartition(topic, p, 0)])
@@ -149,10 +170,26 @@ def latencies(broker: Broker, topic: str, home: Path) -> np.ndarray:
                     if m.error() is None:
                         stamps[m.offset()] = m.timestamp()[1] / 1000
             for first, last, committed in spans:
-                out += [committed - stamps[o] for o in range(first, last + 1)]
+                produced += [stamps[o] for o in range(first, last + 1)]
+                waited += [committed - stamps[o] for o in range(first, last + 1)]
     finally:
         consumer.close()
-    return np.array(out)
+    order = np.argsort(produced, kind="stable")
+    return np.array(produced)[order], np.array(waited)[order]
+
+
+def latency_report(produced: np.ndarray, waited: np.ndarray, offered: float) -> str:
+    """Percentiles of produce → commit, the rate the messages were produced at, and the
+    median in each fifth of the run: a worker that keeps up has no growing median."""
+    span = produced[-1] - produced[0]
+    fifths = [np.percentile(waited[part], 50) for part in np.array_split(np.arange(waited.size), 5)]
+    return (
+        f"latency with the simulator paced at {offered:,.0f} CDRs/s ({waited.size:,} CDRs "
+        f"produced over {span:.1f} s: {waited.size / span:,.0f} CDRs/s; 1 worker): produce → "
+        f"committed in the lake p50 {np.percentile(waited, 50):.2f} s, p99 "
+        f"{np.percentile(waited, 99):.2f} s, max {waited.max():.2f} s; median by fifth of the "
+        f"run {', '.join(f'{m:.2f}' for m in fifths)} s"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,13 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             broker.create_topic(topic, args.partitions)
             count = int(args.latency_rate * args.latency_seconds)
             r, home = run_stream(work, broker, topic, count, 1, rate=args.latency_rate)
-            lat = latencies(broker, topic, home)
-            console.print(
-                f"latency at {args.latency_rate:,.0f} CDRs/s for {args.latency_seconds:.0f} s "
-                f"({count:,} CDRs, 1 worker): produce → committed in the lake p50 "
-                f"{np.percentile(lat, 50):.2f} s, p99 {np.percentile(lat, 99):.2f} s, "
-                f"max {lat.max():.2f} s (sustained {r['rate']:,.0f} CDRs/s)"
-            )
+            produced, waited = latencies(broker, topic, home)
+            console.print(latency_report(produced, waited, args.latency_rate))
     return 0
 
 
