@@ -463,33 +463,13 @@ class Worker:
         if producer is not None:
             names = ", ".join(name for name, _ in batches)
             self._failed.clear()
-            for _, tables in batches:
-                for kind, parts in tables.items():
-                    target = f"{self.settings.topic}.{kind}"
-                    for table in parts:
-                        keys, values = _json_rows(table)
-                        for key, value in zip(keys, values, strict=True):
-                            try:
-                                producer.produce(target, value, key)
-                            except BufferError:  # the local queue is full: let it drain
-                                _produce_when_room(producer, target, value, key)
-                        producer.poll(0)
-            started = logged = time.monotonic()
-            while producer.flush(1.0):
-                if self._stopping():
-                    log.warning(
-                        "stopping with %s not known to be published: published again at the "
-                        "next assignment",
-                        names,
-                    )
-                    return
-                if time.monotonic() - logged >= PUBLISH_WAIT:
-                    logged = time.monotonic()
-                    log.warning(
-                        "Kafka has not taken the output of %s after %.0f s: waiting",
-                        names,
-                        logged - started,
-                    )
+            if not (self._send(producer, batches) and self._flushed(producer, names)):
+                log.warning(
+                    "stopping with %s not known to be published: published again at the "
+                    "next assignment",
+                    names,
+                )
+                return
             if self._failed:
                 errors = "; ".join(f"{n} × {e}" for e, n in self._failed.most_common())
                 raise CdrflowError(
@@ -498,6 +478,52 @@ class Worker:
                 )
         for name, _ in batches:
             published_mark(self.home, name).touch()
+
+    def _send(
+        self, producer: Producer, batches: list[tuple[str, dict[str, list[pa.Table]]]]
+    ) -> bool:
+        """Hand every message of the batches to the producer; False if a stop was asked for
+        while its queue was full (Kafka away: it drains when Kafka is back)."""
+        for _, tables in batches:
+            for kind, parts in tables.items():
+                target = f"{self.settings.topic}.{kind}"
+                for table in parts:
+                    keys, values = _json_rows(table)
+                    for key, value in zip(keys, values, strict=True):
+                        try:
+                            producer.produce(target, value, key)
+                        except BufferError:  # the local queue is full: let it drain
+                            if not self._when_room(producer, target, value, key):
+                                return False
+                    producer.poll(0)
+        return True
+
+    def _when_room(self, producer: Producer, topic: str, value: bytes, key: bytes) -> bool:
+        """Produce once the local queue has room; False if a stop was asked for first."""
+        while not self._stopping():
+            producer.poll(1.0)
+            try:
+                producer.produce(topic, value, key)
+                return True
+            except BufferError:
+                continue
+        return False
+
+    def _flushed(self, producer: Producer, names: str) -> bool:
+        """Wait until Kafka took or refused every message (logging while it is away); False
+        if a stop was asked for first."""
+        started = logged = time.monotonic()
+        while producer.flush(1.0):
+            if self._stopping():
+                return False
+            if time.monotonic() - logged >= PUBLISH_WAIT:
+                logged = time.monotonic()
+                log.warning(
+                    "Kafka has not taken the output of %s after %.0f s: waiting",
+                    names,
+                    logged - started,
+                )
+        return True
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         """librdkafka's report of a message it could not deliver (only failures come)."""
@@ -592,17 +618,6 @@ def _json_rows(table: pa.Table) -> tuple[list[bytes], list[bytes]]:
     lines = out.getvalue().split(b"\n")
     keys = pc.fill_null(table["callid"], "").cast(pa.binary()).to_pylist()
     return keys, lines[: len(keys)]
-
-
-def _produce_when_room(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
-    """Produce once the local queue has room (Kafka away: it fills, and drains when back)."""
-    while True:
-        producer.poll(1.0)
-        try:
-            producer.produce(topic, value, key)
-            return
-        except BufferError:
-            continue
 
 
 def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:

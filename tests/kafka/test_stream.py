@@ -305,15 +305,22 @@ def set_topic_config(admin: AdminClient, topic: str, key: str, value: str) -> No
         future.result(30)
 
 
+@pytest.mark.parametrize("queue", ["default", "full"])
 def test_while_kafka_does_not_take_the_output_the_worker_waits_and_a_sigterm_leaves_it_owed(
-    tmp_path: Path, kafka_broker: Broker, topic: str
+    tmp_path: Path, kafka_broker: Broker, topic: str, queue: str
 ) -> None:
     """An output topic gone (librdkafka waits for it, as for brokers that are away) keeps
     the worker waiting, not failing and not marking; SIGTERM then stops it at once with the
-    batch still owed, and the next worker (which makes the topic again) publishes it."""
+    batch still owed, and the next worker (which makes the topic again) publishes it. With
+    a producer queue of 10 messages the wait is for room in the queue, not for the flush."""
     rejected_topic = f"{topic}.rejected"
     home = new_home(tmp_path, "home")
-    w = worker(home, kafka_broker.bootstrap, topic, "g10")
+    extra: list[str] = []
+    if queue == "full":
+        settings = tmp_path / "kafka.properties"
+        settings.write_text("queue.buffering.max.messages=10\n")
+        extra = ["--kafka-config", str(settings)]
+    w = worker(home, kafka_broker.bootstrap, topic, "g10", *extra)
     deadline = time.monotonic() + 60
     while rejected_topic not in kafka_broker.topics() and time.monotonic() < deadline:
         time.sleep(0.1)
