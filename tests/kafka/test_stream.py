@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -29,7 +29,7 @@ from pipelines.catalog import Catalog
 from pipelines.kafka_broker import Broker
 from pipelines.lakefiles import committed_runs
 from pipelines.rate import rate_files
-from pipelines.stream import CATALOG_CHECK, published_mark
+from pipelines.stream import CATALOG_CHECK, StreamSettings, Worker, published_mark
 from tests.kafka.reader import consume
 from tests.pipelines.test_rate import content, lake, new_home
 from tests.pipelines.workload import records, write_jsonl
@@ -248,6 +248,40 @@ def test_a_broker_restart_in_the_middle_of_a_stream_is_survived(
     assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
     counts = partition_counts(kafka_broker.bootstrap, topic, len(values))
     assert contiguous(stream_offsets(home, topic), counts)
+
+
+class RefusingCommits:
+    """The worker's real consumer, except that its first ``commit`` calls fail as they do
+    while a restarted broker's group coordinator is not known yet."""
+
+    def __init__(self, consumer: Consumer, failures: int) -> None:
+        self._consumer, self.failures = consumer, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaException(KafkaError(KafkaError._WAIT_COORD))
+        return self._consumer.commit(*args, **kwargs)
+
+
+def test_an_offset_commit_kafka_refuses_is_a_warning_not_a_stop(
+    tmp_path: Path, kafka_broker: Broker, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kafka's offsets are a hint: a refused commit (seen after a broker restart, when the
+    coordinator is not known yet) neither stops the worker nor loses or repeats a CDR."""
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(1200, seed=25)))
+    produce(kafka_broker.bootstrap, topic, values, keyed(values))
+    home = new_home(tmp_path, "home")
+    settings = StreamSettings(kafka_broker.bootstrap, topic, "g11", batch=400, wait=0.3)
+    w = Worker(home, settings)
+    w.consumer = RefusingCommits(w.consumer, failures=2)  # type: ignore[assignment]
+    totals = w.run(lambda: False, idle_exit=3)
+    assert totals.records == len(values)
+    assert caplog.text.count("offsets not committed to Kafka (") == 2
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
 
 
 def test_sigterm_lands_the_batch_in_hand_and_exits_cleanly(
