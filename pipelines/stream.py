@@ -54,6 +54,8 @@ log = logging.getLogger("cdrflow.stream")
 CATALOG_CHECK = 5.0
 # Seconds between the worker's log lines while Kafka does not take a batch's output.
 PUBLISH_WAIT = 30.0
+# Characters of a rejection's raw text published when all of it does not fit one message.
+PUBLISHED_RAW = 65_536
 # Seconds between compactions of the assigned partitions' manifests (also at assignment).
 COMPACT_EVERY = 600.0
 
@@ -501,6 +503,10 @@ class Worker:
                         except BufferError:  # the local queue is full: let it drain
                             if not self._when_room(producer, target, value, key):
                                 return False
+                        except KafkaException as exc:
+                            if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                                raise
+                            _too_large(producer, target, value, key)
                     producer.poll(0)
         return True
 
@@ -624,6 +630,33 @@ def _json_rows(table: pa.Table) -> tuple[list[bytes], list[bytes]]:
     lines = out.getvalue().split(b"\n")
     keys = pc.fill_null(table["callid"], "").cast(pa.binary()).to_pylist()
     return keys, lines[: len(keys)]
+
+
+def _too_large(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
+    """A message larger than Kafka takes. A rejection is sent with the start of its raw
+    text (``shortened``; the lake keeps all of it); anything still too large is logged and
+    left to the lake: a message Kafka can never take must not stop the stream."""
+    record = json.loads(value)
+    if "raw" in record:
+        try:
+            producer.produce(topic, shortened(record), key)
+            return
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise
+    log.error(
+        "%s: a %d-byte message (callid %r) is larger than Kafka takes; it is in the lake only",
+        topic,
+        len(value),
+        key[:80].decode("utf-8", "replace"),
+    )
+
+
+def shortened(record: dict[str, Any], keep: int = PUBLISHED_RAW) -> bytes:
+    """A rejection's JSON with its ``raw`` cut to its first ``keep`` characters and
+    ``raw_truncated`` set."""
+    record = {**record, "raw": (record.get("raw") or "")[:keep], "raw_truncated": True}
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:

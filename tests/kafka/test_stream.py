@@ -29,7 +29,13 @@ from pipelines.catalog import Catalog
 from pipelines.kafka_broker import Broker
 from pipelines.lakefiles import committed_runs
 from pipelines.rate import rate_files
-from pipelines.stream import CATALOG_CHECK, StreamSettings, Worker, published_mark
+from pipelines.stream import (
+    CATALOG_CHECK,
+    PUBLISHED_RAW,
+    StreamSettings,
+    Worker,
+    published_mark,
+)
 from tests.kafka.reader import consume
 from tests.pipelines.test_rate import content, lake, new_home
 from tests.pipelines.workload import records, write_jsonl
@@ -248,6 +254,31 @@ def test_a_broker_restart_in_the_middle_of_a_stream_is_survived(
     assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
     counts = partition_counts(kafka_broker.bootstrap, topic, len(values))
     assert contiguous(stream_offsets(home, topic), counts)
+
+
+def test_a_rejection_too_large_to_publish_whole_goes_out_shortened_not_a_stop(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """600 kB of quotes is a malformed message Kafka takes; its rejection, the raw text
+    escaped (1.2 MB), is not. The lake keeps it whole, the topic gets its start, flagged,
+    and the stream goes on."""
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(300, seed=26)))
+    huge = b'"' * 600_000
+    values = [*values[:100], huge, *values[100:]]
+    produce(kafka_broker.bootstrap, topic, values, partition=0)
+    home = new_home(tmp_path, "home")
+    finish(worker(home, kafka_broker.bootstrap, topic, "g12", "--idle-exit", "3"))
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+    rejected = lake(home, "rejected")
+    [kept] = [r for r in rejected.to_pylist() if r["line"] == 100]
+    assert kept["raw"] == huge.decode()
+    out = consume(kafka_broker.bootstrap, f"{topic}.rejected", rejected.num_rows)
+    [sent] = [json.loads(m.value) for m in out if json.loads(m.value)["line"] == 100]
+    assert sent["raw_truncated"] is True
+    assert sent["raw"] == huge.decode()[:PUBLISHED_RAW]
+    assert sent["reject_reason"] == "invalid"
+    others = [json.loads(m.value) for m in out if json.loads(m.value)["line"] != 100]
+    assert others and not any("raw_truncated" in r for r in others)
 
 
 class RefusingCommits:

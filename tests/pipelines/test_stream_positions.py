@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from pipelines import stream
 from pipelines.lakefiles import RATE_RUNS, committed_runs
@@ -181,3 +182,32 @@ def test_a_poll_keeps_records_at_or_past_the_lake_position_and_drops_errors(
     assert "consumer: broker went away" in caplog.text
     empty = stream.Worker._wanted(worker, [])
     assert empty.values == [] and empty.partitions.size == 0
+
+
+class RefusingProducer:
+    """Takes what fits in ``limit`` bytes; a larger message is refused as librdkafka
+    refuses one above ``message.max.bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.sent = limit, []
+
+    def produce(self, topic: str, value: bytes, key: bytes) -> None:
+        if len(value) > self.limit:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.sent.append((topic, json.loads(value), key))
+
+
+def test_a_message_too_large_goes_out_shortened_if_a_rejection_else_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rejection = {"callid": "r", "reject_reason": "invalid", "raw": "x" * 100_000}
+    producer = RefusingProducer(limit=80_000)
+    stream._too_large(producer, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
+    [(_, sent, _)] = producer.sent
+    assert sent == {**rejection, "raw": "x" * stream.PUBLISHED_RAW, "raw_truncated": True}
+    # No raw text to cut (a rated CDR), or still too large once cut: logged, not a stop.
+    stream._too_large(producer, "cdrs.rated", json.dumps({"callid": "y" * 90_000}).encode(), b"y")
+    tiny = RefusingProducer(limit=100)
+    stream._too_large(tiny, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
+    assert len(producer.sent) == 1 and tiny.sent == []
+    assert caplog.text.count("is larger than Kafka takes; it is in the lake only") == 2
