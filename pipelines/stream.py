@@ -506,8 +506,33 @@ class Worker:
                         except KafkaException as exc:
                             if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                                 raise
-                            _too_large(producer, target, value, key)
+                            if not self._too_large(producer, target, value, key):
+                                return False
                     producer.poll(0)
+        return True
+
+    def _too_large(self, producer: Producer, topic: str, value: bytes, key: bytes) -> bool:
+        """A message larger than Kafka takes. A rejection is sent with the start of its raw
+        text (``shortened``; the lake keeps all of it); anything still too large is logged
+        and left to the lake: a message Kafka can never take must not stop the stream.
+        False if a stop was asked for while waiting for room in the queue."""
+        record = json.loads(value)
+        if "raw" in record:
+            smaller = shortened(record)
+            try:
+                producer.produce(topic, smaller, key)
+                return True
+            except BufferError:
+                return self._when_room(producer, topic, smaller, key)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+        log.error(
+            "%s: a %d-byte message (callid %r) is larger than Kafka takes; it is in the lake only",
+            topic,
+            len(value),
+            key[:80].decode("utf-8", "replace"),
+        )
         return True
 
     def _when_room(self, producer: Producer, topic: str, value: bytes, key: bytes) -> bool:
@@ -630,26 +655,6 @@ def _json_rows(table: pa.Table) -> tuple[list[bytes], list[bytes]]:
     lines = out.getvalue().split(b"\n")
     keys = pc.fill_null(table["callid"], "").cast(pa.binary()).to_pylist()
     return keys, lines[: len(keys)]
-
-
-def _too_large(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
-    """A message larger than Kafka takes. A rejection is sent with the start of its raw
-    text (``shortened``; the lake keeps all of it); anything still too large is logged and
-    left to the lake: a message Kafka can never take must not stop the stream."""
-    record = json.loads(value)
-    if "raw" in record:
-        try:
-            producer.produce(topic, shortened(record), key)
-            return
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
-                raise
-    log.error(
-        "%s: a %d-byte message (callid %r) is larger than Kafka takes; it is in the lake only",
-        topic,
-        len(value),
-        key[:80].decode("utf-8", "replace"),
-    )
 
 
 def shortened(record: dict[str, Any], keep: int = PUBLISHED_RAW) -> bytes:

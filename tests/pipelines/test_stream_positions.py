@@ -202,12 +202,16 @@ def test_a_message_too_large_goes_out_shortened_if_a_rejection_else_is_logged(
 ) -> None:
     rejection = {"callid": "r", "reject_reason": "invalid", "raw": "x" * 100_000}
     producer = RefusingProducer(limit=80_000)
-    stream._too_large(producer, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
+    worker = SimpleNamespace()  # the queue never fills here: no waiting for room
+    too_large = stream.Worker._too_large
+    assert too_large(worker, producer, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
     [(_, sent, _)] = producer.sent
     assert sent == {**rejection, "raw": "x" * stream.PUBLISHED_RAW, "raw_truncated": True}
     # No raw text to cut (a rated CDR), or still too large once cut: logged, not a stop.
-    stream._too_large(producer, "cdrs.rated", json.dumps({"callid": "y" * 90_000}).encode(), b"y")
+    assert too_large(
+        worker, producer, "cdrs.rated", json.dumps({"callid": "y" * 90_000}).encode(), b"y"
+    )
     tiny = RefusingProducer(limit=100)
-    stream._too_large(tiny, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
+    assert too_large(worker, tiny, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
     assert len(producer.sent) == 1 and tiny.sent == []
     assert caplog.text.count("is larger than Kafka takes; it is in the lake only") == 2
