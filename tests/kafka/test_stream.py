@@ -88,7 +88,15 @@ def worker(
 
 
 def finish(process: subprocess.Popen[bytes], timeout: float = 120) -> str:
-    out, err = process.communicate(timeout=timeout)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()  # and its pipes read and closed: nothing leaks into later tests
+        out, err = process.communicate()
+        log = (out + err).decode(errors="replace")
+        raise AssertionError(
+            f"the worker ran past {timeout} s; its log ends:\n{log[-6000:]}"
+        ) from None
     assert process.returncode == 0, err.decode()[-3000:]
     return (out + err).decode()
 
