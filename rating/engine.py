@@ -234,7 +234,7 @@ def leg(
     n = card.size
     row = np.full(n, -1, np.int64)
     billed = np.zeros(n, np.int64)
-    if not (card >= 0).any():  # also a catalog without cards, whose card arrays are empty
+    if not tables.card_duration_rounding.size:  # a catalog without cards: nothing to look up
         return row, billed
     _lookup(tables, offsets, data, start, card, times, row)
     kernels.bill(
