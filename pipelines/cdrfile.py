@@ -85,7 +85,7 @@ def read_blocks(
         yield from _parquet_blocks(path)
         return
     header: list[str] | None = None
-    for block in _line_blocks(path, block_bytes):
+    for block in _line_blocks(path, block_bytes, csv_quotes=kind == "csv"):
         lines, numbers, raw_bytes = block.text, block.numbers, block.data.tobytes()
         if kind == "jsonl":
             yield RawBlock(_json_records(con, str(path), numbers, lines), len(raw_bytes))
@@ -102,27 +102,38 @@ def read_blocks(
 
 @dataclass
 class Lines:
-    """One block of whole lines: the bytes, where each line starts, and the same lines as an
-    Arrow string array over those bytes (each with its newline)."""
+    """One block of whole records: the bytes, where each record starts, and the same records
+    as an Arrow string array over those bytes (each with its newline). A record is a line,
+    except that a CSV record whose quoted field holds line breaks spans several."""
 
-    first: int  # the file's line number of the first line
     data: np.ndarray  # uint8
     offsets: np.ndarray  # int64, len + 1
     text: pa.LargeStringArray
+    numbers: np.ndarray  # int64: the file's line number where each record starts
+    row0: int = 0  # the index of the first record in the block it was cut from
 
     def __len__(self) -> int:
         return int(self.offsets.size - 1)
 
-    @property
-    def numbers(self) -> np.ndarray:
-        return np.arange(self.first, self.first + len(self), dtype=np.int64)
+    def part(self, lo: int, hi: int) -> Lines:
+        """Records ``lo:hi``, over the same bytes."""
+        return Lines(
+            self.data,
+            self.offsets[lo : hi + 1],
+            self.text.slice(lo, hi - lo),
+            self.numbers[lo:hi],
+            self.row0 + lo,
+        )
 
 
-def _line_blocks(path: Path, block_bytes: int) -> Iterator[Lines]:
+def _line_blocks(path: Path, block_bytes: int, csv_quotes: bool = False) -> Iterator[Lines]:
     """The file in blocks of whole lines (a last line without newline gets one; a UTF-8
-    byte order mark at its start, as spreadsheet exports write, is not part of line 1)."""
+    byte order mark at its start, as spreadsheet exports write, is not part of line 1).
+    With ``csv_quotes``, a block is of whole CSV records: line breaks inside a quoted field
+    (RFC 4180) belong to its record (``scan.csv_records``)."""
     line = 1
     carry = b""
+    width = 0  # the CSV header's fields
     with path.open("rb") as f:
         while True:
             chunk = f.read(block_bytes)
@@ -141,28 +152,52 @@ def _line_blocks(path: Path, block_bytes: int) -> Iterator[Lines]:
                     data += b"\n"
                 end = len(data)
             block, carry = data[:end], data[end:]
-            array = np.frombuffer(block, np.uint8)
-            found = np.empty(array.size // 16 + 16, np.int64)  # lines are longer than 16 bytes…
-            count, high = scan.line_ends(array, found)
-            if count > found.size or (high and not _utf8(block)):
+            array, ends, high = _line_ends_of(block)
+            records = None
+            if csv_quotes and line == 1:
+                width = len(_csv_fields(block[: ends[0]].decode("utf-8", "replace")))
+            if csv_quotes and b'"' in block:
+                records = scan.csv_records(array, ends, width, not chunk)
+                cut = records[2]
+                if cut < len(block):  # a quoted field goes on in the next chunk
+                    block, carry = block[:cut], block[cut:] + carry
+                    if not block:
+                        continue
+                    array = np.frombuffer(block, np.uint8)
+                    ends = ends[: np.searchsorted(ends, cut, side="right")]
+            if high and not _utf8(block):
                 # Undecodable bytes become U+FFFD, so that every line is still text.
                 block = b"".join(
                     part.decode("utf-8", "replace").encode() + b"\n"
                     for part in block.split(b"\n")[:-1]
                 )
-                array = np.frombuffer(block, np.uint8)
-                ends = np.flatnonzero(array == 10) + 1
+                array, ends, _ = _line_ends_of(block)
+                if records is not None:  # the same records, at their new byte offsets
+                    records = scan.csv_records(array, ends, width, True)
+            physical = ends.size
+            if records is None:
+                numbers = np.arange(line, line + physical, dtype=np.int64)
             else:
-                ends = found[:count]
+                ends, numbers = records[0], line + records[1]
             offsets = np.zeros(ends.size + 1, np.int64)
             offsets[1:] = ends
             text = pa.LargeStringArray.from_buffers(
                 ends.size, pa.py_buffer(offsets), pa.py_buffer(block)
             )
-            yield Lines(line, array, offsets, text)
-            line += ends.size
+            yield Lines(array, offsets, text, numbers)
+            line += physical
             if not chunk:
                 return
+
+
+def _line_ends_of(block: bytes) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The bytes of a block of whole lines, where each line ends (after its newline), and
+    whether any byte is beyond ASCII."""
+    array = np.frombuffer(block, np.uint8)
+    found = np.empty(array.size // 16 + 16, np.int64)  # lines are longer than 16 bytes…
+    count, high = scan.line_ends(array, found)
+    ends = found[:count] if count <= found.size else np.flatnonzero(array == 10) + 1
+    return array, ends, high
 
 
 def _utf8(block: bytes) -> bool:
@@ -227,10 +262,14 @@ def _mark_empty(table: pa.Table) -> pa.Table:
     return table.set_column(table.schema.get_field_index("problem"), "problem", problem)
 
 
+def _csv_fields(record: str) -> list[str]:
+    """The fields of one CSV record (its line breaks inside quotes kept), by Python's csv."""
+    return next(csv.reader([record.rstrip("\r\n")]), [])
+
+
 def _csv_header(path: Path, line: str) -> list[str]:
     """The column names of a CSV file's first line, or an error saying what is wrong."""
-    text = line.rstrip("\r\n")
-    names = [h.strip() for h in next(csv.reader([text]), [])]
+    names = [h.strip() for h in _csv_fields(line)]
     missing = [name for name in ("callid", "dt", "dest_number", "sip_code") if name not in names]
     if missing:
         raise CdrflowError(f"{path}:1: the CSV header lacks {', '.join(missing)} (SPEC §4 fields)")
@@ -241,16 +280,16 @@ def _csv_header(path: Path, line: str) -> list[str]:
 
 
 def _csv_records(source: str, header: list[str], numbers: np.ndarray, lines: pa.Array) -> pa.Table:
-    """CSV lines as text records, one line at a time with Python's csv module (the slow path
-    sees few lines; one line is one record, so every problem keeps its line number)."""
+    """CSV records as text records, one at a time with Python's csv module (the slow path
+    sees few records; each keeps the line number where it starts)."""
     texts = lines.cast(pa.string()).to_pylist()
     values: dict[str, list[str | None]] = {name: [] for name in INPUT_NAMES}
     problem: list[str | None] = []
     index = {name: k for k, name in enumerate(header)}
     for text in texts:
-        stripped = text.rstrip("\r\n")
-        fields = next(csv.reader([stripped]), []) if stripped.strip() else []
-        if not stripped.strip():
+        blank = not text.strip()
+        fields = [] if blank else _csv_fields(text)
+        if blank:
             problem.append("empty")
         elif len(fields) != len(header):
             problem.append(f"the row does not have the {len(header)} fields of the header")
@@ -528,7 +567,7 @@ def read_records(
         return
     columns: np.ndarray | None = None
     header: list[str] = []
-    for block in _line_blocks(path, block_bytes):
+    for block in _line_blocks(path, block_bytes, csv_quotes=kind == "csv"):
         skip = 0
         if kind == "csv" and columns is None:
             header = _csv_header(path, block.text[0].as_py() if len(block.text) else "")
@@ -563,7 +602,8 @@ def read_messages(
     text = pa.LargeStringArray.from_buffers(
         len(values), pa.py_buffer(line_offsets), pa.py_buffer(data)
     )
-    block = _parallel_block(con, "", "jsonl", Lines(0, array, line_offsets, text), 0, [], None)
+    lines = Lines(array, line_offsets, text, np.arange(len(values), dtype=np.int64))
+    block = _parallel_block(con, "", "jsonl", lines, 0, [], None)
     names = sorted(set(partitions.tolist()))
     sources = pa.array([source_of(p) for p in names], pa.string())
     code = np.searchsorted(np.array(names, np.int64), partitions)
@@ -606,15 +646,12 @@ def _parallel_block(
     each."""
     n = len(block)
     if n < 20_000:
-        return _fast_block(con, source, kind, block, skip, header, columns, block.first)
+        return _fast_block(con, source, kind, block, skip, header, columns)
     half = n // 2
-    parts = [
-        Lines(block.first, block.data, block.offsets[: half + 1], block.text.slice(0, half)),
-        Lines(block.first + half, block.data, block.offsets[half:], block.text.slice(half)),
-    ]
+    parts = [block.part(0, half), block.part(half, n)]
     futures = [
         _POOL.submit(_fast_block, con.cursor(), source, kind, part, skip if i == 0 else 0,
-                     header, columns, block.first)
+                     header, columns)
         for i, part in enumerate(parts)
     ]  # fmt: skip
     done = [f.result() for f in futures]
@@ -636,10 +673,9 @@ def _fast_block(
     skip: int,
     header: list[str],
     columns: np.ndarray | None,
-    row_base: int,
 ) -> Block:
-    """One run of lines through the fast path, the rest through ``validate``; ``row`` is a
-    record's index among the lines of the block that starts at line ``row_base``."""
+    """One run of records through the fast path, the rest through ``validate``; ``row`` is
+    a record's index in the block ``block`` was cut from (``Lines.row0``)."""
     n = len(block)
     # Indexed [field, line] but laid out line by line: the kernels work a line at a time.
     starts = np.zeros((n, scan.N_FIELDS), np.int64).T
@@ -683,7 +719,7 @@ def _fast_block(
     ok = np.flatnonzero(status == scan.OK)
     slow = np.flatnonzero(status == scan.SLOW)
     blank = int(np.count_nonzero(status == scan.BLANK)) - skip
-    fast = _fast_table(block, ok, starts, ends, kinds, typed, source, row_base)
+    fast = _fast_table(block, ok, starts, ends, kinds, typed, source)
     if slow.size == 0:
         return Block(fast, _no_invalid(), blank, block.text, block.data.size)
     lines = block.text.take(pa.array(slow))
@@ -695,7 +731,9 @@ def _fast_block(
     valid, invalid, more_blank = validate(con, texts)
     if valid.num_rows == 0:  # the usual case: the unusual lines were all invalid
         return Block(fast, invalid, blank + more_blank, block.text, block.data.size)
-    valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], row_base))
+    # A record's line number is where it starts: increasing, so it finds the record's row.
+    rows = block.row0 + np.searchsorted(block.numbers, valid["line"].to_numpy())
+    valid = valid.drop_columns(["raw"]).append_column("row", pa.array(rows, pa.int64()))
     merged = pa.concat_tables([fast, valid.cast(fast.schema)])
     order = pc.sort_indices(merged["line"])
     return Block(merged.take(order), invalid, blank + more_blank, block.text, block.data.size)
@@ -719,7 +757,6 @@ def _fast_table(
     kinds: np.ndarray,
     typed: dict[str, np.ndarray],
     source: str,
-    row_base: int,
 ) -> pa.Table:
     n = ok.size
     offsets = np.zeros((len(_TEXT), n + 1), np.int32)
@@ -750,8 +787,8 @@ def _fast_table(
         [
             *(columns[name] for name in INPUT_NAMES),
             pa.repeat(pa.scalar(source, pa.string()), n),
-            pa.array(block.first + ok, pa.int64()),
-            pa.array(block.first - row_base + ok, pa.int64()),
+            pa.array(block.numbers[ok], pa.int64()),
+            pa.array(block.row0 + ok, pa.int64()),
         ],
         schema=_FAST_SCHEMA,
     )

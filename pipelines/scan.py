@@ -586,3 +586,111 @@ def _line_ends(data, words, ends):
                 ends[n] = i + 1
             n += 1
     return n, (seen & _HIGH) != 0
+
+
+# -- CSV records over several lines -----------------------------------------------------------
+
+# A quoted CSV field may hold line breaks (RFC 4180), so a record may span physical lines: one
+# that starts on a line with an odd number of quotes (a line whose quotes pair up is a record
+# of its own, as it always was). An unclosed quote reads the same as such a field until a
+# later quote closes it, so lines become one record only when together they have the
+# header's number of fields; else the quote is taken as never closed: the record is its
+# first line, as if the quote were text, and reading goes on with the next line. A quote
+# still open this far (bytes) from its record's start is taken as never closed too, which
+# bounds what is read twice and held back for the next block.
+MAX_RECORD_BYTES = 65_536
+
+# Where the reader of a record is: at a field's start or just after a closing quote (the
+# two read the same: a quote (re)opens quoting, whence ``""``; a comma ends the field, a
+# newline the record; anything else is text), in unquoted text (a quote there is text), or
+# in quotes.
+_START, _TEXT, _QUOTED = 0, 1, 2
+
+
+def csv_records(
+    data: np.ndarray, line_ends: np.ndarray, width: int, final: bool
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The CSV records of ``data`` (whole lines, ending where ``line_ends`` say) whose header
+    has ``width`` fields: where each ends (after its newline), the index of the line it
+    starts on, and where the last complete one ends. A record whose quoted field is still
+    open at the end of ``data`` is incomplete unless ``final`` (then the quote is taken as
+    never closed)."""
+    ends = np.empty(line_ends.size, np.int64)
+    lines = np.empty_like(ends)
+    whole = data.size // 8 * 8
+    words = data[:whole].view(np.uint64) if data.ctypes.data % 8 == 0 else _NO_WORDS
+    count, cut = _csv_records(data, words, line_ends, width, final, MAX_RECORD_BYTES, ends, lines)
+    return ends[:count], lines[:count], int(cut)
+
+
+_QUOTES = np.uint64(0x2222222222222222)
+_LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
+
+
+@nb.njit(cache=True, nogil=True)
+def _odd_quotes(data, words, a, b):
+    """Whether ``data[a:b]`` holds an odd number of quote bytes (eight at a time where the
+    words are aligned: the high bit of each byte that is a quote, exactly, then summed)."""
+    quotes = np.uint64(0)
+    i = a
+    while i < b and (i & 7) != 0:
+        quotes += np.uint64(data[i] == _QUOTE)
+        i += 1
+    while i + 8 <= b and (i >> 3) < words.size:
+        y = words[i >> 3] ^ _QUOTES
+        zero = ~(((y & _LOW7) + _LOW7) | y | _LOW7)
+        quotes += ((zero >> np.uint64(7)) * _ONES) >> np.uint64(56)
+        i += 8
+    while i < b:
+        quotes += np.uint64(data[i] == _QUOTE)
+        i += 1
+    return (quotes & np.uint64(1)) != 0
+
+
+@nb.njit(cache=True, nogil=True)
+def _quoted_record(data, line_ends, k, width, most):
+    """The record that starts on line ``k`` (one with an odd number of quotes): how many
+    lines it takes, or 0 when its quotes are still open at the end of ``data``."""
+    a = line_ends[k - 1] if k > 0 else 0
+    state = _START
+    fields = 1
+    j = k  # the line of position i
+    for i in range(a, data.size):
+        c = data[i]
+        if c == 10:
+            if state != _QUOTED:
+                if j > k and 0 < width != fields:
+                    return 1  # the lines together are no record
+                return j - k + 1
+            if i + 1 - a > most:
+                return 1  # open too long
+            j += 1
+        elif state == _QUOTED:
+            if c == _QUOTE:
+                state = _START
+        elif c == _COMMA:
+            state = _START
+            fields += 1
+        elif state == _START:
+            state = _QUOTED if c == _QUOTE else _TEXT
+    return 0
+
+
+@nb.njit(cache=True, nogil=True)
+def _csv_records(data, words, line_ends, width, final, most, ends, lines):
+    n = 0
+    k = 0
+    while k < line_ends.size:
+        a = line_ends[k - 1] if k > 0 else 0
+        taken = 1
+        if _odd_quotes(data, words, a, line_ends[k]):
+            taken = _quoted_record(data, line_ends, k, width, most)
+            if taken == 0:
+                if not final:
+                    return n, a
+                taken = 1  # the quotes never closed
+        ends[n] = line_ends[k + taken - 1]
+        lines[n] = k
+        n += 1
+        k += taken
+    return n, line_ends[k - 1] if k > 0 else 0

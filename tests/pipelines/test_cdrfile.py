@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,14 +19,6 @@ from schemas.errors import CdrflowError
 
 GOOD = {"callid": "a", "dt": "2026-11-01T10:00:00Z", "dest_number": "447700900123",
         "sip_code": 200, "duration": 7.5, "source_ip": "203.0.113.10"}  # fmt: skip
-
-
-@pytest.fixture
-def con() -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect()
-    connection.execute("SET TimeZone = 'UTC'")
-    yield connection
-    connection.close()
 
 
 def _read(
