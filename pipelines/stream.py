@@ -335,12 +335,15 @@ class Worker:
                 elif not self.consumer.assignment():
                     idle_since = polled
                 elif idle_exit is not None and polled - idle_since >= idle_exit:
+                    log.info("no message for %.0f s: leaving the group", idle_exit)
                     break
                 if polled - self._compacted >= COMPACT_EVERY:
                     self._compact({tp.partition for tp in self.consumer.assignment()})
                 self._report()
         finally:
+            closing = time.monotonic()
             self.consumer.close()
+            log.info("left the group in %.1f s", time.monotonic() - closing)
             if self.producer is not None:
                 # Whatever is still queued belongs to a batch not marked published, which
                 # the next assignment publishes again: no reason to wait for Kafka here.
@@ -604,9 +607,10 @@ class Worker:
             lag += max(0, high - self.next.get(tp.partition, low))
         latency = max(self._latency) if self._latency else 0.0
         log.info(
-            "%.0f CDRs/s, lag %d, slowest batch %.2f s, %d rated, %d rejected",
+            "%.0f CDRs/s, lag %d, partitions %s, slowest batch %.2f s, %d rated, %d rejected",
             rate,
             lag,
+            sorted(tp.partition for tp in self.consumer.assignment()) or "none",
             latency,
             self.totals.rated,
             sum(self.totals.rejected.values()),
