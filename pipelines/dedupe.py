@@ -27,7 +27,7 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 _POLY = np.uint64(0x9E3779B97F4A7C15)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _hash(offsets, data, h1, h2):
     for i in range(h1.size):
         a = _FNV_OFFSET
@@ -49,7 +49,7 @@ def _hash(offsets, data, h1, h2):
         h2[i] = np.uint32(b >> np.uint64(32))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _mark(h1, h2, ok, keys1, keys2, dup, insert_only):
     """Walk in input order: a callid already in the table is a duplicate; a rated (``ok``)
     one that is not goes in, so that later repeats are duplicates too."""
