@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import parquet_fast, scan
-from schemas.cdr import INPUT, INPUT_NAMES, SECONDS
+from schemas.cdr import INPUT, INPUT_NAMES, MAX_DURATION, SECONDS
 from schemas.errors import CdrflowError
 
 BLOCK_BYTES = 16 << 20
@@ -435,7 +435,9 @@ def _checks() -> str:
     """The SPEC §4 rules as one SQL CASE: the first broken rule names its field."""
 
     def q(name: str) -> str:
-        return f"""'{name}: ' || coalesce('''' || replace("{name}", chr(0), '') || '''', 'null')"""
+        # A NUL byte is shown as JSON writes it (dropped, it left a value that looked right).
+        shown = f"""replace("{name}", chr(0), '\\u0000')"""
+        return f"""'{name}: ' || coalesce('''' || {shown} || '''', 'null')"""
 
     return f"""
     CASE
@@ -451,6 +453,8 @@ def _checks() -> str:
         THEN {q("sip_code")} || ' is not a SIP response code (100-699)'
       WHEN duration IS NOT NULL AND (t_duration IS NULL OR t_duration < 0)
         THEN {q("duration")} || ' is not a number of seconds >= 0'
+      WHEN t_duration > {MAX_DURATION}
+        THEN {q("duration")} || ' is more than {MAX_DURATION} seconds, longer than any call'
       WHEN pdd_ms IS NOT NULL AND (t_pdd_ms IS NULL OR t_pdd_ms < 0)
         THEN {q("pdd_ms")} || ' is not a whole number of milliseconds >= 0'
       WHEN ring_duration IS NOT NULL AND (t_ring_duration IS NULL OR t_ring_duration < 0)

@@ -11,12 +11,14 @@ go through the text path, which words each rejection. Tests hold the two paths e
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.cdr import INPUT
+from schemas.cdr import INPUT, MAX_DURATION, SECONDS
 
 _INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32())
 # Whole seconds that fit DECIMAL(18, 6) whatever their value.
@@ -65,6 +67,10 @@ def plain_rows(table: pa.Table) -> np.ndarray:
     for name in ("pdd_ms", *_SECONDS):
         if name in names:
             need(pc.or_kleene(pc.is_null(table[name]), pc.greater_equal(table[name], 0)))
+    if "duration" in names:  # longer: the text path words the rejection
+        seconds = pc.cast(table["duration"], SECONDS)
+        longest = pa.scalar(Decimal(MAX_DURATION), SECONDS)
+        need(pc.or_kleene(pc.is_null(seconds), pc.less_equal(seconds, longest)))
     if "direction" in names:
         direction = table["direction"]
         known = pc.is_in(direction, pa.array(["outbound", "inbound"]))

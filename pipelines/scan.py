@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from schemas.cdr import INPUT_NAMES
+from schemas.cdr import INPUT_NAMES, MAX_DURATION
 
 # Line status.
 OK, SLOW, BLANK = 0, 1, 2
@@ -25,6 +25,7 @@ ABSENT, TEXT, BARE, ESCAPED, DOUBLED = 0, 1, 2, 3, 4  # BARE: a JSON number, or 
 # ESCAPED: a JSON string holding \" \\ \/ \b \f \n \r or \t (decoded when gathered)
 FIELD = {name: i for i, name in enumerate(INPUT_NAMES)}
 N_FIELDS = len(INPUT_NAMES)
+MAX_DURATION_US = MAX_DURATION * 1_000_000  # longer: the slow path words the rejection
 NAMES_OFFSETS = np.cumsum([0] + [len(n) for n in INPUT_NAMES]).astype(np.int64)
 NAMES_DATA = np.frombuffer("".join(INPUT_NAMES).encode(), np.uint8).copy()
 
@@ -464,7 +465,7 @@ def type_fields(
             present[r] = kinds[f, r] != ABSENT and ends[f, r] > starts[f, r]
             if present[r]:
                 v = _micro(data, starts[f, r], ends[f, r])
-                if v < 0:
+                if v < 0 or (f == f_duration and v > MAX_DURATION_US):
                     slow = True
                 out[r] = v
         has_pdd[r] = kinds[f_pdd, r] != ABSENT and ends[f_pdd, r] > starts[f_pdd, r]

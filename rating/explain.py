@@ -28,7 +28,7 @@ from rating.engine import Priced, Usage, finish, price
 from rating.kernels import MAX_DIGITS
 from rating.modes import Rounding, round_ratio
 from rating.tables import EPOCH, NEVER_AFTER, NEVER_BEFORE, Tables, micro
-from schemas.cdr import INPUT, INPUT_NAMES
+from schemas.cdr import INPUT, INPUT_NAMES, MAX_DURATION
 from schemas.errors import CdrflowError
 
 Row = Mapping[str, Any]
@@ -155,6 +155,11 @@ def cdr_problem(cdr: Row) -> str | None:
             return f"duration: {str(duration)!r} is not a number of seconds >= 0"
         if not seconds.is_finite() or seconds < 0 or seconds >= 10**12:
             return f"duration: {str(duration)!r} is not a number of seconds >= 0"
+        if seconds > MAX_DURATION:
+            return (
+                f"duration: {str(duration)!r} is more than {MAX_DURATION} seconds, "
+                "longer than any call"
+            )
         if seconds != seconds.quantize(Decimal("0.000001")):
             return f"duration: {str(duration)!r} has more than 6 decimal places"
     if cdr.get("direction") not in (None, "outbound", "inbound"):

@@ -34,6 +34,10 @@ INPUT_FIELDS: tuple[pa.Field, ...] = (
     pa.field("direction", pa.string()),
 )
 INPUT = pa.schema(INPUT_FIELDS)
+# The longest ``duration`` a CDR may carry, in seconds (about 31 years): no call lasts that
+# long, and its billed seconds (mcd and pulse are at most a day each) stay within the
+# rated lake's INT32 ``billed_duration``.
+MAX_DURATION = 1_000_000_000
 INPUT_NAMES: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS)
 REQUIRED: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS if not f.nullable)
 

@@ -181,3 +181,22 @@ def test_a_json_object_giving_a_field_twice_is_invalid_naming_it(tmp_path: Path)
     [rejected] = lake(home, "rejected").to_pylist()
     assert rejected["line"] == 1
     assert rejected["reject_detail"] == "callid, duration: given more than once in the object"
+
+
+def test_a_duration_longer_than_any_call_is_invalid_not_a_traceback(tmp_path: Path) -> None:
+    """922,337,203,685 s once passed the checks and stopped the run when its billed seconds
+    did not fit the lake's INT32 column. The longest a CDR may carry (about 31 years) is
+    rated; one microsecond more is invalid, from every kind of file."""
+    home = new_home(tmp_path, "home")
+    longest = {k: v[0] for k, v in GOOD.items()} | {"duration": "1000000000"}
+    longer = longest | {"callid": "b", "duration": "1000000000.000001"}
+    huge = longest | {"callid": "c", "duration": "922337203685.4775807"}
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (longest, longer, huge)))
+    summary = rate_files(home, [path])
+    assert (summary.rated, summary.rejected["invalid"]) == (1, 2)
+    [rated] = lake(home, "rated").to_pylist()
+    assert 1_000_000_000 <= rated["billed_duration"] < 2**31  # its pulse rounds it up
+    details = sorted(r["reject_detail"] for r in lake(home, "rejected").to_pylist())
+    assert details[0].startswith("duration: '1000000000.000001' is more than 1000000000 seconds")
+    assert details[1].startswith("duration: '922337203685.4775")

@@ -56,6 +56,14 @@ BAD_JSON = [
     (line("k", direction="up"), "direction: 'up' is neither outbound nor inbound"),
     (line("l", sip_code="two"), "sip_code: 'two' is not a SIP response code (100-699)"),
     (line("m", ring_duration=[1]), "ring_duration: '[1]' is not a number of seconds >= 0"),
+    (
+        line("o", duration="1000000000.000001"),
+        "duration: '1000000000.000001' is more than 1000000000 seconds, longer than any call",
+    ),
+    (
+        line("p", dt="2026-11-01T10:00:00\u0000Z"),  # a NUL is shown, not dropped
+        r"dt: '2026-11-01T10:00:00\u0000Z' is neither ISO 8601 nor epoch milliseconds",
+    ),
     ('{"callid": "n", "dt": truncated', "not a JSON object"),
     ("[1, 2, 3]", "not a JSON object"),
     ("plain text", "not a JSON object"),

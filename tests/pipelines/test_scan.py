@@ -278,6 +278,20 @@ def test_edge_cases_of_parquet(
     assert set(table["dt"].to_pylist()) == {datetime(2026, 11, 1, 10, 0, 0, second, tzinfo=UTC)}
 
 
+@pytest.mark.parametrize("kind", [pa.decimal128(18, 6), pa.int32(), pa.int64(), pa.float64()])
+def test_a_duration_longer_than_any_call_is_invalid_both_ways(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kind: pa.DataType
+) -> None:
+    rows = [{"duration": Decimal(1_000_000_000)}, {"duration": Decimal(1_000_000_001)}]
+    path = _parquet(tmp_path / "long.parquet", rows, pa.timestamp("us", tz="UTC"), duration=kind)
+    (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
+    assert fast.to_pylist() == slow.to_pylist() and fast_bad == slow_bad
+    assert fast["duration"].to_pylist() == [Decimal(1_000_000_000)]
+    assert [r["invalid"].split(" is ")[1] for r in fast_bad] == [
+        "more than 1000000000 seconds, longer than any call"
+    ]
+
+
 def test_the_parquet_fast_path_takes_the_plain_rows(tmp_path: Path) -> None:
     """Not a speed test: plain typed rows do not fall to the text path, and every edge
     above that breaks a rule or needs trimming does."""
