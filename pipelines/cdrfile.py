@@ -24,7 +24,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import parquet_fast, scan
-from schemas.cdr import INPUT, INPUT_NAMES, MAX_DURATION, SECONDS
+from schemas.cdr import (
+    DT_FROM_US,
+    DT_UNTIL_US,
+    FIRST_YEAR,
+    INPUT,
+    INPUT_NAMES,
+    LAST_YEAR,
+    MAX_DURATION,
+    SECONDS,
+)
 from schemas.errors import CdrflowError
 
 BLOCK_BYTES = 16 << 20
@@ -445,6 +454,7 @@ def _checks() -> str:
       WHEN callid IS NULL THEN 'callid: missing'
       WHEN dt IS NULL THEN 'dt: missing'
       WHEN t_dt IS NULL THEN {q("dt")} || ' is neither ISO 8601 nor epoch milliseconds'
+      WHEN NOT in_years THEN {q("dt")} || ' is not in the years {FIRST_YEAR} to {LAST_YEAR}'
       WHEN dest_number IS NULL THEN 'dest_number: missing'
       WHEN NOT regexp_full_match(dest_number, '[0-9+*#]{{1,64}}')
         THEN {q("dest_number")} || ' may hold only digits, +, * and #'
@@ -483,10 +493,12 @@ WITH given AS (
     FROM given
 )
 SELECT {", ".join(f'"{name}"' for name in _STRINGS if name not in ("direction",))},
-       t_dt AS dt, t_sip_code AS sip_code, t_duration AS duration, t_pdd_ms AS pdd_ms,
+       -- A dt out of the years is no valid dt: its rejection is filed by the day it was made.
+       CASE WHEN in_years THEN t_dt END AS dt, t_sip_code AS sip_code,
+       t_duration AS duration, t_pdd_ms AS pdd_ms,
        t_ring_duration AS ring_duration, coalesce(direction, 'outbound') AS direction,
        raw, source, line, {_checks()} AS invalid
-FROM typed
+FROM (SELECT *, epoch_us(t_dt) BETWEEN {DT_FROM_US} AND {DT_UNTIL_US - 1} AS in_years FROM typed)
 """
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.cdr import INPUT, MAX_DURATION, SECONDS
+from schemas.cdr import DT_FROM_US, DT_UNTIL_US, INPUT, MAX_DURATION, SECONDS
 
 _INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32())
 # Whole seconds that fit DECIMAL(18, 6) whatever their value.
@@ -67,6 +67,8 @@ def plain_rows(table: pa.Table) -> np.ndarray:
     for name in ("pdd_ms", *_SECONDS):
         if name in names:
             need(pc.or_kleene(pc.is_null(table[name]), pc.greater_equal(table[name], 0)))
+    when = pc.cast(table["dt"], pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    need(pc.and_(pc.greater_equal(when, DT_FROM_US), pc.less(when, DT_UNTIL_US)))
     if "duration" in names:  # longer: the text path words the rejection
         seconds = pc.cast(table["duration"], SECONDS)
         longest = pa.scalar(Decimal(MAX_DURATION), SECONDS)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from schemas.cdr import INPUT_NAMES, MAX_DURATION
+from schemas.cdr import DT_FROM_US, DT_UNTIL_US, INPUT_NAMES, MAX_DURATION
 
 # Line status.
 OK, SLOW, BLANK = 0, 1, 2
@@ -454,7 +454,7 @@ def type_fields(
                     slow = True
                     break
         ok, t = _time_us(data, starts[f_dt, r], ends[f_dt, r])
-        if kinds[f_dt, r] == ABSENT or not ok:
+        if kinds[f_dt, r] == ABSENT or not ok or not DT_FROM_US <= t < DT_UNTIL_US:
             slow = True
         dt[r] = t
         code = _digits(data, starts[f_sip, r], ends[f_sip, r])

@@ -28,7 +28,7 @@ from rating.engine import Priced, Usage, finish, price
 from rating.kernels import MAX_DIGITS
 from rating.modes import Rounding, round_ratio
 from rating.tables import EPOCH, NEVER_AFTER, NEVER_BEFORE, Tables, micro
-from schemas.cdr import INPUT, INPUT_NAMES, MAX_DURATION
+from schemas.cdr import FIRST_YEAR, INPUT, INPUT_NAMES, LAST_YEAR, MAX_DURATION
 from schemas.errors import CdrflowError
 
 Row = Mapping[str, Any]
@@ -140,8 +140,11 @@ def cdr_problem(cdr: Row) -> str | None:
         return "dest_number: missing"
     if not _NUMBER.fullmatch(str(number)):
         return f"dest_number: {number!r} may hold only digits, +, * and #"
-    if cdr.get("dt") is None:
+    when = cdr.get("dt")
+    if when is None:
         return "dt: missing"
+    if not FIRST_YEAR <= (when.astimezone(UTC) if when.tzinfo else when).year <= LAST_YEAR:
+        return f"dt: {when.isoformat()!r} is not in the years {FIRST_YEAR} to {LAST_YEAR}"
     code = cdr.get("sip_code")
     if code is None:
         return "sip_code: missing"

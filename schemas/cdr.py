@@ -38,6 +38,12 @@ INPUT = pa.schema(INPUT_FIELDS)
 # long, and its billed seconds (mcd and pulse are at most a day each) stay within the
 # rated lake's INT32 ``billed_duration``.
 MAX_DURATION = 1_000_000_000
+# The years a ``dt`` may fall in: a switch whose clock was never set sends 1970 (epoch 0),
+# a broken one the year 1 or 9999; billed, such a call lands in a partition no invoice
+# reads and stretches every time axis of the stats across millennia.
+FIRST_YEAR, LAST_YEAR = 2000, 2099
+DT_FROM_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+DT_UNTIL_US = 4_102_444_800_000_000  # 2100-01-01T00:00:00Z
 INPUT_NAMES: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS)
 REQUIRED: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS if not f.nullable)
 

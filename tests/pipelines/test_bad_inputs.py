@@ -200,3 +200,20 @@ def test_a_duration_longer_than_any_call_is_invalid_not_a_traceback(tmp_path: Pa
     details = sorted(r["reject_detail"] for r in lake(home, "rejected").to_pylist())
     assert details[0].startswith("duration: '1000000000.000001' is more than 1000000000 seconds")
     assert details[1].startswith("duration: '922337203685.4775")
+
+
+def test_a_dt_out_of_the_years_is_filed_under_the_day_it_was_rejected(tmp_path: Path) -> None:
+    """A switch whose clock was never set sends epoch 0; billed, the call would land in a
+    1970 partition no invoice reads. It is invalid, and as a dt that is no valid dt, its
+    rejection goes under the day it was made (with its text in ``raw``)."""
+    home = new_home(tmp_path, "home")
+    base = {k: v[0] for k, v in GOOD.items()}
+    path = tmp_path / "clock.jsonl"
+    path.write_text(json.dumps(base | {"dt": 0}) + "\n" + json.dumps(base | {"callid": "b"}) + "\n")
+    summary = rate_files(home, [path])
+    assert (summary.rated, summary.rejected["invalid"]) == (1, 1)
+    [rejected] = lake(home, "rejected").to_pylist()
+    assert rejected["reject_detail"] == "dt: '0' is not in the years 2000 to 2099"
+    assert rejected["dt"] is None and '"dt": 0' in rejected["raw"]
+    [folder] = (home / "lake" / "rejected").glob("date=*")
+    assert folder.name == f"date={rejected['rejected_at'].date().isoformat()}"

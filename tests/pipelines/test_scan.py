@@ -116,7 +116,9 @@ FIELDS = {
     "callid": st.sampled_from(["c1", "c2", " c3", "", "ç4", "c\"5"]),
     "dt": st.sampled_from(["2026-11-01T10:00:00Z", "2026-11-01T10:00:00.5Z", "2026-11-31T00:00:00Z",
                            "2026-11-01T25:00:00Z", "1761991200123", 1761991200123, "2026-11-01T10:00:00+01:00",
-                           "2026-11-01T10:00:00", "2026-11-01T10:00:00.1234567Z", "soon"]),
+                           "2026-11-01T10:00:00", "2026-11-01T10:00:00.1234567Z", "soon",
+                           "1999-12-31T23:59:59.999999Z", "2000-01-01T00:00:00Z", 0,
+                           "2099-12-31T23:59:59.999999Z", "2100-01-01T00:00:00Z"]),
     "dest_number": st.sampled_from(["4477", "+4477", "*12#3", "44a", "", 4477]),
     "sip_code": st.sampled_from([200, "200", 486, 99, 700, "abc", 200.0, None]),
     "duration": st.sampled_from([0, 7, 7.5, "7.25", "7.1234567", -1, "", None, "1e1", 0.0001]),
@@ -290,6 +292,25 @@ def test_a_duration_longer_than_any_call_is_invalid_both_ways(
     assert [r["invalid"].split(" is ")[1] for r in fast_bad] == [
         "more than 1000000000 seconds, longer than any call"
     ]
+
+
+@pytest.mark.parametrize(
+    "kind", [pa.timestamp("s", tz="UTC"), pa.timestamp("us"), pa.timestamp("ms")]
+)
+def test_a_dt_out_of_the_years_is_invalid_both_ways(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kind: pa.DataType
+) -> None:
+    naive = kind.tz is None
+    moments = [datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(2000, 1, 1, tzinfo=UTC),
+               datetime(2099, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC),
+               datetime(1970, 1, 1, tzinfo=UTC)]  # fmt: skip
+    rows = [{"dt": m.replace(tzinfo=None) if naive else m} for m in moments]
+    path = _parquet(tmp_path / "years.parquet", rows, kind)
+    (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
+    assert fast.to_pylist() == slow.to_pylist() and fast_bad == slow_bad
+    assert fast["dt"].to_pylist() == moments[1:3]
+    assert sorted(r["line"] for r in fast_bad) == [1, 4, 5]
+    assert all(r["invalid"].endswith("is not in the years 2000 to 2099") for r in fast_bad)
 
 
 def test_the_parquet_fast_path_takes_the_plain_rows(tmp_path: Path) -> None:

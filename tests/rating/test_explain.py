@@ -602,6 +602,8 @@ def test_profit_is_empty_across_currencies(sample: Any) -> None:
         ({"duration": Decimal(-1)}, "duration: '-1' is not a number of seconds >= 0"),
         ({"duration": Decimal("1.0000001")},
          "duration: '1.0000001' has more than 6 decimal places"),
+        ({"dt": datetime(1970, 1, 1, tzinfo=UTC)},
+         "dt: '1970-01-01T00:00:00+00:00' is not in the years 2000 to 2099"),
         ({"duration": Decimal("1000000000.000001")},
          "duration: '1000000000.000001' is more than 1000000000 seconds, longer than any call"),
         ({"direction": "sideways"}, "direction: 'sideways' is neither outbound nor inbound"),
