@@ -61,6 +61,15 @@ BAD_JSON = [
         "duration: '1000000000.000001' is more than 1000000000 seconds, longer than any call",
     ),
     (
+        line("q", dt="1999-12-31T23:59:59.999999Z"),
+        "dt: '1999-12-31T23:59:59.999999Z' is not in the years 2000 to 2099",
+    ),
+    (line("r", dt=0), "dt: '0' is not in the years 2000 to 2099"),  # a clock never set
+    (
+        line("s", dt="2100-01-01T00:00:00Z"),
+        "dt: '2100-01-01T00:00:00Z' is not in the years 2000 to 2099",
+    ),
+    (
         line("p", dt="2026-11-01T10:00:00\u0000Z"),  # a NUL is shown, not dropped
         r"dt: '2026-11-01T10:00:00\u0000Z' is neither ISO 8601 nor epoch milliseconds",
     ),
