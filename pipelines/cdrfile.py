@@ -32,6 +32,7 @@ from schemas.cdr import (
     INPUT_NAMES,
     LAST_YEAR,
     MAX_DURATION,
+    REQUIRED,
     SECONDS,
 )
 from schemas.errors import CdrflowError
@@ -279,9 +280,17 @@ def _csv_fields(record: str) -> list[str]:
 def _csv_header(path: Path, line: str) -> list[str]:
     """The column names of a CSV file's first line, or an error saying what is wrong."""
     names = [h.strip() for h in _csv_fields(line)]
-    missing = [name for name in ("callid", "dt", "dest_number", "sip_code") if name not in names]
+    missing = [name for name in REQUIRED if name not in names]
     if missing:
-        raise CdrflowError(f"{path}:1: the CSV header lacks {', '.join(missing)} (SPEC §4 fields)")
+        hint = ""
+        for separator, called in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            fields = next(csv.reader([line.rstrip("\r\n")], delimiter=separator), [])
+            if all(name in (f.strip() for f in fields) for name in REQUIRED):
+                hint = f"; its fields are separated by {called}, and cdrflow reads commas"
+                break
+        raise CdrflowError(
+            f"{path}:1: the CSV header lacks {', '.join(missing)} (SPEC §4 fields){hint}"
+        )
     twice = [name for name in INPUT_NAMES if names.count(name) > 1]
     if twice:
         raise CdrflowError(f"{path}:1: the CSV header names {', '.join(twice)} more than once")

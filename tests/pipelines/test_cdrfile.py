@@ -175,6 +175,22 @@ def test_csv_without_the_required_header_is_refused(
         _read(con, path)
 
 
+@pytest.mark.parametrize(("separator", "called"), [(";", "semicolons"), ("\t", "tabs")])
+def test_a_csv_file_separated_otherwise_is_refused_saying_so(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, separator: str, called: str
+) -> None:
+    """Spreadsheets in many locales export with semicolons: the header names every field,
+    just not between commas."""
+    path = tmp_path / "cdrs.csv"
+    path.write_text(separator.join(["callid", "dt", "dest_number", "sip_code"]) + "\na;b;c;d\n")
+    with pytest.raises(CdrflowError) as refused:
+        _read(con, path)
+    assert str(refused.value) == (
+        f"{path}:1: the CSV header lacks callid, dt, dest_number, sip_code (SPEC §4 fields); "
+        f"its fields are separated by {called}, and cdrflow reads commas"
+    )
+
+
 def test_parquet_rows_are_numbered_and_typed(
     con: duckdb.DuckDBPyConnection, tmp_path: Path
 ) -> None:
