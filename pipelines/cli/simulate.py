@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,7 @@ from pipelines.kafka_config import ClientConfig, client_config
 from pipelines.kafka_out import KafkaSink
 from pipelines.simulate import DEFAULT_START, read_catalog
 from pipelines.simulate import simulate as write_cdrs
+from schemas.cdr import FIRST_YEAR, LAST_YEAR
 from schemas.errors import CdrflowError
 
 # Records generated at a time for a stream: enough for full batches, little held in memory.
@@ -90,6 +92,15 @@ def simulate(
     if kafka is None and (rate or kafka_config is not None):
         raise CdrflowError("--rate and --kafka-config go with --kafka; a file is written at once")
     first = option_time(start, "--start") if start is not None else DEFAULT_START
+    try:
+        last = first + timedelta(days=days, microseconds=-1)
+    except OverflowError:
+        last = datetime.max.replace(tzinfo=UTC)
+    if first.year < FIRST_YEAR or last.year > LAST_YEAR:
+        raise CdrflowError(
+            f"--start and --days: {first:%Y-%m-%d} to {last:%Y-%m-%d} is not within the years "
+            f"{FIRST_YEAR} to {LAST_YEAR}, where cdrflow rates a dt"
+        )
     # Settings first: a wrong one fails before the catalog is read.
     config = client_config(kafka, kafka_config) if kafka is not None else None
     rows = read_catalog(catalog_of(ctx))

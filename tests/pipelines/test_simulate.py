@@ -32,6 +32,7 @@ from pipelines.cli.demo import sample_catalog
 from pipelines.simulate import DEFAULT_START, read_catalog, simulate
 from schemas.cdr import INPUT, INPUT_NAMES
 from schemas.errors import CdrflowError
+from tests.pipelines.cli.driver import Cli
 
 Rows = Mapping[str, Sequence[Mapping[str, Any]]]
 CODES = {200, 486, 480, 487, 603, 404, 408, 503, 502, 403, 484, 302}
@@ -385,6 +386,27 @@ def test_cdrflow_simulate(sample: Catalog, home: Path, tmp_path: Path) -> None:
     assert "use .jsonl, .csv or .parquet" in refused.stderr
     bad_start = CliRunner().invoke(app, [*args[:7], "--start", "noon"])
     assert bad_start.exit_code == 1 and "ISO 8601" in bad_start.stderr
+
+
+@pytest.mark.parametrize(
+    ("start", "days", "span"),
+    [("1999-12-31", "1", "1999-12-31 to 1999-12-31"),
+     ("2099-12-31", "2", "2099-12-31 to 2100-01-01"),
+     ("2026-11-02", "99999999999", "2026-11-02 to 9999-12-31")],
+)  # fmt: skip
+def test_simulated_traffic_stays_in_the_years_cdrflow_rates(
+    sample: Catalog, home: Path, tmp_path: Path, start: str, days: str, span: str
+) -> None:
+    """A file every CDR of which the rater rejects is no demo: refused before it is written."""
+    out = tmp_path / "cdrs.jsonl"
+    refused = Cli(home).refused(
+        "simulate", "--count", "5", "--out", str(out), "--start", start, "--days", days
+    )
+    assert refused == (
+        f"--start and --days: {span} is not within the years 2000 to 2099, where cdrflow rates a dt"
+    )
+    assert not out.exists()
+    Cli(home).ok("simulate", "--count", "5", "--out", str(out), "--start", "2099-12-31")
 
 
 # -- the benchmark catalog ---------------------------------------------------------------------
