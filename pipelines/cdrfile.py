@@ -478,6 +478,8 @@ def _checks() -> str:
         THEN {q("pdd_ms")} || ' is not a whole number of milliseconds >= 0'
       WHEN ring_duration IS NOT NULL AND (t_ring_duration IS NULL OR t_ring_duration < 0)
         THEN {q("ring_duration")} || ' is not a number of seconds >= 0'
+      WHEN t_ring_duration > {MAX_DURATION}
+        THEN {q("ring_duration")} || ' is more than {MAX_DURATION} seconds, longer than any call'
       WHEN direction IS NOT NULL AND direction NOT IN ('outbound', 'inbound')
         THEN {q("direction")} || ' is neither outbound nor inbound'
     END"""

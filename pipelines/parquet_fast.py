@@ -69,10 +69,11 @@ def plain_rows(table: pa.Table) -> np.ndarray:
             need(pc.or_kleene(pc.is_null(table[name]), pc.greater_equal(table[name], 0)))
     when = pc.cast(table["dt"], pa.timestamp("us", tz="UTC")).cast(pa.int64())
     need(pc.and_(pc.greater_equal(when, DT_FROM_US), pc.less(when, DT_UNTIL_US)))
-    if "duration" in names:  # longer: the text path words the rejection
-        seconds = pc.cast(table["duration"], SECONDS)
-        longest = pa.scalar(Decimal(MAX_DURATION), SECONDS)
-        need(pc.or_kleene(pc.is_null(seconds), pc.less_equal(seconds, longest)))
+    longest = pa.scalar(Decimal(MAX_DURATION), SECONDS)
+    for name in _SECONDS:  # longer: the text path words the rejection
+        if name in names:
+            seconds = pc.cast(table[name], SECONDS)
+            need(pc.or_kleene(pc.is_null(seconds), pc.less_equal(seconds, longest)))
     if "direction" in names:
         direction = table["direction"]
         known = pc.is_in(direction, pa.array(["outbound", "inbound"]))

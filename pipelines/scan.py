@@ -465,7 +465,7 @@ def type_fields(
             present[r] = kinds[f, r] != ABSENT and ends[f, r] > starts[f, r]
             if present[r]:
                 v = _micro(data, starts[f, r], ends[f, r])
-                if v < 0 or (f == f_duration and v > MAX_DURATION_US):
+                if v < 0 or v > MAX_DURATION_US:
                     slow = True
                 out[r] = v
         has_pdd[r] = kinds[f_pdd, r] != ABSENT and ends[f_pdd, r] > starts[f_pdd, r]

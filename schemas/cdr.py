@@ -34,9 +34,11 @@ INPUT_FIELDS: tuple[pa.Field, ...] = (
     pa.field("direction", pa.string()),
 )
 INPUT = pa.schema(INPUT_FIELDS)
-# The longest ``duration`` a CDR may carry, in seconds (about 31 years): no call lasts that
-# long, and its billed seconds (mcd and pulse are at most a day each) stay within the
-# rated lake's INT32 ``billed_duration``.
+# The longest ``duration`` or ``ring_duration`` a CDR may carry, in seconds (about 31 years):
+# no call lasts that long; billed seconds (mcd and pulse are at most a day each) stay within
+# the rated lake's INT32 ``billed_duration``; and every accepted value has at most 15
+# significant digits, which a JSON reader that goes through a binary double (DuckDB's, on
+# the slow path) keeps exact.
 MAX_DURATION = 1_000_000_000
 # The years a ``dt`` may fall in: a switch whose clock was never set sends 1970 (epoch 0),
 # a broken one the year 1 or 9999; billed, such a call lands in a partition no invoice
