@@ -272,9 +272,9 @@ def _mark_empty(table: pa.Table) -> pa.Table:
     return table.set_column(table.schema.get_field_index("problem"), "problem", problem)
 
 
-def _csv_fields(record: str) -> list[str]:
+def _csv_fields(record: str, separator: str = ",") -> list[str]:
     """The fields of one CSV record (its line breaks inside quotes kept), by Python's csv."""
-    return next(csv.reader([record.rstrip("\r\n")]), [])
+    return next(csv.reader([record.rstrip("\r\n")], delimiter=separator), [])
 
 
 def _csv_header(path: Path, line: str) -> list[str]:
@@ -284,8 +284,8 @@ def _csv_header(path: Path, line: str) -> list[str]:
     if missing:
         hint = ""
         for separator, called in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
-            fields = next(csv.reader([line.rstrip("\r\n")], delimiter=separator), [])
-            if all(name in (f.strip() for f in fields) for name in REQUIRED):
+            fields = [f.strip() for f in _csv_fields(line, separator)]
+            if all(name in fields for name in REQUIRED):
                 hint = f"; its fields are separated by {called}, and cdrflow reads commas"
                 break
         raise CdrflowError(
