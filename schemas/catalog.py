@@ -72,6 +72,18 @@ class Entity:
         return not self.key
 
     @property
+    def article(self) -> str:
+        """ "a" or "an" before ``singular`` (every singular here sounds as it is spelt)."""
+        return "an" if self.singular[0].lower() in "aeiou" else "a"
+
+    @property
+    def plural(self) -> str:
+        """``singular`` for many: "auth entries", "rate cards", "DIDs"."""
+        if self.singular.endswith("y") and self.singular[-2] not in "aeiou":
+            return self.singular[:-1] + "ies"
+        return self.singular + "s"
+
+    @property
     def csv_columns(self) -> tuple[Column, ...]:
         """Columns an import file may carry."""
         return tuple(c for c in self.columns if c.csv)

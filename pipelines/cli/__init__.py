@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -144,6 +145,17 @@ app.command("dialogs")(stats_module.dialogs)
 app.command("report")(report_module.report)
 app.command("stream")(stream_module.stream)
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
+
+
+def prose(doc: str) -> str:
+    """A docstring as help text: each paragraph on one line. Rich help keeps a single line
+    break, so a docstring wrapped at the source's width showed ragged lines."""
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+for _command in app.registered_commands:
+    if _command.help is None and _command.callback is not None and _command.callback.__doc__:
+        _command.help = prose(_command.callback.__doc__)
 
 
 def main() -> None:

@@ -145,7 +145,7 @@ def build_group(entity: Entity) -> typer.Typer:
         if password is not None and not values.get("password_stdin"):
             _announce_password(entity, ident, password, fmt)
 
-    group.command("add", help=f"Add a {entity.singular}.")(
+    group.command("add", help=f"Add {entity.article} {entity.singular}.")(
         operator_errors(
             _with_signature(
                 add,
@@ -169,7 +169,9 @@ def build_group(entity: Entity) -> typer.Typer:
         emit_record(row, values["fmt"], entity=entity, title=f"{entity.singular} {ident}")
 
     group.command(
-        "edit", help=f"Change some fields of a {entity.singular}; an empty value clears a field."
+        "edit",
+        help=f"Change some fields of {entity.article} {entity.singular}; "
+        "an empty value clears a field.",
     )(
         operator_errors(
             _with_signature(
@@ -220,7 +222,7 @@ def build_group(entity: Entity) -> typer.Typer:
         )
         emit(rows, values["fmt"], entity=entity, title=f"{entity.name} ({len(rows)})")
 
-    group.command("list", help=f"List {entity.name}.")(
+    group.command("list", help=f"List {entity.plural}.")(
         operator_errors(
             _with_signature(
                 list_,
@@ -234,7 +236,7 @@ def build_group(entity: Entity) -> typer.Typer:
         emit(rows, fmt, entity=entity, title=f"{entity.name} matching {text!r} ({len(rows)})")
 
     group.command(
-        "search", help=f"Find {entity.name} whose {', '.join(entity.search)} contain TEXT."
+        "search", help=f"Find {entity.plural} whose {', '.join(entity.search)} contain TEXT."
     )(
         operator_errors(
             _with_signature(
@@ -274,7 +276,7 @@ def build_group(entity: Entity) -> typer.Typer:
     delete_params = [_param("ctx", typer.Context), _param("ident", ident_arg)]
     if entity.name == "customers":
         delete_params.append(_param("force", ForceOption, False))
-    delete_help = f"Delete a {entity.singular} and the rows it owns."
+    delete_help = f"Delete {entity.article} {entity.singular} and the rows it owns."
     if entity.name == "customers":
         delete_help += " A customer with rated CDRs or payments needs --force."
     group.command("delete", help=delete_help)(
