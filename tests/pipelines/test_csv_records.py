@@ -54,12 +54,12 @@ def test_records_split_where_pythons_csv_module_splits_them(rows: list[list[str]
     ends, lines, cut = scan.csv_records(data, line_ends, len(rows[0]), True)
     assert lines.tolist() == reference(text)
     assert cut == data.size and ends[-1] == data.size
-    # A block that ends after any line: its complete records are the same records.
+    # A block that ends after any line holds every record complete by then, and no other.
     for k, at in enumerate(line_ends.tolist()):
         part_ends, part_lines, part_cut = scan.csv_records(
             data[:at], line_ends[: k + 1], len(rows[0]), False
         )
-        assert part_ends.tolist() == [e for e in ends.tolist() if e <= part_cut]
+        assert part_ends.tolist() == [e for e in ends.tolist() if e <= at]
         assert part_lines.tolist() == lines[: part_ends.size].tolist()
         assert part_cut == (part_ends[-1] if part_ends.size else 0)
 
@@ -114,8 +114,9 @@ def test_an_unclosed_quote_does_not_swallow_the_records_after_it(
 ) -> None:
     cdrs = cdr_rows(8, seed=5)
     rows = [",".join([*r[:-1], "OK"]) for r in cdrs]
-    rows[1] = rows[1][: -len("OK")] + '"never closed'  # a quote opens and nothing closes it
-    rows[4] = rows[4][: -len("OK")] + '"closed, by the "next" quote'  # and then too many fields
+    rows[1] = rows[1][: -len("OK")] + '"never closed'  # line 3: a quote opens, unclosed
+    # Line 6's first quote would close line 3's, but lines 3-6 together have a field too many.
+    rows[4] = rows[4][: -len("OK")] + '"closed, by the "next" quote'
     rows[5] = rows[5][: -len("OK")] + '"next"'
     path = tmp_path / "cdrs.csv"
     path.write_text(",".join(HEADER) + "\n" + "\n".join(rows) + "\n")
