@@ -502,17 +502,25 @@ class Worker:
                     keys, values = _json_rows(table)
                     for key, value in zip(keys, values, strict=True):
                         try:
-                            producer.produce(target, value, key)
-                        except BufferError:  # the local queue is full: let it drain
-                            if not self._when_room(producer, target, value, key):
-                                return False
+                            sent = self._produce(producer, target, value, key)
                         except KafkaException as exc:
                             if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                                 raise
-                            if not self._too_large(producer, target, value, key):
-                                return False
+                            sent = self._too_large(producer, target, value, key)
+                        if not sent:
+                            return False
                     producer.poll(0)
         return True
+
+    def _produce(self, producer: Producer, topic: str, value: bytes, key: bytes) -> bool:
+        """Hand one message to the producer, waiting for room when its local queue is full
+        (Kafka away: it drains when Kafka is back); False if a stop was asked for first. A
+        message larger than Kafka takes raises, from the first try or a later one."""
+        try:
+            producer.produce(topic, value, key)
+            return True
+        except BufferError:
+            return self._when_room(producer, topic, value, key)
 
     def _too_large(self, producer: Producer, topic: str, value: bytes, key: bytes) -> bool:
         """A message larger than Kafka takes. A rejection is sent with the start of its raw
@@ -521,12 +529,8 @@ class Worker:
         False if a stop was asked for while waiting for room in the queue."""
         record = json.loads(value)
         if "raw" in record:
-            smaller = shortened(record)
             try:
-                producer.produce(topic, smaller, key)
-                return True
-            except BufferError:
-                return self._when_room(producer, topic, smaller, key)
+                return self._produce(producer, topic, shortened(record), key)
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                     raise

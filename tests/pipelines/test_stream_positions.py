@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow as pa
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
@@ -202,16 +203,50 @@ def test_a_message_too_large_goes_out_shortened_if_a_rejection_else_is_logged(
 ) -> None:
     rejection = {"callid": "r", "reject_reason": "invalid", "raw": "x" * 100_000}
     producer = RefusingProducer(limit=80_000)
-    worker = SimpleNamespace()  # the queue never fills here: no waiting for room
-    too_large = stream.Worker._too_large
-    assert too_large(worker, producer, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
+    # A worker with no consumer or home: the queue never fills here, so nothing waits.
+    worker = stream.Worker.__new__(stream.Worker)
+
+    def too_large(producer: RefusingProducer, topic: str, value: bytes, key: bytes) -> bool:
+        return worker._too_large(producer, topic, value, key)  # type: ignore[arg-type]
+
+    assert too_large(producer, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
     [(_, sent, _)] = producer.sent
     assert sent == {**rejection, "raw": "x" * stream.PUBLISHED_RAW, "raw_truncated": True}
     # No raw text to cut (a rated CDR), or still too large once cut: logged, not a stop.
-    assert too_large(
-        worker, producer, "cdrs.rated", json.dumps({"callid": "y" * 90_000}).encode(), b"y"
-    )
+    assert too_large(producer, "cdrs.rated", json.dumps({"callid": "y" * 90_000}).encode(), b"y")
     tiny = RefusingProducer(limit=100)
-    assert too_large(worker, tiny, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
+    assert too_large(tiny, "cdrs.rejected", json.dumps(rejection).encode(), b"r")
     assert len(producer.sent) == 1 and tiny.sent == []
     assert caplog.text.count("is larger than Kafka takes; it is in the lake only") == 2
+
+
+class FullFirst(RefusingProducer):
+    """Its local queue is full at the first try of every message (Kafka away a moment)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.tries = 0
+
+    def produce(self, topic: str, value: bytes, key: bytes) -> None:
+        self.tries += 1
+        if self.tries % 2:
+            raise BufferError("Local: Queue full")
+        super().produce(topic, value, key)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+
+def test_a_message_too_large_found_after_waiting_for_room_is_shortened_too() -> None:
+    """The size is only judged once the queue has room: that later refusal takes the same
+    way as a first one (it used to escape the wait and stop the worker)."""
+    worker = stream.Worker.__new__(stream.Worker)
+    worker.settings = SimpleNamespace(topic="cdrs")  # type: ignore[assignment]
+    worker._stopping = lambda: False
+    rejection = pa.table({"callid": ["r"], "reject_reason": ["invalid"], "raw": ["x" * 100_000]})
+    producer = FullFirst(limit=80_000)
+    assert worker._send(producer, [("run", {"rejected": [rejection]})])  # type: ignore[arg-type]
+    [(topic, sent, key)] = producer.sent
+    assert (topic, key) == ("cdrs.rejected", b"r")
+    assert sent == {"callid": "r", "reject_reason": "invalid",
+                    "raw": "x" * stream.PUBLISHED_RAW, "raw_truncated": True}  # fmt: skip
