@@ -112,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"the month measured: {len(month_files)} files"
             )
             floor = best(args.repeat, lambda: con.sql(FLOOR, params=[month_files]).fetchall())
+            first_query = best(1, lambda: metrics(con, month, parse_by(GROUPINGS[0])))
+            console.print(
+                f"first query ({GROUPINGS[0]}, making the files' summaries where missing): "
+                f"{first_query:.2f} s"
+            )
             table = Table(title="stats over one month, best of " + str(args.repeat))
             for column in ("--by", "groups", "seconds", "× floor"):
                 table.add_column(column, justify="right")

@@ -1,20 +1,31 @@
-"""The traffic and money of SPEC §6, grouped and bucketed, in one DuckDB query.
+"""The traffic and money of SPEC §6, grouped and bucketed, from the lake's summaries.
 
 A group is any combination of the ``KEYS`` (customer, provider, card, code, destination,
 currency) and at most one ``BUCKETS`` entry (hour, day, month: UTC, by ``dt``). The columns
 are the group keys, then ``METRICS`` in that order.
+
+The numbers come from each rated file's summary (``stats.rollup``): its rows per key and
+hour are added up by DuckDB, and channels and CPS are swept from its calls
+(``stats.peaks``). An hour that the range cuts through, where a summary row holds calls on
+both sides of the cut, is summed from the rated files themselves; so every answer is the
+one the calls give.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from schemas.errors import CdrflowError
-from stats.peaks import peaks
+from stats.peaks import groups_of, peaks
+from stats.rollup import CALL_ROWS, ENDS, KEY_COLUMNS, STARTS, SUMS, Rollup, by_day, summaries
 from stats.scope import RATED_FILES, Scope
 
 # Group key → its column in the rated lake.
@@ -44,9 +55,6 @@ METRICS = (
     "channels",
     "cps",
 )
-# Final responses that count towards NER besides answered calls (SPEC §6): the network
-# delivered the call and the user declined it.
-NER_CODES = (480, 486, 600, 603)
 
 
 def parse_by(text: str) -> list[str]:
@@ -81,129 +89,234 @@ def query_parts(by: Sequence[str], where: str) -> dict[str, str]:
     }
 
 
-_CALLS = (
-    """
-    WITH calls AS (
-        SELECT {select_keys}dt, sip_code, duration, billed_duration, pdd_ms, charge,
-               provider_charge, profit, currency, provider_currency,
-               epoch_us(dt) AS t0,
-               epoch_us(dt)
-                 + CAST(coalesce(ring_duration, 0) * 1000000 AS BIGINT)
-                 + CASE WHEN sip_code = 200
-                        THEN CAST(coalesce(duration, 0) * 1000000 AS BIGINT) ELSE 0 END AS t1
-        FROM """
-    + RATED_FILES
-    + """
-        WHERE {where}
+_HOUR_US = 3_600_000_000
+_UNIT_US = {"hour": _HOUR_US, "day": 24 * _HOUR_US}
+
+# The metrics of groups of summed rows (``SUMS``; ``kg``: the group of keys, ``bucket``).
+_METRICS = """
+    WITH s AS (
+        SELECT kg, bucket, {any_keys}
+            sum(attempts)::BIGINT AS attempts,
+            sum(answered)::BIGINT AS answered,
+            sum(talk)::DECIMAL(38, 6) AS talk,
+            sum(pdd_sum)::BIGINT AS pdd_sum,
+            sum(pdd_n)::BIGINT AS pdd_n,
+            sum(ner_hits)::BIGINT AS ner_hits,
+            sum(ner_base)::BIGINT AS ner_base,
+            sum(billed)::BIGINT AS billed,
+            -- Money adds up only within one currency: a group that mixes them gets null.
+            CASE WHEN min(currency) = max(currency)
+                 THEN sum(charge) END::DECIMAL(18, 6) AS charge,
+            CASE WHEN min(provider_currency) = max(provider_currency)
+                 THEN sum(provider_charge) END::DECIMAL(18, 6) AS provider_charge,
+            CASE WHEN min(currency) = max(currency)
+                 THEN sum(profit) END::DECIMAL(18, 6) AS profit
+        FROM sums GROUP BY kg, bucket
     )
+    SELECT {names}attempts, answered,
+        round(100.0 * answered / attempts, 2) AS asr,
+        round(talk / nullif(answered, 0), 2)::DOUBLE AS acd,
+        round(pdd_sum::DOUBLE / nullif(pdd_n, 0), 1) AS pdd,
+        round(100.0 * ner_hits / nullif(ner_base, 0), 2) AS ner,
+        round(coalesce(talk, 0) / 60, 4)::DOUBLE AS minutes,
+        round(coalesce(billed, 0) / 60, 4) AS billed_minutes,
+        charge, provider_charge, profit, kg, bucket
+    FROM s ORDER BY {order}
 """
-)
-
-_TOTALS = (
-    _CALLS
-    + """
-    SELECT {shown_keys}
-        {hash} AS grp,
-        count(*) AS attempts,
-        count(*) FILTER (sip_code = 200) AS answered,
-        round(100.0 * count(*) FILTER (sip_code = 200) / count(*), 2) AS asr,
-        round(sum(duration) FILTER (sip_code = 200)
-              / nullif(count(*) FILTER (sip_code = 200), 0), 2)::DOUBLE AS acd,
-        round(avg(pdd_ms), 1) AS pdd,
-        round(100.0 * count(*) FILTER (sip_code = 200 OR sip_code IN ({ner_codes}))
-              / nullif(count(*) FILTER (NOT sip_code BETWEEN 300 AND 399), 0), 2) AS ner,
-        round(coalesce(sum(duration) FILTER (sip_code = 200), 0) / 60, 4)::DOUBLE AS minutes,
-        round(coalesce(sum(billed_duration), 0) / 60, 4) AS billed_minutes,
-        -- Money adds up only within one currency: a group that mixes them gets null.
-        CASE WHEN min(currency) = max(currency)
-             THEN sum(charge) END::DECIMAL(18, 6) AS charge,
-        CASE WHEN min(provider_currency) = max(provider_currency)
-             THEN sum(provider_charge) END::DECIMAL(18, 6) AS provider_charge,
-        CASE WHEN min(currency) = max(currency)
-             THEN sum(profit) END::DECIMAL(18, 6) AS profit
-    FROM calls GROUP BY {group} ORDER BY {order}
-    """
-)
-
-_EDGES = _CALLS + "SELECT {hash} AS grp, t0, t1 FROM calls"
-
-# The same peaks in SQL: the reference the sweep is tested against, and the answer when two
-# groups' hashes collide (which 64 bits make a curiosity, but exact is exact).
-_PEAKS_SQL = (
-    _CALLS
-    + """,
-    edges AS (
-        SELECT {key_list}t0 AS t, 1 AS step FROM calls
-        UNION ALL
-        SELECT {key_list}t1 AS t, -1 AS step FROM calls
-    ),
-    channels AS (
-        SELECT {key_list}max(up) AS channels FROM (
-            SELECT {key_list}sum(step) OVER (
-                PARTITION BY {partition} ORDER BY t, step
-                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS up
-            FROM edges)
-        GROUP BY {group}
-    ),
-    cps AS (
-        SELECT {key_list}max(n) AS cps FROM (
-            SELECT {key_list}count(*) AS n FROM calls GROUP BY {key_list}t0 // 1000000)
-        GROUP BY {group}
-    )
-    SELECT {c_keys}c.channels::BIGINT AS channels, s.cps::BIGINT AS cps
-    FROM channels c JOIN cps s ON {join}
-    ORDER BY {c_order}
-    """
-)
 
 
-def metrics(con: duckdb.DuckDBPyConnection, scope: Scope, by: Sequence[str]) -> pa.Table:
+def metrics(
+    con: duckdb.DuckDBPyConnection,
+    scope: Scope,
+    by: Sequence[str],
+    progress: Callable[[int, int], object] | None = None,
+) -> pa.Table:
     """The SPEC §6 metrics of the scope's rated CDRs per group of ``by`` (one row per group
-    that has calls; no group at all: one row over the whole scope, if it has calls)."""
+    that has calls; no group at all: one row over the whole scope, if it has calls).
+    ``progress(done, days)`` is told as each day's summary is read or made."""
     files = scope.files()
     if not files:
         return _empty(by)
-    where, params = scope.where()
-    parts = query_parts(by, where)
-    ner_codes = ", ".join(str(c) for c in NER_CODES)
-    totals = con.sql(_TOTALS.format(**parts, ner_codes=ner_codes), params=[files, *params])
-    table = totals.to_arrow_table()
-    if table.num_rows == 0:
-        return _empty(by)
-    groups = table["grp"].to_numpy()
-    order = np.argsort(groups)
-    if np.unique(groups).size == groups.size:
-        edges = con.sql(_EDGES.format(**parts), params=[files, *params]).fetchnumpy()
-        channels, cps = peaks(
-            groups[order],
-            np.asarray(edges["grp"], np.uint64),
-            np.asarray(edges["t0"], np.int64),
-            np.asarray(edges["t1"], np.int64),
-        )
-        back = np.empty_like(order)
-        back[order] = np.arange(order.size)
-        channels, cps = channels[back], cps[back]
-    else:
-        exact = peaks_sql(con, scope, by)
-        channels, cps = exact["channels"].to_numpy(), exact["cps"].to_numpy()
-    table = table.drop_columns(["grp"])
-    table = table.append_column("channels", pa.array(channels, pa.int64()))
-    return table.append_column("cps", pa.array(cps, pa.int64()))
-
-
-def peaks_sql(con: duckdb.DuckDBPyConnection, scope: Scope, by: Sequence[str]) -> pa.Table:
-    """Channels and CPS per group by a SQL window (groups in the order of ``metrics``)."""
-    where, params = scope.where()
-    parts = query_parts(by, where)
     names = list(by)
-    sql = _PEAKS_SQL.format(
-        **parts,
-        partition=parts["group"] if names else "NULL",
-        c_keys="".join(f"c.{n} AS {n}, " for n in names),
-        join=" AND ".join(f"c.{n} IS NOT DISTINCT FROM s.{n}" for n in names) or "TRUE",
-        c_order=", ".join(f"c.{n} NULLS FIRST" for n in names) or "1",
-    )
-    return con.sql(sql, params=[scope.files(), *params]).to_arrow_table()
+    bucket = next((n for n in names if n in BUCKETS), None)
+    days = by_day(files)
+    rollups = summaries(con, scope.lake, days, progress)
+    groups = _KeyGroups([KEYS[n] for n in names if n in KEYS], scope.customers)
+    luts = [groups.lut(r) for r in rollups]
+    lo, hi = _micros(scope.start, _MIN), _micros(scope.end, _MAX)
+    sums = _sums(con, scope, list(days.values()), rollups, luts, groups, lo, hi)
+    if sums.num_rows == 0:
+        return _empty(by)
+    hours = sums["hour"].to_numpy()
+    base, unit, edges = _buckets(bucket, int(hours.min()), int(hours.max()))
+    n_buckets = edges.size - 1
+    sums = sums.append_column("bucket", pa.array(_bucket_of(hours, base, unit, edges)))
+    channels, cps = _peaks(rollups, luts, lo, hi, base, unit, edges, groups.count * n_buckets)
+    con.register("sums", sums)
+    try:
+        table = con.sql(
+            _METRICS.format(
+                any_keys="".join(f"any_value({KEYS[n]}) AS {n}, " for n in names if n in KEYS),
+                names="".join(f"{n}, " if n in KEYS else f"bucket AS {n}, " for n in names),
+                order=", ".join(f"{n} NULLS FIRST" if n in KEYS else "bucket" for n in names)
+                or "1",
+            )
+        ).to_arrow_table()
+    finally:
+        con.unregister("sums")
+    at = table["kg"].to_numpy() * n_buckets + table["bucket"].to_numpy()
+    if bucket is not None:
+        labels = pa.array([_label(bucket, int(t)) for t in edges[:-1]], pa.string())
+        table = table.set_column(
+            names.index(bucket), bucket, labels.take(table["bucket"].combine_chunks())
+        )
+    table = table.drop_columns(["kg", "bucket"])
+    table = table.append_column("channels", pa.array(channels[at], pa.int64()))
+    return table.append_column("cps", pa.array(cps[at], pa.int64()))
+
+
+_MIN, _MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+
+
+def _micros(moment: datetime | None, default: int) -> int:
+    if moment is None:
+        return int(default)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+class _KeyGroups:
+    """Each distinct value of the grouped key columns, numbered as met; a file's keys are
+    mapped to them (-1: a customer the scope leaves out)."""
+
+    def __init__(self, columns: list[str], customers: Sequence[str]) -> None:
+        self.at = [KEY_COLUMNS.index(c) for c in columns]
+        self.customers = set(customers)
+        self.number: dict[tuple[object, ...], int] = {}
+
+    @property
+    def count(self) -> int:
+        return max(1, len(self.number))
+
+    def of(self, values: Sequence[object]) -> int:
+        if self.customers and values[0] not in self.customers:
+            return -1
+        return self.number.setdefault(tuple(values[i] for i in self.at), len(self.number))
+
+    def lut(self, rollup: Rollup) -> np.ndarray:
+        """Key index of ``rollup`` → group (its keys are numbered 0, 1, … in its totals)."""
+        return np.array([self.of(values) for values in rollup.key_values()], np.int32)
+
+
+def _sums(
+    con: duckdb.DuckDBPyConnection,
+    scope: Scope,
+    days: list[list[str]],
+    rollups: list[Rollup],
+    luts: list[np.ndarray],
+    groups: _KeyGroups,
+    lo: int,
+    hi: int,
+) -> pa.Table:
+    """The summed rows of the scope with their group (``kg``): the summaries' rows inside the
+    range, and the hours it cuts through summed from the rated files."""
+    tables = []
+    cut: list[tuple[int, list[str]]] = []  # an hour (µs) whose rows straddle, its day's files
+    for paths, rollup, lut in zip(days, rollups, luts, strict=True):
+        totals = rollup.totals
+        first = totals["first_us"].to_numpy()
+        last = totals["last_us"].to_numpy()
+        hour = totals["hour"].to_numpy()
+        kg = lut[totals["key"].to_numpy()]
+        inside = (first >= lo) & (last < hi)
+        straddle = ~inside & (last >= lo) & (first < hi)
+        cut += [(h, paths) for h in np.unique(hour[straddle]).tolist()]
+        keep = inside & (kg >= 0) & ~np.isin(hour, hour[straddle])
+        if keep.any():
+            rows = totals.filter(pa.array(keep)).drop_columns(["key"])
+            tables.append(rows.append_column("kg", pa.array(kg[keep], pa.int32())))
+    for h, paths in cut:
+        rows = _hour_sums(con, scope, paths, max(lo, h), min(hi, h + _HOUR_US))
+        kg = [groups.of(v) for v in zip(*(rows[c].to_pylist() for c in KEY_COLUMNS), strict=True)]
+        tables.append(rows.append_column("kg", pa.array(kg, pa.int32())))
+    if not tables:
+        return pa.table({"hour": pa.array([], pa.int64())})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _hour_sums(
+    con: duckdb.DuckDBPyConnection, scope: Scope, paths: list[str], lo: int, hi: int
+) -> pa.Table:
+    """``SUMS`` of the calls of ``paths`` in [lo, hi) µs, of the scope's customers."""
+    customers = "customer_id IN (SELECT unnest(?))" if scope.customers else "TRUE"
+    return con.sql(
+        f"WITH calls AS ({CALL_ROWS} FROM {RATED_FILES} "
+        f"WHERE epoch_us(dt) >= ? AND epoch_us(dt) < ? AND {customers}) " + SUMS.format(key=""),
+        params=[paths, lo, hi, *([list(scope.customers)] if scope.customers else [])],
+    ).to_arrow_table()
+
+
+def _buckets(bucket: str | None, first: int, last: int) -> tuple[int, int, np.ndarray]:
+    """The buckets from the hour ``first`` to the hour ``last`` (µs): their first instant,
+    their length (0: months, by ``edges``) and every bucket's start and the last's end."""
+    if bucket is None:
+        return first, 0, np.array([_MIN, _MAX], np.int64)
+    if bucket in _UNIT_US:
+        unit = _UNIT_US[bucket]
+        base = first - first % unit
+        count = (last - base) // unit + 1
+        return base, unit, base + unit * np.arange(count + 1, dtype=np.int64)
+    moment = _moment(first).replace(day=1, hour=0)
+    edges: list[int] = []
+    while not edges or edges[-1] <= last:
+        edges.append(_micros(moment, 0))
+        moment = (moment + timedelta(days=32)).replace(day=1)
+    return edges[0], 0, np.array(edges, np.int64)
+
+
+def _bucket_of(hours: np.ndarray, base: int, unit: int, edges: np.ndarray) -> np.ndarray:
+    if unit:
+        return ((hours - base) // unit).astype(np.int32)
+    return (np.searchsorted(edges, hours, side="right") - 1).astype(np.int32)
+
+
+def _moment(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+
+def _label(bucket: str, micros: int) -> str:
+    return _moment(micros).strftime(_BUCKET_TEXT[bucket])
+
+
+def _peaks(
+    rollups: list[Rollup],
+    luts: list[np.ndarray],
+    lo: int,
+    hi: int,
+    base: int,
+    unit: int,
+    edges: np.ndarray,
+    n_groups: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Channels and CPS per group and bucket (index ``kg × buckets + bucket``)."""
+    runs = np.concatenate([[0], np.cumsum([r.calls for r in rollups])]).astype(np.int64)
+    up_runs = np.concatenate([[0], np.cumsum([r.ups for r in rollups])]).astype(np.int64)
+    calls: dict[str, Any] = {n: np.empty(int(runs[-1]), t) for n, t in STARTS}
+    calls.update({name: np.empty(int(up_runs[-1]), dtype) for name, dtype in ENDS})
+    group = np.empty(int(runs[-1]), np.int32)
+    end_group = np.empty(int(up_runs[-1]), np.int32)
+
+    def read(day: int) -> None:
+        a, b = int(runs[day]), int(runs[day + 1])
+        c, d = int(up_runs[day]), int(up_runs[day + 1])
+        rollups[day].read_into(calls, a, c)
+        key, start = calls["key"][a:b], calls["start"][a:b]
+        groups_of(key, start, luts[day], lo, hi, base, unit, edges, group[a:b])
+        # Gathered here, on every core, so that the sweep reads its ends' groups in order.
+        np.take(group[a:b], calls["call"][c:d], out=end_group[c:d])
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(read, range(len(rollups))))
+    return peaks(group, calls["start"], calls["end"], end_group, runs, up_runs, n_groups)
 
 
 def _empty(by: Sequence[str]) -> pa.Table:

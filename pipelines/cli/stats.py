@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import pyarrow as pa
 import typer
+from rich.progress import Progress
 
 from pipelines.cli.context import home_of, operator_errors
 from pipelines.cli.entities import FormatOption
@@ -106,8 +107,15 @@ def stats(
     """Attempts, ASR, ACD, PDD, NER, minutes, money, channels and CPS per group (SPEC §6)."""
     keys = parse_by(by)
     scope = _scope(ctx, start, end, customer or [])
-    with connect() as con:
-        table = metrics(con, scope, keys)
+    # The first query of a day summarises it (seconds a day at millions of CDRs; then kept).
+    with connect() as con, Progress(transient=True, disable=fmt is not Format.table) as bar:
+        task = bar.add_task("reading the days' summaries", total=None)
+        table = metrics(
+            con,
+            scope,
+            keys,
+            progress=lambda done, days: bar.update(task, completed=done, total=days),
+        )
     show(table, fmt, _title("stats", scope))
 
 
