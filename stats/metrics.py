@@ -14,18 +14,18 @@ one the calls give.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from schemas.errors import CdrflowError
-from stats.peaks import groups_of, peaks
-from stats.rollup import CALL_ROWS, ENDS, KEY_COLUMNS, STARTS, SUMS, Rollup, by_day, summaries
+from stats.peaks import HOUR_US, channels, day_groups
+from stats.rollup import CALL_ROWS, KEY_COLUMNS, SUMS, Rollup, by_day, summaries
 from stats.scope import RATED_FILES, Scope
 
 # Group key → its column in the rated lake.
@@ -89,13 +89,13 @@ def query_parts(by: Sequence[str], where: str) -> dict[str, str]:
     }
 
 
-_HOUR_US = 3_600_000_000
+_HOUR_US = HOUR_US
 _UNIT_US = {"hour": _HOUR_US, "day": 24 * _HOUR_US}
 
-# The metrics of groups of summed rows (``SUMS``; ``kg``: the group of keys, ``bucket``).
+# The metrics of groups of summed rows (``SUMS``; ``grp``: the group, of keys and bucket).
 _METRICS = """
     WITH s AS (
-        SELECT kg, bucket, {any_keys}
+        SELECT grp, bucket, {any_keys}
             sum(attempts)::BIGINT AS attempts,
             sum(answered)::BIGINT AS answered,
             sum(talk)::DECIMAL(38, 6) AS talk,
@@ -111,7 +111,7 @@ _METRICS = """
                  THEN sum(provider_charge) END::DECIMAL(18, 6) AS provider_charge,
             CASE WHEN min(currency) = max(currency)
                  THEN sum(profit) END::DECIMAL(18, 6) AS profit
-        FROM sums GROUP BY kg, bucket
+        FROM sums GROUP BY grp, bucket
     )
     SELECT {names}attempts, answered,
         round(100.0 * answered / attempts, 2) AS asr,
@@ -120,7 +120,7 @@ _METRICS = """
         round(100.0 * ner_hits / nullif(ner_base, 0), 2) AS ner,
         round(coalesce(talk, 0) / 60, 4)::DOUBLE AS minutes,
         round(coalesce(billed, 0) / 60, 4) AS billed_minutes,
-        charge, provider_charge, profit, kg, bucket
+        charge, provider_charge, profit, grp, bucket
     FROM s ORDER BY {order}
 """
 
@@ -147,11 +147,17 @@ def metrics(
     sums = _sums(con, scope, list(days.values()), rollups, luts, groups, lo, hi)
     if sums.num_rows == 0:
         return _empty(by)
-    hours = sums["hour"].to_numpy()
-    base, unit, edges = _buckets(bucket, int(hours.min()), int(hours.max()))
-    n_buckets = edges.size - 1
-    sums = sums.append_column("bucket", pa.array(_bucket_of(hours, base, unit, edges)))
-    channels, cps = _peaks(rollups, luts, lo, hi, base, unit, edges, groups.count * n_buckets)
+    hours = [r.totals["hour"].to_numpy() for r in rollups]
+    base, unit, edges = _buckets(
+        bucket,
+        min(int(h.min()) for h in hours if h.size),
+        max(int(h.max()) for h in hours if h.size),
+    )
+    ids = _GroupIds(rollups, luts, hours, base, unit, edges)
+    bucket_of = _bucket_of(sums["hour"].to_numpy(), base, unit, edges)
+    sums = sums.append_column("bucket", pa.array(bucket_of))
+    sums = sums.append_column("grp", pa.array(ids.of(sums["kg"].to_numpy(), bucket_of)))
+    channels, cps = _peaks(rollups, ids, lo, hi)
     con.register("sums", sums)
     try:
         table = con.sql(
@@ -164,15 +170,54 @@ def metrics(
         ).to_arrow_table()
     finally:
         con.unregister("sums")
-    at = table["kg"].to_numpy() * n_buckets + table["bucket"].to_numpy()
+    at = table["grp"].to_numpy()
     if bucket is not None:
         labels = pa.array([_label(bucket, int(t)) for t in edges[:-1]], pa.string())
         table = table.set_column(
             names.index(bucket), bucket, labels.take(table["bucket"].combine_chunks())
         )
-    table = table.drop_columns(["kg", "bucket"])
+    table = table.drop_columns(["grp", "bucket"])
     table = table.append_column("channels", pa.array(channels[at], pa.int64()))
     return table.append_column("cps", pa.array(cps[at], pa.int64()))
+
+
+class _GroupIds:
+    """The groups (a group of keys and a bucket) the scope's days hold, numbered densely,
+    and for each day the group of each of its keys in each of its hours (``tables``, -1:
+    a key left out; hours from ``first_hours``)."""
+
+    def __init__(
+        self,
+        rollups: list[Rollup],
+        luts: list[np.ndarray],
+        hours: list[np.ndarray],
+        base: int,
+        unit: int,
+        edges: np.ndarray,
+    ) -> None:
+        self.buckets = edges.size - 1
+        rows = []
+        for rollup, lut, hour in zip(rollups, luts, hours, strict=True):
+            kg = lut[rollup.totals["key"].to_numpy()].astype(np.int64)
+            rows.append((kg, kg * self.buckets + _bucket_of(hour, base, unit, edges)))
+        self.known = np.unique(np.concatenate([c[kg >= 0] for kg, c in rows]))
+        self.count = max(1, self.known.size)
+        self.tables: list[np.ndarray] = []
+        self.first_hours: list[int] = []
+        for rollup, (kg, combined), lut, hour in zip(rollups, rows, luts, hours, strict=True):
+            first = int(hour.min()) // _HOUR_US if hour.size else 0
+            width = int(hour.max()) // _HOUR_US - first + 1 if hour.size else 0
+            table = np.full((lut.size, width), -1, np.int32)
+            mine = kg >= 0
+            key = rollup.totals["key"].to_numpy()[mine]
+            table[key, hour[mine] // _HOUR_US - first] = np.searchsorted(self.known, combined[mine])
+            self.tables.append(table)
+            self.first_hours.append(first)
+
+    def of(self, kg: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+        """The number of each group (of keys ``kg``, in bucket ``bucket``)."""
+        combined = kg.astype(np.int64) * self.buckets + bucket
+        return np.asarray(np.searchsorted(self.known, combined), np.int32)
 
 
 _MIN, _MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
@@ -185,7 +230,7 @@ def _micros(moment: datetime | None, default: int) -> int:
 
 
 class _KeyGroups:
-    """Each distinct value of the grouped key columns, numbered as met; a file's keys are
+    """Each distinct value of the grouped key columns, numbered as met; a day's keys are
     mapped to them (-1: a customer the scope leaves out)."""
 
     def __init__(self, columns: list[str], customers: Sequence[str]) -> None:
@@ -193,17 +238,14 @@ class _KeyGroups:
         self.customers = set(customers)
         self.number: dict[tuple[object, ...], int] = {}
 
-    @property
-    def count(self) -> int:
-        return max(1, len(self.number))
-
     def of(self, values: Sequence[object]) -> int:
         if self.customers and values[0] not in self.customers:
             return -1
         return self.number.setdefault(tuple(values[i] for i in self.at), len(self.number))
 
     def lut(self, rollup: Rollup) -> np.ndarray:
-        """Key index of ``rollup`` → group (its keys are numbered 0, 1, … in its totals)."""
+        """Key index of ``rollup`` → group of keys (its keys are numbered 0, 1, … in its
+        totals)."""
         return np.array([self.of(values) for values in rollup.key_values()], np.int32)
 
 
@@ -288,35 +330,50 @@ def _label(bucket: str, micros: int) -> str:
 
 
 def _peaks(
-    rollups: list[Rollup],
-    luts: list[np.ndarray],
-    lo: int,
-    hi: int,
-    base: int,
-    unit: int,
-    edges: np.ndarray,
-    n_groups: int,
+    rollups: list[Rollup], ids: _GroupIds, lo: int, hi: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Channels and CPS per group and bucket (index ``kg × buckets + bucket``)."""
-    runs = np.concatenate([[0], np.cumsum([r.calls for r in rollups])]).astype(np.int64)
-    up_runs = np.concatenate([[0], np.cumsum([r.ups for r in rollups])]).astype(np.int64)
-    calls: dict[str, Any] = {n: np.empty(int(runs[-1]), t) for n, t in STARTS}
-    calls.update({name: np.empty(int(up_runs[-1]), dtype) for name, dtype in ENDS})
-    group = np.empty(int(runs[-1]), np.int32)
-    end_group = np.empty(int(up_runs[-1]), np.int32)
+    """Channels and CPS per group (numbered by ``ids``): each day's calls given their group
+    and counted for CPS on every core, then the sweep."""
+    count = ids.count
+    local = threading.local()
+    scratch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    lock = threading.Lock()
 
-    def read(day: int) -> None:
-        a, b = int(runs[day]), int(runs[day + 1])
-        c, d = int(up_runs[day]), int(up_runs[day + 1])
-        rollups[day].read_into(calls, a, c)
-        key, start = calls["key"][a:b], calls["start"][a:b]
-        groups_of(key, start, luts[day], lo, hi, base, unit, edges, group[a:b])
+    def day(d: int) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(local, "cps"):
+            local.cps = (
+                np.zeros(count, np.int64),
+                np.full(count, -1, np.int64),
+                np.zeros(count, np.int64),
+            )
+            with lock:
+                scratch.append(local.cps)
+        calls = rollups[d].arrays
+        group = np.empty(calls["key"].size, np.int32)
+        day_groups(
+            calls["key"],
+            calls["start"],
+            ids.tables[d],
+            ids.first_hours[d],
+            lo,
+            hi,
+            group,
+            *local.cps,
+        )
         # Gathered here, on every core, so that the sweep reads its ends' groups in order.
-        np.take(group[a:b], calls["call"][c:d], out=end_group[c:d])
+        return group, np.take(group, calls["call"])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(read, range(len(rollups))))
-    return peaks(group, calls["start"], calls["end"], end_group, runs, up_runs, n_groups)
+        groups = list(pool.map(day, range(len(rollups))))
+    cps = np.max([c for c, _, _ in scratch], axis=0)
+    peak = channels(
+        [r.arrays["start"] for r in rollups],
+        [g for g, _ in groups],
+        [r.arrays["end"] for r in rollups],
+        [e for _, e in groups],
+        count,
+    )
+    return peak, cps
 
 
 def _empty(by: Sequence[str]) -> pa.Table:

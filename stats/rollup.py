@@ -99,41 +99,12 @@ def _bytes(calls: int, ups: int) -> int:
 
 @dataclass(frozen=True)
 class Rollup:
-    """The summary of one day: ``totals`` (``SUMS`` with a ``key`` column) and its
-    ``calls`` starts and ``ups`` ends, in memory (``arrays``, as ``STARTS`` and ``ENDS``
-    name them) or in a calls file (``path``)."""
+    """The summary of one day: ``totals`` (``SUMS`` with a ``key`` column) and its calls
+    (``arrays``, as ``STARTS`` and ``ENDS`` name them: in memory, or mapped from its calls
+    file, read-only)."""
 
     totals: pa.Table
-    calls: int
-    ups: int
-    arrays: dict[str, np.ndarray] | None = None
-    path: Path | None = None
-
-    def read_into(self, out: dict[str, np.ndarray], at: int, up_at: int) -> None:
-        """Copy the starts into ``out``'s arrays from index ``at``, the ends from ``up_at``
-        (a file: read, not mapped: one copy, no page faults)."""
-        parts = [(n, at, self.calls) for n, _ in STARTS] + [(n, up_at, self.ups) for n, _ in ENDS]
-        if self.arrays is not None:
-            for name, first, count in parts:
-                out[name][first : first + count] = self.arrays[name]
-            return
-        assert self.path is not None
-        with self.path.open("rb", buffering=0) as f:
-            for name, first, count in parts:
-                view = out[name][first : first + count].data.cast("B")
-                while view.nbytes:
-                    got = f.readinto(view)
-                    if not got:
-                        raise OSError(f"{self.path}: shorter than its summary says")
-                    view = view[got:]
-
-    def call_arrays(self) -> dict[str, np.ndarray]:
-        if self.arrays is not None:
-            return self.arrays
-        out = {n: np.empty(self.calls, t) for n, t in STARTS}
-        out.update({n: np.empty(self.ups, t) for n, t in ENDS})
-        self.read_into(out, 0, 0)
-        return out
+    arrays: dict[str, np.ndarray]
 
     def key_values(self) -> list[tuple[object, ...]]:
         """The key columns' values of each key index."""
@@ -181,7 +152,7 @@ def _ordered(totals: pa.Table, key: np.ndarray, t0: np.ndarray, t1: np.ndarray) 
     call = up[np.argsort(t1[up], kind="stable")].astype(np.int32)
     key = np.where(t1 > t0, key, ~key).astype(np.int32)
     arrays = {"key": key, "start": t0, "call": call, "end": t1[call]}
-    return Rollup(totals, int(t0.size), int(call.size), arrays)
+    return Rollup(totals, arrays)
 
 
 def merge(old: Rollup, new: Rollup) -> Rollup:
@@ -197,8 +168,8 @@ def merge(old: Rollup, new: Rollup) -> Rollup:
         ]
     )
     parts = [
-        (old.call_arrays(), np.arange(len(number), dtype=np.int32)),
-        (new.call_arrays(), remap),
+        (old.arrays, np.arange(len(number), dtype=np.int32)),
+        (new.arrays, remap),
     ]
     key = np.concatenate([m[_key(c["key"])] for c, m in parts])
     t0 = np.concatenate([c["start"] for c, _ in parts])
@@ -242,24 +213,31 @@ def load(con: duckdb.DuckDBPyConnection, lake: Path, day: str, paths: list[str])
 
 
 def _read(folder: Path) -> Rollup | None:
+    """The kept summary in ``folder``, its calls mapped (not read: a query reads only the
+    pages it needs, and no copy is made)."""
     try:
         with pa.memory_map(str(folder / "totals.arrow")) as source:
             totals = pa.ipc.open_file(source).read_all()
         meta = totals.schema.metadata or {}
         path = folder / meta[b"calls"].decode()
-        calls, ups = int(meta[b"starts"]), int(meta[b"ups"])
-        if path.stat().st_size != _bytes(calls, ups):
+        counts = {"starts": int(meta[b"starts"]), "ups": int(meta[b"ups"])}
+        if path.stat().st_size != _bytes(counts["starts"], counts["ups"]):
             return None
+        mapped = np.memmap(path, np.uint8, mode="r") if counts["starts"] else np.zeros(0, np.uint8)
     except (OSError, KeyError, ValueError, pa.ArrowInvalid):
         return None  # none yet, or not whole: make it again
-    return Rollup(totals, calls, ups, path=path)
+    arrays, offset = {}, 0
+    for count, layout in ((counts["starts"], STARTS), (counts["ups"], ENDS)):
+        for name, dtype in layout:
+            arrays[name] = np.frombuffer(mapped, dtype, count, offset)
+            offset += count * np.dtype(dtype).itemsize
+    return Rollup(totals, arrays)
 
 
 def _write(folder: Path, rollup: Rollup, files: dict[str, int]) -> None:
     """Keep ``rollup`` in ``folder``: a new calls file, then ``totals.arrow`` naming it (the
     commit point), then calls files older than ``CALLS_KEPT_SECONDS`` go. A lake stats may
     not write is left as is."""
-    assert rollup.arrays is not None
     token = f"{os.getpid()}-{threading.get_ident()}"
     calls = f"calls-{secrets.token_hex(8)}.bin"
     try:
@@ -272,8 +250,8 @@ def _write(folder: Path, rollup: Rollup, files: dict[str, int]) -> None:
         meta = {
             "files": json.dumps(files, sort_keys=True),
             "calls": calls,
-            "starts": str(rollup.calls),
-            "ups": str(rollup.ups),
+            "starts": str(rollup.arrays["start"].size),
+            "ups": str(rollup.arrays["end"].size),
         }
         table = rollup.totals.replace_schema_metadata(meta)
         tmp = folder / f".totals.arrow.{token}.tmp"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from schemas.errors import CdrflowError
 from stats.metrics import METRICS, metrics, parse_by
-from stats.peaks import peaks
+from stats.peaks import channels
 from stats.scope import Scope, connect
 from tests.stats.lakes import T0, call, write_lake
 from tests.stats.reference import metrics_sql
@@ -237,16 +237,13 @@ def test_every_metric_agrees_with_sql_over_the_calls(
         assert metrics(con, scope, parse_by(by)).to_pylist() == exact
 
 
-def _peaks_by_hand(
-    group: list[int], spans: list[tuple[int, int]], n_groups: int
-) -> tuple[list[int], list[int]]:
-    channels, cps = [0] * n_groups, [0] * n_groups
+def _channels_by_hand(group: list[int], spans: list[tuple[int, int]], n_groups: int) -> list[int]:
+    channels = [0] * n_groups
     for g in range(n_groups):
         mine = [s for s, k in zip(spans, group, strict=True) if k == g]
         for t in {a for a, _ in mine}:
             channels[g] = max(channels[g], sum(a <= t < b for a, b in mine))
-            cps[g] = max(cps[g], sum(a // 1_000_000 == t // 1_000_000 for a, _ in mine))
-    return channels, cps
+    return channels
 
 
 @settings(max_examples=300, deadline=None)
@@ -266,37 +263,25 @@ def _peaks_by_hand(
 def test_the_sweep_over_runs_and_parts_counts_by_hand(
     raw: list[tuple[int, int, int, int]], split: bool
 ) -> None:
-    """Channels (calls up over [start, end)) and CPS from runs of any overlap, with calls
-    never up and ties of ends and starts, swept in one part or split in time, against
-    counting every instant."""
+    """Channels (calls up over [start, end)) from runs of any overlap, with calls never up
+    and ties of ends and starts, swept in one part or split in time, against counting every
+    instant."""
     import stats.peaks
 
-    runs_of = [[(s, s + d, g) for r, s, d, g in raw if r == run] for run in range(3)]
-    group, start, end, call, offsets, up_offsets, spans = [], [], [], [], [0], [0], []
-    for calls in runs_of:
-        calls.sort()
-        # A call never up counts for CPS only: the sweep is told so by its group.
-        group += [g if s < e or g < 0 else -2 - g for s, e, g in calls]
-        start += [s for s, _, _ in calls]
-        spans += [(s, e) for s, e, _ in calls]
-        ups = sorted((i for i, (s, e, _) in enumerate(calls) if s < e), key=lambda i: calls[i][1])
-        end += [calls[i][1] for i in ups]
-        call += [(len(offsets) - 1, i) for i in ups]
-        offsets.append(offsets[-1] + len(calls))
-        up_offsets.append(up_offsets[-1] + len(ups))
+    runs = [sorted((s, s + d, g) for r, s, d, g in raw if r == run) for run in range(3)]
+    starts, groups, ends, end_groups = [], [], [], []
+    for calls in runs:
+        starts.append(np.array([s for s, _, _ in calls], np.int64))
+        # A call never up has no end, and no group in the sweep (it counts for CPS only).
+        groups.append(np.array([g if s < e else -1 for s, e, g in calls], np.int32))
+        ups = sorted((c for c in calls if c[0] < c[1]), key=lambda c: c[1])
+        ends.append(np.array([e for _, e, _ in ups], np.int64))
+        end_groups.append(np.array([g for _, _, g in ups], np.int32))
     before = stats.peaks._CALLS_PER_PART
     stats.peaks._CALLS_PER_PART = 1 if split else 1 << 20
     try:
-        channels, cps = peaks(
-            np.array(group, np.int32),
-            np.array(start, np.int64),
-            np.array(end, np.int64),
-            np.array([group[offsets[r] + c] for r, c in call], np.int32),
-            np.array(offsets, np.int64),
-            np.array(up_offsets, np.int64),
-            3,
-        )
+        counted = channels(starts, groups, ends, end_groups, 3)
     finally:
         stats.peaks._CALLS_PER_PART = before
-    groups = [g for calls in runs_of for _, _, g in calls]
-    assert (channels.tolist(), cps.tolist()) == _peaks_by_hand(groups, spans, 3)
+    spans = [(s, e) for calls in runs for s, e, _ in calls]
+    assert counted.tolist() == _channels_by_hand([g for c in runs for _, _, g in c], spans, 3)
