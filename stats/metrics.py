@@ -332,14 +332,14 @@ def _label(bucket: str, micros: int) -> str:
 def _peaks(
     rollups: list[Rollup], ids: _GroupIds, lo: int, hi: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Channels and CPS per group (numbered by ``ids``): each day's calls given their group
-    and counted for CPS on every core, then the sweep."""
+    """Channels and CPS per group (numbered by ``ids``): each day's calls counted for CPS and
+    those ever up given their group, on every core; then the sweep."""
     count = ids.count
     local = threading.local()
     scratch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     lock = threading.Lock()
 
-    def day(d: int) -> tuple[np.ndarray, np.ndarray]:
+    def day(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not hasattr(local, "cps"):
             local.cps = (
                 np.zeros(count, np.int64),
@@ -349,28 +349,23 @@ def _peaks(
             with lock:
                 scratch.append(local.cps)
         calls = rollups[d].arrays
-        group = np.empty(calls["key"].size, np.int32)
+        up_start = np.empty(calls["end"].size, np.int64)
+        up_group = np.empty(calls["end"].size, np.int32)
+        table, first = ids.tables[d], ids.first_hours[d]
         day_groups(
-            calls["key"],
-            calls["start"],
-            ids.tables[d],
-            ids.first_hours[d],
-            lo,
-            hi,
-            group,
-            *local.cps,
+            calls["key"], calls["start"], table, first, lo, hi, up_start, up_group, *local.cps
         )
         # Gathered here, on every core, so that the sweep reads its ends' groups in order.
-        return group, np.take(group, calls["call"])
+        return up_start, up_group, np.take(up_group, calls["call"])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         groups = list(pool.map(day, range(len(rollups))))
     cps = np.max([c for c, _, _ in scratch], axis=0)
     peak = channels(
-        [r.arrays["start"] for r in rollups],
-        [g for g, _ in groups],
+        [s for s, _, _ in groups],
+        [g for _, g, _ in groups],
         [r.arrays["end"] for r in rollups],
-        [e for _, e in groups],
+        [e for _, _, e in groups],
         count,
     )
     return peak, cps

@@ -1,12 +1,13 @@
 """Channels and CPS per group (SPEC §6), exactly, from the days' calls in time order.
 
 Each day's summary (``stats.rollup``) holds its calls' starts in start order and the ends
-of those that are ever up in end order: one run of each a day. ``day_groups`` gives each
-call its group and counts CPS, a day at a time (a second never spans two days), on every
-core. ``peaks`` then sweeps the runs of starts and ends merged in time (a small heap of
-runs, and a run is read on while it stays below the next run's head, so days that do not
-overlap cost no heap work), counting each group's calls up; at one instant, ends go before
-starts, a call being up over [start, end).
+of those that are ever up in end order. ``day_groups`` counts CPS, a day at a time (a
+second never spans two days), on every core, and keeps the starts of the calls that are
+ever up with their groups: with the ends, one run of each a day. ``channels`` then sweeps
+the runs of starts and ends merged in time (a small heap of runs, and a run is read on
+while it stays below the next run's head, so days that do not overlap cost no heap work),
+counting each group's calls up; at one instant, ends go before starts, a call being up
+over [start, end).
 
 Split in time, the sweep runs on every core: a later part counts ups relative to its own
 start, and adding what the earlier parts left up turns its peaks into absolute ones.
@@ -31,12 +32,14 @@ _CALLS_PER_PART = 1 << 20
 
 
 @nb.njit(cache=True, nogil=True)
-def day_groups(key, start, table, first_hour, lo, hi, group, cps, second, streak):
-    """Each call of a day its group for the sweep, and CPS counted into ``cps`` (per group,
-    with ``second``/``streak`` as scratch). The group is ``table[key, hour - first_hour]``
-    (-1: a key left out); a call outside [lo, hi) µs has none, and so does one that is never
-    up (its key stored as ``~key``) in ``group``, though it counts for CPS."""
+def day_groups(key, start, table, first_hour, lo, hi, up_start, up_group, cps, second, streak):
+    """A day's calls: each call that is ever up (its key not stored as ``~key``) copied to
+    ``up_start`` with its group in ``up_group``, for the sweep; and every call counted for
+    CPS into ``cps`` (per group, with ``second``/``streak`` as scratch). The group is
+    ``table[key, hour - first_hour]`` (-1: a key left out); a call outside [lo, hi) µs has
+    none."""
     hours = table.shape[1]
+    n = 0
     for i in range(key.size):
         k = key[i]
         up = k >= 0
@@ -48,15 +51,17 @@ def day_groups(key, start, table, first_hour, lo, hi, group, cps, second, streak
         if lo <= t < hi and 0 <= h < hours:
             g = table[k, h]
         if g >= 0:
+            # Without branches: whether the group's last start fell in this second is a coin
+            # toss a branch would mispredict (a third of this loop's time).
             sec = t // 1_000_000
-            if second[g] == sec:
-                streak[g] += 1
-            else:
-                second[g] = sec
-                streak[g] = 1
-            if streak[g] > cps[g]:
-                cps[g] = streak[g]
-        group[i] = g if up else -1
+            streak_g = streak[g] * (second[g] == sec) + 1
+            streak[g] = streak_g
+            second[g] = sec
+            cps[g] = max(cps[g], streak_g)
+        if up:
+            up_start[n] = t
+            up_group[n] = g
+            n += 1
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -120,10 +125,10 @@ def _advance(values, pos, stop, heads, order, n, r, i):
 
 @nb.njit(cache=True, nogil=True)
 def sweep(starts, groups, ends, end_groups, lo, hi, up, best):
-    """Sweep the events in [lo, hi) µs of the runs ``starts`` (with each call's group, -1:
-    not counted) and ``ends`` (with their calls' groups). Fills ``up`` (calls up at ``hi``,
-    relative to ``lo``) and ``best`` (the most up, relative; ``_NO_START`` when no call of
-    the group starts here)."""
+    """Sweep the events in [lo, hi) µs of calls that are ever up: the runs ``starts`` (with
+    each call's group, -1: not counted) and ``ends`` (with their calls' groups). Fills
+    ``up`` (calls up at ``hi``, relative to ``lo``) and ``best`` (the most up, relative;
+    ``_NO_START`` when no call of the group starts here)."""
     k = len(starts)
     s_pos = np.empty(k, np.int64)
     s_stop = np.empty(k, np.int64)

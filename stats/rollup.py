@@ -10,8 +10,9 @@ CPS, four integers a call that are already in time order. The summary of the par
   range that cuts through an hour can tell whether it takes the row whole. Its metadata
   names the rated files (and their sizes) the summary covers, and its calls file;
 - ``calls-<id>.bin``: each call's key (an index into the day's keys) and start in start
-  order, and each end in end order with the index of its call, in microseconds (``STARTS``,
-  ``ENDS``): channels and CPS are a merge of the days, not a sort of every call.
+  order, and the end of each call that is ever up in end order with the index of its call
+  among those, in microseconds (``STARTS``, ``ENDS``): channels and CPS are a merge of the
+  days, not a sort of every call.
 
 A summary is made the first time stats read its day (``summaries``) and kept, as a cache: a
 day that gained files since has them summarised and merged in; a day whose files changed
@@ -81,11 +82,13 @@ SUMS = f"""
     FROM calls GROUP BY ALL
 """
 ROLLUP_FOLDER = "_rollup"
-# A calls file: each call's key and start (start order), then each end with the index of
-# its call (end order), of the calls that are up at all: a call up over no time at all
-# (unanswered, no ring) counts for CPS but is never up, so its key is stored as ``~key``.
+# A calls file: each call's key and start (start order), then the end of each call that is
+# up at all, with its index among those calls in start order (end order): a call up over no
+# time at all (unanswered, no ring) counts for CPS but is never up; its key is kept as ~key.
 STARTS = (("key", np.int32), ("start", np.int64))
 ENDS = (("call", np.int32), ("end", np.int64))
+# The calls file's layout, named in its summary: one of another layout is made again.
+LAYOUT = b"2"
 # How long a calls file outlives the summary that named it: long enough for any reader that
 # read those totals to have read their calls.
 CALLS_KEPT_SECONDS = 600
@@ -148,10 +151,10 @@ def _ordered(totals: pa.Table, key: np.ndarray, t0: np.ndarray, t1: np.ndarray) 
     """A summary from each call's key, start and end (in any order)."""
     order = np.argsort(t0, kind="stable")
     key, t0, t1 = key[order], t0[order], t1[order]
-    up = np.flatnonzero(t1 > t0)
-    call = up[np.argsort(t1[up], kind="stable")].astype(np.int32)
+    ends = t1[t1 > t0]
+    call = np.argsort(ends, kind="stable").astype(np.int32)
     key = np.where(t1 > t0, key, ~key).astype(np.int32)
-    arrays = {"key": key, "start": t0, "call": call, "end": t1[call]}
+    arrays = {"key": key, "start": t0, "call": call, "end": ends[call]}
     return Rollup(totals, arrays)
 
 
@@ -183,7 +186,7 @@ def _key(stored: np.ndarray) -> np.ndarray:
 
 def _ends_in_start_order(calls: dict[str, np.ndarray]) -> np.ndarray:
     t1 = calls["start"].copy()  # a call never up ends as it starts
-    t1[calls["call"]] = calls["end"]
+    t1[np.flatnonzero(calls["key"] >= 0)[calls["call"]]] = calls["end"]
     return t1
 
 
@@ -220,6 +223,8 @@ def _read(folder: Path) -> Rollup | None:
             totals = pa.ipc.open_file(source).read_all()
         meta = totals.schema.metadata or {}
         path = folder / meta[b"calls"].decode()
+        if meta.get(b"layout") != LAYOUT:
+            return None  # kept by an older cdrflow: make it again
         counts = {"starts": int(meta[b"starts"]), "ups": int(meta[b"ups"])}
         if path.stat().st_size != _bytes(counts["starts"], counts["ups"]):
             return None
@@ -250,6 +255,7 @@ def _write(folder: Path, rollup: Rollup, files: dict[str, int]) -> None:
         meta = {
             "files": json.dumps(files, sort_keys=True),
             "calls": calls,
+            "layout": LAYOUT.decode(),
             "starts": str(rollup.arrays["start"].size),
             "ups": str(rollup.arrays["end"].size),
         }
