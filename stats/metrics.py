@@ -4,11 +4,10 @@ A group is any combination of the ``KEYS`` (customer, provider, card, code, dest
 currency) and at most one ``BUCKETS`` entry (hour, day, month: UTC, by ``dt``). The columns
 are the group keys, then ``METRICS`` in that order.
 
-The numbers come from each rated file's summary (``stats.rollup``): its rows per key and
-hour are added up by DuckDB, and channels and CPS are swept from its calls
-(``stats.peaks``). An hour that the range cuts through, where a summary row holds calls on
-both sides of the cut, is summed from the rated files themselves; so every answer is the
-one the calls give.
+The numbers come from each day's summary (``stats.rollup``): its rows per key and hour are
+added up by DuckDB, and channels and CPS are counted from its calls (``stats.peaks``). An
+hour that the range cuts through, where a summary row holds calls on both sides of the cut,
+is summed from the rated files themselves; so every answer is the one the calls give.
 """
 
 from __future__ import annotations

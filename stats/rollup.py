@@ -2,7 +2,7 @@
 
 A month's stats over the rated files themselves read some 20 million rows of twelve
 columns; over these summaries they read a few hundred thousand rows and, for channels and
-CPS, four integers a call that are already in time order. The summary of the partition
+CPS, at most four integers a call, already in time order. The summary of the partition
 ``lake/rated/date=D/`` is kept in ``lake/_rollup/date=D/``:
 
 - ``totals.arrow``: a row per key (``KEY_COLUMNS``) and UTC hour with the sums every metric
