@@ -334,11 +334,17 @@ def _peaks(
     """Channels and CPS per group (numbered by ``ids``): each day's calls counted for CPS and
     those ever up given their group, on every core; then the sweep."""
     count = ids.count
+    runs = np.concatenate([[0], np.cumsum([r.arrays["end"].size for r in rollups])])
+    runs = runs.astype(np.int64)
+    start = np.empty(int(runs[-1]), np.int64)
+    group = np.empty(int(runs[-1]), np.int32)
+    end = np.empty(int(runs[-1]), np.int64)
+    end_group = np.empty(int(runs[-1]), np.int32)
     local = threading.local()
     scratch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     lock = threading.Lock()
 
-    def day(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def day(d: int) -> None:
         if not hasattr(local, "cps"):
             local.cps = (
                 np.zeros(count, np.int64),
@@ -348,26 +354,19 @@ def _peaks(
             with lock:
                 scratch.append(local.cps)
         calls = rollups[d].arrays
-        up_start = np.empty(calls["end"].size, np.int64)
-        up_group = np.empty(calls["end"].size, np.int32)
+        a, b = int(runs[d]), int(runs[d + 1])
         table, first = ids.tables[d], ids.first_hours[d]
         day_groups(
-            calls["key"], calls["start"], table, first, lo, hi, up_start, up_group, *local.cps
+            calls["key"], calls["start"], table, first, lo, hi, start[a:b], group[a:b], *local.cps
         )
+        end[a:b] = calls["end"]
         # Gathered here, on every core, so that the sweep reads its ends' groups in order.
-        return up_start, up_group, np.take(up_group, calls["call"])
+        np.take(group[a:b], calls["call"], out=end_group[a:b])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        groups = list(pool.map(day, range(len(rollups))))
+        list(pool.map(day, range(len(rollups))))
     cps = np.max([c for c, _, _ in scratch], axis=0)
-    peak = channels(
-        [s for s, _, _ in groups],
-        [g for _, g, _ in groups],
-        [r.arrays["end"] for r in rollups],
-        [e for _, _, e in groups],
-        count,
-    )
-    return peak, cps
+    return channels(start, group, end, end_group, runs, count), cps
 
 
 def _empty(by: Sequence[str]) -> pa.Table:

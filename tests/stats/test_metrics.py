@@ -269,18 +269,20 @@ def test_the_sweep_over_runs_and_parts_counts_by_hand(
     import stats.peaks
 
     runs = [sorted((s, s + d, g) for r, s, d, g in raw if r == run) for run in range(3)]
-    starts, groups, ends, end_groups = [], [], [], []
-    for calls in runs:
-        starts.append(np.array([s for s, _, _ in calls], np.int64))
-        # A call never up has no end, and no group in the sweep (it counts for CPS only).
-        groups.append(np.array([g if s < e else -1 for s, e, g in calls], np.int32))
-        ups = sorted((c for c in calls if c[0] < c[1]), key=lambda c: c[1])
-        ends.append(np.array([e for _, e, _ in ups], np.int64))
-        end_groups.append(np.array([g for _, _, g in ups], np.int32))
+    # The sweep takes the calls that are ever up (a call never up counts for CPS only).
+    ups = [[c for c in calls if c[0] < c[1]] for calls in runs]
+    by_end = [sorted(calls, key=lambda c: c[1]) for calls in ups]
     before = stats.peaks._CALLS_PER_PART
     stats.peaks._CALLS_PER_PART = 1 if split else 1 << 20
     try:
-        counted = channels(starts, groups, ends, end_groups, 3)
+        counted = channels(
+            np.array([s for calls in ups for s, _, _ in calls], np.int64),
+            np.array([g for calls in ups for _, _, g in calls], np.int32),
+            np.array([e for calls in by_end for _, e, _ in calls], np.int64),
+            np.array([g for calls in by_end for _, _, g in calls], np.int32),
+            np.cumsum([0] + [len(calls) for calls in ups]).astype(np.int64),
+            3,
+        )
     finally:
         stats.peaks._CALLS_PER_PART = before
     spans = [(s, e) for calls in runs for s, e, _ in calls]
