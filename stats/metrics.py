@@ -331,15 +331,15 @@ def _label(bucket: str, micros: int) -> str:
 def _peaks(
     rollups: list[Rollup], ids: _GroupIds, lo: int, hi: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Channels and CPS per group (numbered by ``ids``): each day's calls counted for CPS and
-    those ever up given their group, on every core; then the sweep."""
+    """Channels and CPS per group (numbered by ``ids``): each day's calls counted for CPS,
+    given their groups and their events copied into one array, on every core; then the
+    walk along the events."""
     count = ids.count
-    runs = np.concatenate([[0], np.cumsum([r.arrays["end"].size for r in rollups])])
-    runs = runs.astype(np.int64)
-    start = np.empty(int(runs[-1]), np.int64)
-    group = np.empty(int(runs[-1]), np.int32)
-    end = np.empty(int(runs[-1]), np.int64)
-    end_group = np.empty(int(runs[-1]), np.int32)
+    runs = _offsets([r.arrays["event"].size for r in rollups])
+    group_runs = _offsets([r.arrays["event"].size // 2 for r in rollups])
+    event = np.empty(int(runs[-1]), np.int64)
+    call = np.empty(int(runs[-1]), np.int32)
+    group = np.empty(int(group_runs[-1]), np.int32)
     local = threading.local()
     scratch: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     lock = threading.Lock()
@@ -354,19 +354,20 @@ def _peaks(
             with lock:
                 scratch.append(local.cps)
         calls = rollups[d].arrays
-        a, b = int(runs[d]), int(runs[d + 1])
+        a, b = int(group_runs[d]), int(group_runs[d + 1])
         table, first = ids.tables[d], ids.first_hours[d]
-        day_groups(
-            calls["key"], calls["start"], table, first, lo, hi, start[a:b], group[a:b], *local.cps
-        )
-        end[a:b] = calls["end"]
-        # Gathered here, on every core, so that the sweep reads its ends' groups in order.
-        np.take(group[a:b], calls["call"], out=end_group[a:b])
+        day_groups(calls["key"], calls["start"], table, first, lo, hi, group[a:b], *local.cps)
+        event[runs[d] : runs[d + 1]] = calls["event"]
+        call[runs[d] : runs[d + 1]] = calls["call"]
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(day, range(len(rollups))))
     cps = np.max([c for c, _, _ in scratch], axis=0)
-    return channels(start, group, end, end_group, runs, count), cps
+    return channels(event, call, runs, group, group_runs, count), cps
+
+
+def _offsets(sizes: list[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def _empty(by: Sequence[str]) -> pa.Table:

@@ -1,16 +1,16 @@
 """Channels and CPS per group (SPEC §6), exactly, from the days' calls in time order.
 
-Each day's summary (``stats.rollup``) holds its calls' starts in start order and the ends
-of those that are ever up in end order. ``day_groups`` counts CPS, a day at a time (a
-second never spans two days), on every core, and keeps the starts of the calls that are
-ever up with their groups: with the ends, one run of each a day, all in one array by
-offsets (a numba typed list of the days would take 0.7 s to build in a fresh process).
-``channels`` then sweeps the runs of starts and ends merged in time (a small heap of runs,
-and a run is read on while it stays below the next run's head, so days that do not overlap
-cost no heap work), counting each group's calls up; at one instant, ends go before starts,
-a call being up over [start, end).
+Each day's summary (``stats.rollup``) holds its calls' starts in start order, and the starts
+and ends of the calls that are ever up as one sequence of events in time order (ends first
+at one instant: a call is up over [start, end)). ``day_groups`` counts CPS, a day at a time
+(a second never spans two days), on every core, and gives each call that is ever up its
+group. ``channels`` then walks the days' events, all in one array by offsets (a numba
+typed list of the days would take 0.7 s to build in a fresh process), counting each group's
+calls up: a day is a run, and the runs are merged by a small heap only where they overlap
+in time (a day's calls that end after midnight), so the walk is mostly a plain loop
+without a branch to mispredict.
 
-Split in time, the sweep runs on every core: a later part counts ups relative to its own
+Split in time, the walk runs on every core: a later part counts ups relative to its own
 start, and adding what the earlier parts left up turns its peaks into absolute ones.
 """
 
@@ -32,10 +32,10 @@ _CALLS_PER_PART = 1 << 20
 
 
 @nb.njit(cache=True, nogil=True)
-def day_groups(key, start, table, first_hour, lo, hi, up_start, up_group, cps, second, streak):
-    """A day's calls: each call that is ever up (its key not stored as ``~key``) copied to
-    ``up_start`` with its group in ``up_group``, for the sweep; and every call counted for
-    CPS into ``cps`` (per group, with ``second``/``streak`` as scratch). The group is
+def day_groups(key, start, table, first_hour, lo, hi, up_group, cps, second, streak):
+    """A day's calls: the group of each call that is ever up (its key not kept as ``~key``)
+    into ``up_group``, in start order, for the walk; and every call counted for CPS into
+    ``cps`` (per group, with ``second``/``streak`` as scratch). The group is
     ``table[key, hour - first_hour]`` (-1: a key left out); a call outside [lo, hi) µs has
     none."""
     hours = table.shape[1]
@@ -59,7 +59,6 @@ def day_groups(key, start, table, first_hour, lo, hi, up_start, up_group, cps, s
             second[g] = sec
             cps[g] = max(cps[g], streak_g)
         if up:
-            up_start[n] = t
             up_group[n] = g
             n += 1
 
@@ -124,77 +123,53 @@ def _advance(values, pos, stop, heads, order, n, r, i):
 
 
 @nb.njit(cache=True, nogil=True)
-def sweep(start, group, end, end_group, runs, lo, hi, up, best):
-    """Sweep the events in [lo, hi) µs of calls that are ever up: the runs (``runs``:
-    offsets, one a day, the same for both) of ``start`` (with each call's group, -1: not
-    counted) and of ``end`` (with their calls' groups). Fills ``up`` (calls up at ``hi``,
-    relative to ``lo``) and ``best`` (the most up, relative; ``_NO_START`` when no call of
-    the group starts here)."""
+def sweep(event, call, runs, group, group_runs, lo, hi, up, best):
+    """Walk the events (``event``, ``call``: see ``stats.rollup.EVENTS``; ``runs``: each
+    day's offsets) with ``event`` in [lo, hi); a call's group is ``group[group_runs[day] +
+    index]`` (-1: not counted). Fills ``up`` (calls up after the last event, relative to
+    ``lo``) and ``best`` (the most up after any event, relative; ``_NO_START`` for a group
+    without events here)."""
     k = runs.size - 1
-    s_pos = np.empty(k, np.int64)
-    s_stop = np.empty(k, np.int64)
-    s_heads = np.empty(k, np.int64)
-    s_order = np.empty(k, np.int64)
-    e_pos = np.empty(k, np.int64)
-    e_stop = np.empty(k, np.int64)
-    e_heads = np.empty(k, np.int64)
-    e_order = np.empty(k, np.int64)
-    ns = _heap(start, runs, lo, hi, s_pos, s_stop, s_heads, s_order)
-    ne = _heap(end, runs, lo, hi, e_pos, e_stop, e_heads, e_order)
-    while ns > 0 or ne > 0:
-        # Merge the top run of starts with the top run of ends while each stays at or
-        # below its heap's next head; then the heaps take their runs' new heads.
-        s_limit = _limit(s_heads, s_order, ns)
-        e_limit = _limit(e_heads, e_order, ne)
-        # The last end and the last start this merge may take before another run's head.
-        end_cap = min(e_limit, s_limit)
-        start_cap = min(s_limit, e_limit - 1)
-        rs, re = s_order[0], e_order[0]
-        i, s_stop_r = (s_pos[rs], s_stop[rs]) if ns > 0 else (0, 0)
-        j, e_stop_r = (e_pos[re], e_stop[re]) if ne > 0 else (0, 0)
-        while True:
-            sv = start[i] if i < s_stop_r else _NONE
-            ev = end[j] if j < e_stop_r else _NONE
-            if ev <= sv:  # at one instant, ends first
-                if ev > end_cap or j >= e_stop_r:
-                    break
-                g = end_group[j]
-                if g >= 0:
-                    up[g] -= 1
-                j += 1
-            else:
-                if sv > start_cap:
-                    break
-                g = group[i]
-                if g >= 0:
-                    u = up[g] + 1
-                    up[g] = u
-                    if u > best[g]:
-                        best[g] = u
-                i += 1
-        if ns > 0:
-            ns = _advance(start, s_pos, s_stop, s_heads, s_order, ns, rs, i)
-        if ne > 0:
-            ne = _advance(end, e_pos, e_stop, e_heads, e_order, ne, re, j)
+    pos = np.empty(k, np.int64)
+    stop = np.empty(k, np.int64)
+    heads = np.empty(k, np.int64)
+    order = np.empty(k, np.int64)
+    n = _heap(event, runs, lo, hi, pos, stop, heads, order)
+    while n > 0:
+        # The top day's events, while they stay at or below the other days' next event.
+        r = order[0]
+        limit = _limit(heads, order, n)
+        i, last, base = pos[r], stop[r], group_runs[r]
+        while i < last and event[i] <= limit:
+            c = call[i]
+            end = c >> 31  # -1 for an end (~index), 0 for a start
+            g = group[base + (c ^ end)]
+            if g >= 0:
+                # After an end, up is below what it was at the last start: max() is safe.
+                u = up[g] + (1 | end)
+                up[g] = u
+                best[g] = max(best[g], u)
+            i += 1
+        n = _advance(event, pos, stop, heads, order, n, r, i)
 
 
 def channels(
-    start: np.ndarray,
-    group: np.ndarray,
-    end: np.ndarray,
-    end_group: np.ndarray,
+    event: np.ndarray,
+    call: np.ndarray,
     runs: I64,
+    group: np.ndarray,
+    group_runs: I64,
     n_groups: int,
 ) -> I64:
-    """Channels of each of ``n_groups`` groups, given runs of starts with each call's group
-    (-1: not counted) and runs of ends with theirs (see ``sweep``), split over the cores."""
-    parts = max(1, min(os.cpu_count() or 1, start.size // _CALLS_PER_PART))
-    cuts = _cuts(start, parts)
+    """Channels of each of ``n_groups`` groups, given the days' events and each call's group
+    (see ``sweep``), split over the cores."""
+    parts = max(1, min(os.cpu_count() or 1, event.size // (2 * _CALLS_PER_PART)))
+    cuts = _cuts(event, parts)
 
     def part(lo: int, hi: int) -> tuple[I64, I64]:
         up = np.zeros(n_groups, np.int64)
         best = np.full(n_groups, _NO_START, np.int64)
-        sweep(start, group, end, end_group, runs, lo, hi, up, best)
+        sweep(event, call, runs, group, group_runs, lo, hi, up, best)
         return up, best
 
     with ThreadPoolExecutor(max_workers=parts) as pool:
@@ -203,19 +178,20 @@ def channels(
     before = np.zeros(n_groups, np.int64)
     for up, best in results:
         # Relative to what the earlier parts left up (a part may end more calls than it
-        # starts); a group with no start in the part has no peak there.
+        # starts); a group without events in the part has no peak there.
         peak = np.maximum(peak, np.where(best > _NO_START, best + before, 0))
         before += up
     return peak
 
 
-def _cuts(start: np.ndarray, parts: int) -> list[int]:
-    """Whole-second instants splitting the starts into ``parts`` of about equal size, from
-    before the first event to after the last."""
+def _cuts(event: np.ndarray, parts: int) -> list[int]:
+    """Events of whole-second instants (time × 2: an end, the first event of its instant)
+    splitting the events into ``parts`` of about equal size, from before the first event to
+    after the last."""
     inner = []
     if parts > 1:
-        sample = np.sort(start[:: max(1, start.size // 4096)])
+        sample = np.sort(event[:: max(1, event.size // 4096)])
         for p in range(1, parts):
-            t = int(sample[p * sample.size // parts]) // 1_000_000 * 1_000_000
-            inner.append(t)
+            second = int(sample[p * sample.size // parts]) >> 1
+            inner.append(second // 1_000_000 * 1_000_000 * 2)
     return [_NO_START, *sorted(set(inner)), _NONE]

@@ -2,7 +2,7 @@
 
 A month's stats over the rated files themselves read some 20 million rows of twelve
 columns; over these summaries they read a few hundred thousand rows and, for channels and
-CPS, at most four integers a call, already in time order. The summary of the partition
+CPS, a few integers a call, already in time order. The summary of the partition
 ``lake/rated/date=D/`` is kept in ``lake/_rollup/date=D/``:
 
 - ``totals.arrow``: a row per key (``KEY_COLUMNS``) and UTC hour with the sums every metric
@@ -10,9 +10,9 @@ CPS, at most four integers a call, already in time order. The summary of the par
   range that cuts through an hour can tell whether it takes the row whole. Its metadata
   names the rated files (and their sizes) the summary covers, and its calls file;
 - ``calls-<id>.bin``: each call's key (an index into the day's keys) and start in start
-  order, and the end of each call that is ever up in end order with the index of its call
-  among those, in microseconds (``STARTS``, ``ENDS``): channels and CPS are a merge of the
-  days, not a sort of every call.
+  order (``STARTS``), and the starts and ends of the calls that are ever up as one sequence
+  of events in time order (``EVENTS``): channels are a walk along the days' events, and CPS
+  a walk along their starts, not a sort of every call.
 
 A summary is made the first time stats read its day (``summaries``) and kept, as a cache: a
 day that gained files since has them summarised and merged in; a day whose files changed
@@ -82,28 +82,30 @@ SUMS = f"""
     FROM calls GROUP BY ALL
 """
 ROLLUP_FOLDER = "_rollup"
-# A calls file: each call's key and start (start order), then the end of each call that is
-# up at all, with its index among those calls in start order (end order): a call up over no
-# time at all (unanswered, no ring) counts for CPS but is never up; its key is kept as ~key.
+# A calls file: each call's key and start (start order; a call up over no time at all,
+# unanswered without ring, counts for CPS but is never up: its key is kept as ~key), then
+# the events of the calls that are up, in order: ``event`` is the time (µs) × 2, + 1 for a
+# start (so at one instant ends come first), and ``call`` the call's index among those calls
+# in start order (~index for its end).
 STARTS = (("key", np.int32), ("start", np.int64))
-ENDS = (("call", np.int32), ("end", np.int64))
+EVENTS = (("event", np.int64), ("call", np.int32))
 # The calls file's layout, named in its summary: one of another layout is made again.
-LAYOUT = b"2"
+LAYOUT = b"3"
 # How long a calls file outlives the summary that named it: long enough for any reader that
 # read those totals to have read their calls.
 CALLS_KEPT_SECONDS = 600
 
 
-def _bytes(calls: int, ups: int) -> int:
+def _bytes(calls: int, events: int) -> int:
     return sum(calls * np.dtype(t).itemsize for _, t in STARTS) + sum(
-        ups * np.dtype(t).itemsize for _, t in ENDS
+        events * np.dtype(t).itemsize for _, t in EVENTS
     )
 
 
 @dataclass(frozen=True)
 class Rollup:
     """The summary of one day: ``totals`` (``SUMS`` with a ``key`` column) and its calls
-    (``arrays``, as ``STARTS`` and ``ENDS`` name them: in memory, or mapped from its calls
+    (``arrays``, as ``STARTS`` and ``EVENTS`` name them: in memory, or mapped from its calls
     file, read-only)."""
 
     totals: pa.Table
@@ -151,10 +153,13 @@ def _ordered(totals: pa.Table, key: np.ndarray, t0: np.ndarray, t1: np.ndarray) 
     """A summary from each call's key, start and end (in any order)."""
     order = np.argsort(t0, kind="stable")
     key, t0, t1 = key[order], t0[order], t1[order]
-    ends = t1[t1 > t0]
-    call = np.argsort(ends, kind="stable").astype(np.int32)
-    key = np.where(t1 > t0, key, ~key).astype(np.int32)
-    arrays = {"key": key, "start": t0, "call": call, "end": ends[call]}
+    up = t1 > t0
+    index = np.arange(int(up.sum()), dtype=np.int32)
+    event = np.concatenate([(t0[up] << 1) | 1, t1[up] << 1])
+    call = np.concatenate([index, ~index])
+    by_time = np.argsort(event, kind="stable")
+    key = np.where(up, key, ~key).astype(np.int32)
+    arrays = {"key": key, "start": t0, "event": event[by_time], "call": call[by_time]}
     return Rollup(totals, arrays)
 
 
@@ -186,7 +191,8 @@ def _key(stored: np.ndarray) -> np.ndarray:
 
 def _ends_in_start_order(calls: dict[str, np.ndarray]) -> np.ndarray:
     t1 = calls["start"].copy()  # a call never up ends as it starts
-    t1[np.flatnonzero(calls["key"] >= 0)[calls["call"]]] = calls["end"]
+    ends = calls["call"] < 0
+    t1[np.flatnonzero(calls["key"] >= 0)[~calls["call"][ends]]] = calls["event"][ends] >> 1
     return t1
 
 
@@ -225,14 +231,14 @@ def _read(folder: Path) -> Rollup | None:
         path = folder / meta[b"calls"].decode()
         if meta.get(b"layout") != LAYOUT:
             return None  # kept by an older cdrflow: make it again
-        counts = {"starts": int(meta[b"starts"]), "ups": int(meta[b"ups"])}
-        if path.stat().st_size != _bytes(counts["starts"], counts["ups"]):
+        counts = {"starts": int(meta[b"starts"]), "events": int(meta[b"events"])}
+        if path.stat().st_size != _bytes(counts["starts"], counts["events"]):
             return None
         mapped = np.memmap(path, np.uint8, mode="r") if counts["starts"] else np.zeros(0, np.uint8)
     except (OSError, KeyError, ValueError, pa.ArrowInvalid):
         return None  # none yet, or not whole: make it again
     arrays, offset = {}, 0
-    for count, layout in ((counts["starts"], STARTS), (counts["ups"], ENDS)):
+    for count, layout in ((counts["starts"], STARTS), (counts["events"], EVENTS)):
         for name, dtype in layout:
             arrays[name] = np.frombuffer(mapped, dtype, count, offset)
             offset += count * np.dtype(dtype).itemsize
@@ -249,7 +255,7 @@ def _write(folder: Path, rollup: Rollup, files: dict[str, int]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{calls}.{token}.tmp"
         with tmp.open("wb") as f:
-            for name, dtype in STARTS + ENDS:
+            for name, dtype in STARTS + EVENTS:
                 f.write(np.ascontiguousarray(rollup.arrays[name], dtype).data)
         os.replace(tmp, folder / calls)
         meta = {
@@ -257,7 +263,7 @@ def _write(folder: Path, rollup: Rollup, files: dict[str, int]) -> None:
             "calls": calls,
             "layout": LAYOUT.decode(),
             "starts": str(rollup.arrays["start"].size),
-            "ups": str(rollup.arrays["end"].size),
+            "events": str(rollup.arrays["event"].size),
         }
         table = rollup.totals.replace_schema_metadata(meta)
         tmp = folder / f".totals.arrow.{token}.tmp"

@@ -269,17 +269,24 @@ def test_the_sweep_over_runs_and_parts_counts_by_hand(
     import stats.peaks
 
     runs = [sorted((s, s + d, g) for r, s, d, g in raw if r == run) for run in range(3)]
-    # The sweep takes the calls that are ever up (a call never up counts for CPS only).
+    # The walk takes the calls that are ever up (a call never up counts for CPS only), each
+    # run's starts and ends as events in time order: time × 2, + 1 for a start.
     ups = [[c for c in calls if c[0] < c[1]] for calls in runs]
-    by_end = [sorted(calls, key=lambda c: c[1]) for calls in ups]
+    events = [
+        sorted(
+            [(s * 2 + 1, i) for i, (s, _, _) in enumerate(calls)]
+            + [(e * 2, ~i) for i, (_, e, _) in enumerate(calls)]
+        )
+        for calls in ups
+    ]
     before = stats.peaks._CALLS_PER_PART
     stats.peaks._CALLS_PER_PART = 1 if split else 1 << 20
     try:
         counted = channels(
-            np.array([s for calls in ups for s, _, _ in calls], np.int64),
+            np.array([e for day in events for e, _ in day], np.int64),
+            np.array([c for day in events for _, c in day], np.int32),
+            np.cumsum([0] + [len(day) for day in events]).astype(np.int64),
             np.array([g for calls in ups for _, _, g in calls], np.int32),
-            np.array([e for calls in by_end for _, e, _ in calls], np.int64),
-            np.array([g for calls in by_end for _, _, g in calls], np.int32),
             np.cumsum([0] + [len(calls) for calls in ups]).astype(np.int64),
             3,
         )
