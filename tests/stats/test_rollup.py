@@ -63,9 +63,15 @@ def test_a_day_that_gains_files_has_them_merged_in(
     )
     answer(lake)
     [old_calls] = summary(tmp_path)[1]
+    read: list[list[str]] = []
+    summarize = stats.rollup.summarize
+    monkeypatch.setattr(
+        stats.rollup, "summarize", lambda con, paths: read.append(paths) or summarize(con, paths)
+    )
     # Overlapping the first file in time, with a key it does not have (provider None).
     add_file(lake, "late", [call(3, 10, duration=Decimal(20)), call(4, 3599, provider_id=None)])
     rows = answer(lake)
+    assert [[Path(p).name for p in paths] for paths in read] == [["late.parquet"]]
     assert [(r["provider"], r["attempts"], r["channels"]) for r in rows] == [
         (None, 1, 0),  # up for no time at all
         ("carrier", 3, 2),
