@@ -82,14 +82,12 @@ def query_parts(by: Sequence[str], where: str) -> dict[str, str]:
             f"{n}, " if n in KEYS else f"strftime({n}, '{_BUCKET_TEXT[n]}') AS {n}, " for n in names
         ),
         "group": ", ".join(names) if names else "()",
-        "hash": f"hash({', '.join(names)})" if names else "0::UBIGINT",
         "order": ", ".join(f"{n} NULLS FIRST" for n in names) or "1",
         "where": where,
     }
 
 
-_HOUR_US = HOUR_US
-_UNIT_US = {"hour": _HOUR_US, "day": 24 * _HOUR_US}
+_UNIT_US = {"hour": HOUR_US, "day": 24 * HOUR_US}
 
 # The metrics of groups of summed rows (``SUMS``; ``grp``: the group, of keys and bucket).
 _METRICS = """
@@ -204,12 +202,12 @@ class _GroupIds:
         self.tables: list[np.ndarray] = []
         self.first_hours: list[int] = []
         for rollup, (kg, combined), lut, hour in zip(rollups, rows, luts, hours, strict=True):
-            first = int(hour.min()) // _HOUR_US if hour.size else 0
-            width = int(hour.max()) // _HOUR_US - first + 1 if hour.size else 0
+            first = int(hour.min()) // HOUR_US if hour.size else 0
+            width = int(hour.max()) // HOUR_US - first + 1 if hour.size else 0
             table = np.full((lut.size, width), -1, np.int32)
             mine = kg >= 0
             key = rollup.totals["key"].to_numpy()[mine]
-            table[key, hour[mine] // _HOUR_US - first] = np.searchsorted(self.known, combined[mine])
+            table[key, hour[mine] // HOUR_US - first] = np.searchsorted(self.known, combined[mine])
             self.tables.append(table)
             self.first_hours.append(first)
 
@@ -276,7 +274,7 @@ def _sums(
             rows = totals.filter(pa.array(keep)).drop_columns(["key"])
             tables.append(rows.append_column("kg", pa.array(kg[keep], pa.int32())))
     for h, paths in cut:
-        rows = _hour_sums(con, scope, paths, max(lo, h), min(hi, h + _HOUR_US))
+        rows = _hour_sums(con, scope, paths, max(lo, h), min(hi, h + HOUR_US))
         kg = [groups.of(v) for v in zip(*(rows[c].to_pylist() for c in KEY_COLUMNS), strict=True)]
         tables.append(rows.append_column("kg", pa.array(kg, pa.int32())))
     if not tables:
