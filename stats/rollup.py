@@ -175,13 +175,9 @@ def merge(old: Rollup, new: Rollup) -> Rollup:
             ),
         ]
     )
-    parts = [
-        (old.arrays, np.arange(len(number), dtype=np.int32)),
-        (new.arrays, remap),
-    ]
-    key = np.concatenate([m[_key(c["key"])] for c, m in parts])
-    t0 = np.concatenate([c["start"] for c, _ in parts])
-    t1 = np.concatenate([_ends_in_start_order(c) for c, _ in parts])
+    key = np.concatenate([_key(old.arrays["key"]), remap[_key(new.arrays["key"])]])
+    t0 = np.concatenate([old.arrays["start"], new.arrays["start"]])
+    t1 = np.concatenate([_ends_in_start_order(old.arrays), _ends_in_start_order(new.arrays)])
     return _ordered(totals, key, t0, t1)
 
 
