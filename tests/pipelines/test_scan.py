@@ -164,11 +164,20 @@ def test_a_big_block_is_read_in_two_halves_the_same_way(
 ) -> None:
     from tests.pipelines.workload import records, write_jsonl
 
-    path = write_jsonl(tmp_path / "big.jsonl", records(30_000, seed=4), broken_every=700)
+    rows = records(30_000, seed=4)
+    for i in range(0, len(rows), 900):  # valid, but the fast path leaves escapes to DuckDB
+        rows[i]["sip_reason"] = 'say "hi"'
+    path = write_jsonl(tmp_path / "big.jsonl", rows, broken_every=700)
     [block] = list(cdrfile.read_records(path, con, 64 << 20))  # one block: split in two
     (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
     assert fast.to_pylist() == slow.to_pylist()
     assert fast_bad == slow_bad
+    lines = path.read_text().splitlines()
+    broken = [n for n, text in enumerate(lines, 1) if text.startswith('{"callid": "broken"')]
+    assert set(broken) <= {r["line"] for r in fast_bad}
+    assert min(broken) < 15_000 < max(broken)  # from both halves
+    escaped = [r["line"] for r in fast.to_pylist() if r["sip_reason"] == 'say "hi"']
+    assert len(escaped) == 34 and min(escaped) < 15_000 < max(escaped)
     assert block.valid["row"].to_pylist() == [line - 1 for line in block.valid["line"].to_pylist()]
     assert block.valid["line"].to_pylist() == sorted(block.valid["line"].to_pylist())
 
