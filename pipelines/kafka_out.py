@@ -64,7 +64,6 @@ class KafkaSink:
         self.rate = rate
         self.progress = progress
         self.produced = 0
-        self.delivered = 0
         self.failed = 0
         self.first_error: KafkaError | None = None
         self._fatal: KafkaError | None = None
@@ -75,6 +74,10 @@ class KafkaSink:
                 **PRODUCER_DEFAULTS,
                 **config,
                 **PRODUCER_REQUIRED,
+                # Only failures are reported (as to the stream's producer): a Python call
+                # for each delivered message cost about 0.6 µs of the producing thread's
+                # 2-3 µs a message (300,000 messages of 400 bytes, interleaved runs).
+                "delivery.report.only.error": True,
                 "on_delivery": self._on_delivery,
                 "error_cb": self._on_error,
                 "logger": log,
@@ -104,8 +107,8 @@ class KafkaSink:
             self._raise_if_fatal()
             if time.monotonic() > deadline:
                 raise CdrflowError(
-                    f"{self.produced - self.delivered - self.failed:,} messages to {self.topic} "
-                    f"on {self._bootstrap} were still unacknowledged after {timeout:.0f} s"
+                    f"{len(self._producer):,} messages to {self.topic} on {self._bootstrap} "
+                    f"were still unacknowledged after {timeout:.0f} s"
                 )
         self._raise_if_fatal()
         if self.failed:
@@ -113,7 +116,7 @@ class KafkaSink:
                 f"{self.failed:,} of {self.produced:,} messages to {self.topic} on "
                 f"{self._bootstrap} were not delivered; the first error: {self.first_error}"
             )
-        return self.delivered
+        return self.produced - self.failed  # flushed: each one delivered or failed
 
     def __enter__(self) -> KafkaSink:
         return self
@@ -172,8 +175,7 @@ class KafkaSink:
         self.produced += 1
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self.delivered += 1
+        if error is None:  # not reported (``delivery.report.only.error``)
             return
         self.failed += 1
         if self.first_error is None:

@@ -12,12 +12,16 @@ import json
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from confluent_kafka.admin import NewTopic
 
 from pipelines.catalog import Catalog
 from pipelines.catalog.csvdir import import_directory
 from pipelines.cli.demo import sample_catalog
 from pipelines.kafka_broker import Broker
+from pipelines.kafka_out import KafkaSink
+from schemas.errors import CdrflowError
 from tests.kafka.reader import consume
 from tests.pipelines.cli.driver import Cli
 
@@ -126,3 +130,23 @@ def test_kafka_or_file_not_both(cli: Cli, kafka_broker: Broker, tmp_path: Path) 
     assert "either --out FILE or --kafka" in cli.refused("simulate", "--count", "1")
     paced_file = ["--out", str(tmp_path / "x.jsonl"), "--rate", "10"]
     assert "go with --kafka" in cli.refused("simulate", "--count", "1", *paced_file)
+
+
+def test_messages_the_broker_refuses_are_reported(kafka_broker: Broker, topic: str) -> None:
+    """Delivery reports come only for failures: the refused ones are still counted."""
+    small = f"{topic}-small"
+    futures = kafka_broker.admin().create_topics(
+        [NewTopic(small, num_partitions=1, replication_factor=1,
+                  config={"max.message.bytes": "2000"})]
+    )  # fmt: skip
+    futures[small].result(30)
+    config = {"bootstrap.servers": kafka_broker.bootstrap, "compression.type": "none"}
+    lines = pa.array(["x" * 10 + "\n", "y" * 5000 + "\n", "z" * 10 + "\n", "w" * 6000 + "\n"])
+    keys = pa.array(["a", "b", "c", "d"])
+    sink = KafkaSink(config, topic)
+    sink.write(lines, keys)
+    assert sink.close() == 4
+    sink = KafkaSink(config, small)
+    sink.write(lines, keys)  # one batch, too large as a whole: all four are refused
+    with pytest.raises(CdrflowError, match=r"4 of 4 messages to .* were not delivered.*too large"):
+        sink.close()
