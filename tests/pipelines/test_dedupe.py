@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipelines.dedupe import WINDOW_DAYS, BilledCallids
+from pipelines.dedupe import MARK_BLOCK, WINDOW_DAYS, BilledCallids, hashes
 
 DAY = 20_000  # 2024-10-04, in days since 1970
 
@@ -37,3 +39,66 @@ def test_the_table_is_outgrown_once_the_newest_day_moves_three_windows_past_its_
     billed.load_lake(np.array([DAY - 60]))
     assert min(billed.loaded_days) == DAY - 60 - WINDOW_DAYS
     assert not billed.outgrown(np.array([DAY - 60, DAY + 5]))
+
+
+def test_a_callid_hashes_the_same_whatever_its_neighbours(tmp_path: Path) -> None:
+    """A callid's hashes read its bytes eight at a time: whatever lies around it in the
+    buffer (the next callid, a slice's offset) must not change them."""
+    rng = np.random.default_rng(3)
+    alone = {}
+    for length in range(41):
+        callid = "".join(rng.choice(list("0123456789abcdef-é"), length))
+        h1, h2 = hashes(pa.array([callid]))
+        alone[callid] = (int(h1[0]), int(h2[0]))
+    for shift in range(9):
+        noise = ["x" * int(rng.integers(0, 20)) for _ in range(len(alone))]
+        mixed = [v for pair in zip(noise, alone, strict=True) for v in pair]
+        array = pa.array(["y" * shift, *mixed]).slice(1)
+        h1, h2 = hashes(array)
+        got = {c: (int(a), int(b)) for c, a, b in zip(array.to_pylist(), h1, h2, strict=True)}
+        assert {c: got[c] for c in alone} == alone
+
+
+def test_callids_that_differ_in_one_byte_or_in_length_hash_apart() -> None:
+    base = "0f8e7d6c-5b4a-4392-8170-a1b2c3d4e5f6"
+    variants = {base[:n] for n in range(len(base) + 1)} | {base + "\0", base + "\0\0"}
+    for i in range(len(base)):
+        for c in "0x-Z":
+            variants.add(base[:i] + c + base[i + 1 :])
+    h1, h2 = hashes(pa.array(sorted(variants)))
+    assert len(set(zip(h1.tolist(), h2.tolist(), strict=True))) == len(variants)
+    assert len(set(h1.tolist())) == len(variants)  # the 64-bit hash alone, too
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.sampled_from(["", "a", "ab", "abcdefgh", "abcdefghi", "é" * 5]),
+                           st.integers(0, 3), st.booleans()), max_size=40),
+        min_size=1, max_size=3,
+    )
+)  # fmt: skip
+def test_mark_finds_exactly_the_repeats_of_billed_callids(
+    batches: list[list[tuple[str, int, bool]]],
+) -> None:
+    """Against a set: a callid is a duplicate when an earlier rated (``ok``) one of the same
+    run had it, across the calls of ``mark``."""
+    billed = BilledCallids(Path("never-read"))  # mark does not read the lake
+    seen: set[str] = set()
+    for batch in batches:
+        callids = [f"{text}{number}" for text, number, _ in batch]
+        ok = np.array([flag for _, _, flag in batch], np.bool_)
+        expected = []
+        for callid, flag in zip(callids, ok, strict=True):
+            expected.append(callid in seen)
+            if flag and callid not in seen:
+                seen.add(callid)
+        assert billed.mark(pa.array(callids, pa.string()), ok).tolist() == expected
+
+
+def test_mark_over_many_blocks_and_a_growing_table(tmp_path: Path) -> None:
+    """Past one probe block and through the table's growth: each repeat found, in order."""
+    n = 5 * MARK_BLOCK + 7
+    callids = [f"call-{i % (n // 2)}" for i in range(n)]  # every callid twice, far apart
+    dup = BilledCallids(tmp_path).mark(pa.array(callids), np.ones(n, np.bool_))
+    assert dup.tolist() == [i >= n // 2 for i in range(n)]
