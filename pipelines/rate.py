@@ -264,9 +264,9 @@ def rate_block(
 class HeldCalls:
     """Calls that may draw on a package, set aside until the run has read all its input:
     their rows in memory up to ``memory_bytes``, beyond that in Arrow files in the run's
-    staging (``spill``), and in memory always what ordering and drawing need (dt, callid, number,
-    customer, day, billed seconds), so that memory stays bounded, not growing with the
-    traffic."""
+    staging (``spill``), and in memory always what ordering and drawing need (dt, callid,
+    number, customer, day, billed seconds), so that memory stays bounded, not growing with
+    the traffic."""
 
     ARRAYS = tuple(f.name for f in dataclass_fields(Priced) if f.name not in ("batch", "reason"))
 
