@@ -670,8 +670,9 @@ def _parallel_block(
     columns: np.ndarray | None,
 ) -> Block:
     """A block's plain records through the fast path, both halves at once (the kernels
-    release the GIL); then the rest, from both halves, through ``validate`` in one query
-    (DuckDB plans each query anew, about 20 ms: once a block, not once a half)."""
+    release the GIL); then the rest, from both halves together, through DuckDB (the JSON
+    parse, then ``validate``: each query is planned anew, 12-20 ms, so once a block, not
+    once a half)."""
     n = len(block)
     if n < 20_000:
         fast, slow, blank = _scanned(source, kind, block, skip, columns)

@@ -140,8 +140,10 @@ def metrics(
     rollups = summaries(con, scope.lake, days, progress)
     groups = _KeyGroups([KEYS[n] for n in names if n in KEYS], scope.customers)
     luts = [groups.lut(r) for r in rollups]
+    # Each summary row's group of keys.
+    kgs = [lut[r.totals["key"].to_numpy()] for r, lut in zip(rollups, luts, strict=True)]
     lo, hi = _micros(scope.start, _MIN), _micros(scope.end, _MAX)
-    sums = _sums(con, scope, list(days.values()), rollups, luts, groups, lo, hi)
+    sums = _sums(con, scope, list(days.values()), rollups, kgs, groups, lo, hi)
     if sums.num_rows == 0:
         return _empty(by)
     hours = [r.totals["hour"].to_numpy() for r in rollups]
@@ -150,7 +152,7 @@ def metrics(
         min(int(h.min()) for h in hours if h.size),
         max(int(h.max()) for h in hours if h.size),
     )
-    ids = _GroupIds(rollups, luts, hours, base, unit, edges)
+    ids = _GroupIds(rollups, luts, kgs, hours, base, unit, edges)
     bucket_of = _bucket_of(sums["hour"].to_numpy(), base, unit, edges)
     sums = sums.append_column("bucket", pa.array(bucket_of))
     sums = sums.append_column("grp", pa.array(ids.of(sums["kg"].to_numpy(), bucket_of)))
@@ -181,12 +183,13 @@ def metrics(
 class _GroupIds:
     """The groups (a group of keys and a bucket) the scope's days hold, numbered densely,
     and for each day the group of each of its keys in each of its hours (``tables``, -1:
-    a key left out; hours from ``first_hours``)."""
+    a key left out; hours from ``first_hours``). ``kgs``: each day's rows' groups of keys."""
 
     def __init__(
         self,
         rollups: list[Rollup],
         luts: list[np.ndarray],
+        kgs: list[np.ndarray],
         hours: list[np.ndarray],
         base: int,
         unit: int,
@@ -194,8 +197,8 @@ class _GroupIds:
     ) -> None:
         self.buckets = edges.size - 1
         rows = []
-        for rollup, lut, hour in zip(rollups, luts, hours, strict=True):
-            kg = lut[rollup.totals["key"].to_numpy()].astype(np.int64)
+        for kg32, hour in zip(kgs, hours, strict=True):
+            kg = kg32.astype(np.int64)
             rows.append((kg, kg * self.buckets + _bucket_of(hour, base, unit, edges)))
         self.known = np.unique(np.concatenate([c[kg >= 0] for kg, c in rows]))
         self.count = max(1, self.known.size)
@@ -251,7 +254,7 @@ def _sums(
     scope: Scope,
     days: list[list[str]],
     rollups: list[Rollup],
-    luts: list[np.ndarray],
+    kgs: list[np.ndarray],
     groups: _KeyGroups,
     lo: int,
     hi: int,
@@ -260,12 +263,11 @@ def _sums(
     range, and the hours it cuts through summed from the rated files."""
     tables = []
     cut: list[tuple[int, list[str]]] = []  # an hour (µs) whose rows straddle, its day's files
-    for paths, rollup, lut in zip(days, rollups, luts, strict=True):
+    for paths, rollup, kg in zip(days, rollups, kgs, strict=True):
         totals = rollup.totals
         first = totals["first_us"].to_numpy()
         last = totals["last_us"].to_numpy()
         hour = totals["hour"].to_numpy()
-        kg = lut[totals["key"].to_numpy()]
         inside = (first >= lo) & (last < hi)
         straddle = ~inside & (last >= lo) & (first < hi)
         cut += [(h, paths) for h in np.unique(hour[straddle]).tolist()]
@@ -275,8 +277,8 @@ def _sums(
             tables.append(rows.append_column("kg", pa.array(kg[keep], pa.int32())))
     for h, paths in cut:
         rows = _hour_sums(con, scope, paths, max(lo, h), min(hi, h + HOUR_US))
-        kg = [groups.of(v) for v in zip(*(rows[c].to_pylist() for c in KEY_COLUMNS), strict=True)]
-        tables.append(rows.append_column("kg", pa.array(kg, pa.int32())))
+        of = [groups.of(v) for v in zip(*(rows[c].to_pylist() for c in KEY_COLUMNS), strict=True)]
+        tables.append(rows.append_column("kg", pa.array(of, pa.int32())))
     if not tables:
         return pa.table({"hour": pa.array([], pa.int64())})
     return pa.concat_tables(tables, promote_options="permissive")
