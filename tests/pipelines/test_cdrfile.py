@@ -166,6 +166,25 @@ def test_a_last_line_without_newline_is_read(
     assert valid["callid"].to_pylist() == ["a", "last"]
 
 
+def test_one_connection_reads_file_after_file_each_with_its_own_source(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """The JSON parse and ``validate`` are statements a connection prepares once: each
+    later block, of another file or format, is bound again to its own records and source."""
+    first, middle, last = tmp_path / "first.jsonl", tmp_path / "middle.csv", tmp_path / "last.jsonl"
+    first.write_text(json.dumps(GOOD) + "\nplain text\n")
+    middle.write_text("callid,dt,dest_number,sip_code\nm,2026-11-01T10:00:00Z,44,999\n")
+    last.write_text("".join(json.dumps({**GOOD, "callid": c}) + "\n" for c in "xyz"))
+    results = [_read(con, path) for path in (first, middle, last)]
+    assert [r[0]["callid"].to_pylist() for r in results] == [["a"], [], ["x", "y", "z"]]
+    assert [r[1]["line"].to_pylist() for r in results] == [[2], [2], []]
+    for path, (valid, invalid, _) in zip((first, middle, last), results, strict=True):
+        assert set(valid["source"].to_pylist() + invalid["source"].to_pylist()) == {str(path)}
+    assert results[1][1]["invalid"].to_pylist() == [
+        "sip_code: '999' is not a SIP response code (100-699)"
+    ]
+
+
 def test_csv_keeps_numbers_as_text_and_reports_bad_rows(
     con: duckdb.DuckDBPyConnection, tmp_path: Path
 ) -> None:
