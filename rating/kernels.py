@@ -50,7 +50,7 @@ SLOT_KEY, SLOT_CARD, SLOT_FIRST, SLOT_COUNT, SLOT_FROM, SLOT_TO, SLOT_ROW = rang
 SLOT_WIDTH = 8
 # Numbers are looked up in blocks of this many: the candidates of one block stay in the
 # core's cache between the passes, and a large input allocates nothing in proportion.
-LOOKUP_BLOCK = 2048
+LOOKUP_BLOCK = 1024
 
 
 @nb.njit(cache=True, nogil=True)
@@ -106,16 +106,27 @@ def _older_version(slots, s, versions, t):
 
 
 @nb.njit(cache=True, inline="always")
-def _candidate(data, begin, length, card, len_top, len_mask, bloom, bloom_bits):
-    """The longest length ≤ ``length`` of a prefix the card has that the filter lets through
-    for this number (0: none), with its key and hash. The search starts at the card's longest
-    prefix length ≤ ``length`` (``len_top[card, length]``); below it, a length the card lacks
-    (``len_mask[card]``) is never returned."""
-    k = len_top[card, length]
-    lengths = len_mask[card]
+def _digits(data, begin, k):
+    """The first ``k`` digits of the number at ``data[begin:]`` as an integer."""
     v = np.int64(0)
     for d in range(k):
         v = v * 10 + (data[begin + d] - 48)
+    return v
+
+
+@nb.njit(cache=True, inline="always")
+def _candidate(data, begin, length, card, len_top, len_mask, bloom, bloom_bits):
+    """The longest length ≤ ``length`` of a prefix the card has that the filter lets through
+    for this number (0: none), with its key and hash. The search starts at the card's longest
+    prefix length ≤ ``length`` (``len_top[card, length]``)."""
+    k = len_top[card, length]
+    return _filtered(_digits(data, begin, k), k, card, len_mask[card], bloom, bloom_bits)
+
+
+@nb.njit(cache=True, inline="always")
+def _filtered(v, k, card, lengths, bloom, bloom_bits):
+    """``_candidate`` from the number's first ``k`` digits ``v``: lengths ``k``, ``k - 1``, …
+    in turn; a length the card lacks (bit clear in ``lengths``) is never returned."""
     mixed = np.uint64(card) * _MIX
     while k > 0:
         key = v * 16 + k  # digits and length: "4" and "04" differ
@@ -151,9 +162,11 @@ def longest_prefix(
     cache) turns away lengths without a prefix before the table is touched; a slot is one
     cache line holding its newest version; and the first probe of every number is made in a
     pass of independent loads that the CPU overlaps, a block of numbers at a time, each
-    slot's line prefetched as soon as its hash is known (10 % faster). The rare
-    number whose first candidate fails (a filter false positive, a version not in effect)
-    continues one length at a time."""
+    slot's line prefetched as soon as its hash is known (10 % faster). The digits come first,
+    in a pass of their own: the filter's checks then run in a loop small enough for many of
+    them to be in flight at once (12–15 % faster than the digits and checks in one loop). The
+    rare number whose first candidate fails (a filter false positive, a version not in
+    effect) continues one length at a time."""
     count = cards.size
     cand_len = np.empty(LOOKUP_BLOCK, np.int64)
     cand_key = np.empty(LOOKUP_BLOCK, np.int64)
@@ -161,15 +174,22 @@ def longest_prefix(
     mask = (1 << bits) - 1
     for lo in range(0, count, LOOKUP_BLOCK):
         hi = min(lo + LOOKUP_BLOCK, count)
-        for i in range(lo, hi):
+        for i in range(lo, hi):  # the digits up to the card's longest prefix length
             out[i] = -1
             cand_len[i - lo] = 0
             card = cards[i]
             if card < 0:
                 continue
             begin = offsets[i] + starts[i]
-            n = min(offsets[i + 1] - begin, MAX_DIGITS)
-            k, key, h = _candidate(data, begin, n, card, len_top, len_mask, bloom, bloom_bits)
+            k = len_top[card, min(offsets[i + 1] - begin, MAX_DIGITS)]
+            cand_len[i - lo], cand_key[i - lo] = k, _digits(data, begin, k)
+        for i in range(lo, hi):  # the filter's checks
+            if cand_len[i - lo] == 0:
+                continue
+            card = cards[i]
+            k, key, h = _filtered(
+                cand_key[i - lo], cand_len[i - lo], card, len_mask[card], bloom, bloom_bits
+            )
             cand_len[i - lo], cand_key[i - lo], cand_hash[i - lo] = k, key, h
             if k:  # its slot's line, asked for now, is there when the probe pass reads it
                 prefetch_row(slots, np.int64(h >> np.uint64(64 - bits)))
