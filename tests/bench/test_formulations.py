@@ -25,8 +25,11 @@ from bench.rating import (
     DAYS,
     OVERLAP_FROM,
     START,
+    _outputs,
+    _steps,
     calls_of,
     enrich_catalog,
+    kernel_arrays,
     main,
     mismatches,
     rate_calls,
@@ -34,6 +37,7 @@ from bench.rating import (
     read_valid,
     result_of,
     snapshot,
+    time_each_kernel,
 )
 from pipelines.catalog import Catalog
 from pipelines.simulate import read_catalog, simulate
@@ -170,6 +174,22 @@ def test_a_wrong_answer_is_reported(workload: dict[str, Any]) -> None:
     assert "only the engine: 1" in problem
     problems = mismatches(expected, wrong, "SQL")
     assert len(problems) == 1 and "'charge'" in problems[0]
+
+
+def test_each_kernel_is_timed_alone_on_what_price_found(workload: dict[str, Any]) -> None:
+    tables, priced = workload["tables"], workload["engine"].priced
+    arrays = kernel_arrays(tables, priced)
+    out = _outputs(arrays["n"])
+    for _, step in _steps(tables, arrays, 0, arrays["n"], out):
+        step()
+    billed = priced.billed[priced.card >= 0]
+    assert np.array_equal(out["billed"], billed) and np.count_nonzero(billed) > len(billed) // 4
+    each = time_each_kernel(tables, arrays, repeat=1)
+    assert list(each) == ["longest_prefix", "bill", "charge", "tax"]
+    assert all(seconds > 0 for seconds in each.values())
+    arrays["expected_row"] = arrays["expected_row"][::-1].copy()
+    with pytest.raises(RuntimeError, match="other rate rows than price"):
+        time_each_kernel(tables, arrays, repeat=1)
 
 
 @pytest.mark.benchmark
