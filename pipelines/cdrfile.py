@@ -499,12 +499,6 @@ def _checks() -> str:
         THEN {q("duration")} || ' is not a number of seconds >= 0'
       WHEN t_duration > {MAX_DURATION}
         THEN {q("duration")} || ' is more than {MAX_DURATION} seconds, longer than any call'
-      -- Billing rounds the exact duration by the card's mode: rounded to the microsecond
-      -- first, 6.0000004 s billed "up" would be 6 s, not 7.
-      WHEN t_duration <> TRY_CAST(duration AS DECIMAL(38, 18))
-           OR (NOT regexp_matches(duration, '[eE]')
-               AND regexp_matches(duration, '\\.[0-9]{{6}}[0-9]*[1-9]'))
-        THEN {q("duration")} || ' has more than 6 decimal places'
       WHEN pdd_ms IS NOT NULL AND (t_pdd_ms IS NULL OR t_pdd_ms < 0)
         THEN {q("pdd_ms")} || ' is not a whole number of milliseconds >= 0'
       WHEN ring_duration IS NOT NULL AND (t_ring_duration IS NULL OR t_ring_duration < 0)

@@ -133,8 +133,8 @@ def _agree(what: str, explained: Any, engine: Any) -> None:
 
 def cdr_problem(cdr: Row) -> str | None:
     """The first SPEC §4 rule the CDR breaks (as ``cdrflow rate`` words it), or None. A
-    duration with more than 6 places is refused, as in a file or a stream: billing rounds
-    the exact duration, which the lake's DECIMAL(18,6) could not hold."""
+    duration with more than 6 places is refused here, where a file's would be rounded:
+    what is simulated is exactly what was typed."""
     number = cdr.get("dest_number")
     if not _given(number):
         return "dest_number: missing"
