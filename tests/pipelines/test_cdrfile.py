@@ -148,6 +148,44 @@ def test_values_are_typed_exactly(con: duckdb.DuckDBPyConnection, tmp_path: Path
     assert rows[3]["customer_id"] == "42" and rows[0]["direction"] == "outbound"
 
 
+def test_a_duration_past_the_microsecond_is_rounded_half_up_as_it_is_read(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """Switches that compute a duration in binary floating point write its noise
+    (7.122999906539917 for 7.123): such a duration is read to the microsecond, half up, and
+    billed on what the lake stores, not refused (README, "Decisions")."""
+    given = [
+        "7.122999906539917",
+        "6.000000000000001",
+        "6.0000005",
+        "6.00000049",
+        "0.30000000000000004",
+    ]
+    path = tmp_path / "cdrs.csv"
+    path.write_text(
+        "callid,dt,dest_number,sip_code,duration\n"
+        + "".join(f"c{i},2026-11-01T10:00:00Z,44,200,{d}\n" for i, d in enumerate(given))
+    )
+    floats = tmp_path / "cdrs.parquet"  # the same values as binary doubles
+    pq.write_table(
+        pa.table(
+            {
+                "callid": [f"p{i}" for i in range(len(given))],
+                "dt": ["2026-11-01T10:00:00Z"] * len(given),
+                "dest_number": ["44"] * len(given),
+                "sip_code": [200] * len(given),
+                "duration": pa.array([float(d) for d in given], pa.float64()),
+            }
+        ),
+        floats,
+    )
+    expected = [Decimal(d) for d in ["7.123", "6", "6.000001", "6", "0.3"]]
+    for source in (path, floats):
+        valid, invalid, _ = _read(con, source)
+        assert invalid.num_rows == 0
+        assert valid["duration"].to_pylist() == expected
+
+
 def test_blocks_split_only_between_lines(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     path = tmp_path / "cdrs.jsonl"
     path.write_text("".join(json.dumps({**GOOD, "callid": f"c{i}"}) + "\n" for i in range(500)))
