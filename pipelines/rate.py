@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.catalog import Catalog
 from pipelines.cdrfile import BLOCK_BYTES, Block, check_input, prefetched, read_records
 from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
@@ -40,6 +39,9 @@ from pipelines.lakefiles import (
 from rating.engine import Draws, Priced, Usage, draw, finish, may_draw, price, usage_from
 from rating.tables import NEVER_AFTER, NEVER_BEFORE, RateColumns, Tables, compile_tables, time_us
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
+
+if TYPE_CHECKING:
+    from pipelines.catalog import Catalog
 
 # Held package calls kept in memory before they spill to the run's staging.
 HELD_MEMORY_BYTES = 64 << 20
@@ -150,8 +152,7 @@ def rate_files(
         if not todo:
             summary.seconds = time.perf_counter() - started
             return summary
-        with Catalog(home) as catalog:
-            tables = cached_tables(home, catalog, load_tables)
+        tables = cached_tables(home, load_tables)
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         staging = Staging(home, run)

@@ -90,19 +90,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 
-from pipelines.catalog import Catalog
-from pipelines.catalog.tables import TABLES
 from schemas.cdr import INPUT_FIELDS, INPUT_NAMES, SECONDS
 from schemas.errors import CdrflowError
+
+if TYPE_CHECKING:
+    from pipelines.catalog import Catalog
 
 DEFAULT_START = datetime(2026, 11, 2, tzinfo=UTC)
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -196,6 +196,10 @@ def read_catalog(catalog: Catalog) -> dict[str, list[dict[str, Any]]]:
     Rate rows are read with one narrow query: a benchmark catalog holds hundreds of
     thousands, and their prices do not change the traffic.
     """
+    import sqlalchemy as sa  # the store's, imported with it (``pipelines.cli.context``)
+
+    from pipelines.catalog.tables import TABLES
+
     rows = {
         name: catalog.list(name)
         for name in ("customers", "providers", "rate_cards", "routes", "auth", "dids")

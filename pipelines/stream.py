@@ -304,7 +304,7 @@ class Worker:
         with Catalog(self.home) as catalog:
             state = catalog.state()
             if self.tables is None or state is None or state != self.state:
-                self.tables = cached_tables(self.home, catalog, load_tables)
+                self.tables = cached_tables(self.home, load_tables, catalog)
                 if self.state is not None and state != self.state:
                     log.info("the catalog changed: now rating with version %d", catalog.version())
                 self.state = state

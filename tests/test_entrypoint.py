@@ -61,3 +61,15 @@ def test_the_demo_leaves_a_home_with_other_customers_alone(tmp_path: Path) -> No
     done = _cdrflow("--home", home, "demo")
     assert done.returncode == 1
     assert "holds customers of its own (mine)" in " ".join(done.stderr.split())
+
+
+def test_the_command_line_starts_without_the_store_kafka_or_the_engine_s_imports() -> None:
+    """Every command's start imports the command line; SQLAlchemy (the store), the engine's
+    modules and confluent-kafka are imported by the commands that use them. `cdrflow rate`
+    with the compiled tables in the home's cache never imports the store at all
+    (tests/pipelines/test_compiled.py); together 0.2-0.4 s of every start."""
+    heavy = ("sqlalchemy", "pipelines.catalog", "confluent_kafka", "pipelines.rate")
+    code = f"import sys, pipelines.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from pipelines.catalog.csvdir import export_directory, import_card, import_directory
 from pipelines.cli import demo as demo_module
 from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
@@ -62,6 +61,8 @@ def catalog_import(
     ] = False,
 ) -> None:
     """Import a directory of CSV files; each file present replaces its table, all or nothing."""
+    from pipelines.catalog.csvdir import import_directory  # the store: see catalog_of
+
     counts = import_directory(catalog_of(ctx), directory, force=force)
     emit(
         [{"table": k, "rows": v} for k, v in counts.items()],
@@ -78,6 +79,8 @@ def catalog_export(
     directory: Annotated[Path, typer.Argument(help="directory to write the CSV files to")],
 ) -> None:
     """Export the whole catalog as CSV files (passwords are never exported)."""
+    from pipelines.catalog.csvdir import export_directory
+
     counts = export_directory(catalog_of(ctx), directory)
     say(f"exported {sum(counts.values())} rows to {directory}")
 
@@ -107,6 +110,8 @@ def cards_import(
     """Replace the rate rows of one card with a CSV file."""
     catalog = catalog_of(ctx)
     catalog.get("rate_cards", card_id)  # an unknown card is one problem, not one per row
+    from pipelines.catalog.csvdir import import_card
+
     count = import_card(catalog, card_id, file)
     say(f"card [bold]{card_id}[/bold] now has {count} rate rows")
 

@@ -6,14 +6,16 @@ import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from pipelines.catalog import Catalog
 from pipelines.cli.output import fail
 from pipelines.home import resolve_home
 from schemas.errors import CdrflowError
+
+if TYPE_CHECKING:
+    from pipelines.catalog import Catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,6 +31,11 @@ def catalog_of(ctx: typer.Context) -> Catalog:
     root = ctx.find_root()
     root.ensure_object(dict)
     if "catalog" not in root.obj:
+        # Imported here, not at the top: SQLAlchemy and the store cost every command's start
+        # a fifth of a second or more, and `cdrflow rate` with the tables in the cache needs
+        # neither (``compiled.stored_state``).
+        from pipelines.catalog import Catalog
+
         catalog = Catalog(home_of(ctx))
         root.obj["catalog"] = catalog
         root.call_on_close(catalog.close)

@@ -14,23 +14,20 @@ import tempfile
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import duckdb
 import typer
 from rich.progress import Progress
 
-from pipelines.catalog import Catalog
-from pipelines.catalog.csvdir import export_directory, import_directory
-from pipelines.catalog.secrets import generate_password
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.output import Format, emit, say
 from pipelines.cli.rate import show_summary
 from pipelines.lakefiles import RATE_RUNS, committed_runs
-from pipelines.rate import rate_files
-from pipelines.simulate import DEFAULT_START, read_catalog, simulate
 from schemas.catalog import CUSTOMERS, ROUTES
 from schemas.errors import CdrflowError, ValidationError
+
+if TYPE_CHECKING:
+    from pipelines.catalog import Catalog
 
 DEMO_CUSTOMER = "demo-voip"
 
@@ -48,6 +45,12 @@ def demo(
     ] = 500_000,
 ) -> None:
     """Run the demo in the home: catalog, then traffic rated (other customers are refused)."""
+    # The store and the engine are imported by the commands that use them, not by every
+    # command's start (``context.catalog_of``).
+    from pipelines.catalog import Catalog
+    from pipelines.catalog.csvdir import export_directory, import_directory
+    from pipelines.catalog.secrets import generate_password
+
     home = home_of(ctx)
     catalog = catalog_of(ctx)
     sample = sample_catalog()
@@ -169,6 +172,11 @@ def demo(
 
 def _traffic(home: Path, catalog: Catalog, cdrs: int) -> None:
     """Step 5: a day of simulated switch traffic, rated into the lake."""
+    import duckdb
+
+    from pipelines.rate import rate_files
+    from pipelines.simulate import DEFAULT_START, read_catalog, simulate
+
     day = len(committed_runs(home, RATE_RUNS))
     start = DEFAULT_START + timedelta(days=day)
     work = home / "demo-traffic"

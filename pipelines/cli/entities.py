@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.catalog.secrets import generate_password
 from pipelines.cli.context import catalog_of, operator_errors
 from pipelines.cli.output import Format, emit, emit_record, say
 from schemas.catalog import ENTITIES, Column, Entity
@@ -132,9 +131,7 @@ def build_group(entity: Entity) -> typer.Typer:
         if values.get("password_stdin") and not _wants_password(entity, raw):
             raise CdrflowError(f"only a kind=user {entity.singular} has a password")
         if has_secret and _wants_password(entity, raw):
-            password = (
-                _read_password_stdin() if values.get("password_stdin") else generate_password()
-            )
+            password = _read_password_stdin() if values.get("password_stdin") else _new_password()
             raw["password"] = password
         row = catalog_of(ctx).add(entity.name, raw)
         ident = row["id"] if entity.surrogate else row[entity.key[0]]
@@ -286,7 +283,7 @@ def build_group(entity: Entity) -> typer.Typer:
     if has_secret:
 
         def reset_password(ctx: typer.Context, ident: str, password_stdin: bool = False) -> None:
-            password = _read_password_stdin() if password_stdin else generate_password()
+            password = _read_password_stdin() if password_stdin else _new_password()
             catalog_of(ctx).set_password(entity.name, ident, password)
             say(f"new password set for {entity.singular} {ident}")
             if not password_stdin:
@@ -308,6 +305,14 @@ def build_group(entity: Entity) -> typer.Typer:
 def _wants_password(entity: Entity, raw: dict[str, str | None]) -> bool:
     """Contacts always get one; an auth entry only when it is of kind user."""
     return entity.name != "auth" or raw.get("kind") == "user"
+
+
+def _new_password() -> str:
+    # The catalog package opens the store: imported when a password is made, not by every
+    # command (``context.catalog_of``).
+    from pipelines.catalog.secrets import generate_password
+
+    return generate_password()
 
 
 def register(app: typer.Typer) -> dict[str, typer.Typer]:

@@ -15,20 +15,19 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import duckdb
 import typer
 
-from pipelines.catalog import Catalog
 from pipelines.cli.context import catalog_of, home_of, operator_errors, option_time
 from pipelines.cli.entities import FormatOption
 from pipelines.cli.output import Format, emit, fail, say
-from pipelines.compiled import cached_tables
-from pipelines.rate import load_tables, package_usage
-from rating.explain import ENTITIES, Explanation, explain
-from rating.tables import Tables
 from schemas.errors import CdrflowError
+
+if TYPE_CHECKING:
+    from pipelines.catalog import Catalog
+    from rating.explain import Explanation
+    from rating.tables import Tables
 
 # Reading the rows and the compiled tables of one catalog version: an edit in between is
 # retried this many times before giving up.
@@ -73,6 +72,12 @@ def price(
     """Simulate a call: who pays, which route and why, the number rated, the CLI rule, the
     rate row, billing, package draw, charge, tax and provider cost, or which step fails
     (exit status 1). Nothing is written."""
+    # The engine is imported by the commands that use it, not by every command's start.
+    import duckdb
+
+    from pipelines.rate import package_usage
+    from rating.explain import explain
+
     home, catalog = home_of(ctx), catalog_of(ctx)
     moment = option_time(at, "--at") if at is not None else datetime.now(UTC).replace(microsecond=0)
     cdr = {
@@ -112,9 +117,13 @@ def snapshot_and_tables(
     """The rows an explanation reads and the compiled tables, both of one catalog version:
     an explanation of rows of one version next to tables of another would contradict the
     engine."""
+    from pipelines.compiled import cached_tables
+    from pipelines.rate import load_tables
+    from rating.explain import ENTITIES
+
     for _ in range(READ_ATTEMPTS):
         before = catalog.version()
-        tables = cached_tables(home, catalog, load_tables)
+        tables = cached_tables(home, load_tables, catalog)
         rows = {name: catalog.list(name) for name in ENTITIES}
         if tables.version == before == catalog.version():
             return rows, tables

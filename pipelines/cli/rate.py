@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -14,12 +14,13 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from pipelines.cdrfile import check_input
 from pipelines.cli.context import home_of, operator_errors
 from pipelines.cli.entities import FormatOption
 from pipelines.cli.output import Format, emit, say
-from pipelines.rate import Summary, rate_files
 from schemas.cdr import REJECT_REASONS
+
+if TYPE_CHECKING:
+    from pipelines.rate import Summary
 
 
 @operator_errors
@@ -32,6 +33,10 @@ def rate(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Rate CDR files into the lake: every record lands rated or rejected, exactly once."""
+    # The engine (numba, DuckDB) is imported by this command, not by every command's start.
+    from pipelines.cdrfile import check_input
+    from pipelines.rate import rate_files
+
     home = home_of(ctx)
     for path in files:
         check_input(path)

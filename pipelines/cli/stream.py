@@ -13,7 +13,6 @@ import typer
 
 from pipelines.cli.context import home_of, operator_errors
 from pipelines.cli.output import say
-from pipelines.stream import StreamSettings, Worker
 
 
 @operator_errors
@@ -49,6 +48,9 @@ def stream(
 ) -> None:
     """Rate CDRs from Kafka into the lake, exactly once; SIGTERM or SIGINT stops it cleanly
     (the batch in hand is landed and committed first)."""
+    # The worker (the engine, the store, confluent-kafka) is imported by this command only.
+    from pipelines.stream import StreamSettings, Worker
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
 

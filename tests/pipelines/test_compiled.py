@@ -6,9 +6,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipelines.catalog import Catalog
-from pipelines.compiled import cache_folder, cached_tables
+from pipelines.compiled import cache_folder, cached_tables, stored_state
 from pipelines.rate import load_tables
 from rating.tables import Tables
 
@@ -35,8 +36,8 @@ def same(a: Tables, b: Tables) -> bool:
 
 def test_the_same_content_compiles_once(sample: Catalog, home: Path) -> None:
     calls: list[int] = []
-    first = cached_tables(home, sample, compiles(calls))
-    again = cached_tables(home, sample, compiles(calls))
+    first = cached_tables(home, compiles(calls), sample)
+    again = cached_tables(home, compiles(calls), sample)
     assert calls == [1]
     # A slot is one cache line in the loaded copy too, not only in the compiled one.
     assert first.slots.ctypes.data % 64 == 0 and again.slots.ctypes.data % 64 == 0
@@ -46,9 +47,9 @@ def test_the_same_content_compiles_once(sample: Catalog, home: Path) -> None:
 
 def test_a_change_compiles_again_and_the_old_file_goes(sample: Catalog, home: Path) -> None:
     calls: list[int] = []
-    before = cached_tables(home, sample, compiles(calls))
+    before = cached_tables(home, compiles(calls), sample)
     sample.edit("rate_cards", "retail-usd", {"precision": "2"})
-    after = cached_tables(home, sample, compiles(calls))
+    after = cached_tables(home, compiles(calls), sample)
     assert calls == [1, 1]
     card = after.card_index["retail-usd"]
     assert before.card_precision[card] == 4 and after.card_precision[card] == 2
@@ -67,9 +68,40 @@ def test_a_store_restored_over_another_at_the_same_version_is_compiled(
         live.edit("rate_cards", "retail-usd", {"precision": "2"})
         other.edit("rate_cards", "retail-usd", {"precision": "3"})
         assert live.version() == other.version()
-        cached_tables(home, live, load_tables)
+        cached_tables(home, load_tables, live)
     (home / "catalog.sqlite").unlink()
     shutil.copy(backup / "catalog.sqlite", home / "catalog.sqlite")
     with Catalog(home) as restored:
-        got = cached_tables(home, restored, load_tables)
+        got = cached_tables(home, load_tables, restored)
     assert got.card_precision[got.card_index["retail-usd"]] == 3
+
+
+def test_the_state_read_without_sqlalchemy_is_the_store_s(sample: Catalog, home: Path) -> None:
+    assert stored_state(home) == sample.state() is not None
+    sample.edit("rate_cards", "retail-usd", {"precision": "2"})
+    assert stored_state(home) == sample.state()
+    assert stored_state(home.parent / "no-home-here") is None
+    (home.parent / "not-a-store").mkdir()
+    (home.parent / "not-a-store" / "catalog.sqlite").write_bytes(b"not sqlite")
+    assert stored_state(home.parent / "not-a-store") is None
+
+
+def test_without_a_catalog_the_store_is_opened_only_to_compile(
+    sample: Catalog, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    first = cached_tables(home, compiles(calls))  # a miss: opens the store and compiles
+    opened: list[Path] = []
+    real = Catalog.__init__
+
+    def counting(self: Catalog, *args: object, **kwargs: object) -> None:
+        opened.append(home)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Catalog, "__init__", counting)
+    again = cached_tables(home, compiles(calls))
+    assert calls == [1] and opened == [] and same(again, first)
+    sample.edit("rate_cards", "retail-usd", {"precision": "2"})
+    after = cached_tables(home, compiles(calls))
+    assert calls == [1, 1] and opened == [home]
+    assert after.card_precision[after.card_index["retail-usd"]] == 2
