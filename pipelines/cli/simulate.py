@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -27,14 +27,11 @@ from rich.progress import (
 from pipelines.cli import app
 from pipelines.cli.context import catalog_of, operator_errors, option_time
 from pipelines.cli.output import Format, console, emit, say
-from pipelines.kafka_config import client_config
+from pipelines.kafka_config import ClientConfig, client_config
 from pipelines.simulate import DEFAULT_START, read_catalog
 from pipelines.simulate import simulate as write_cdrs
 from schemas.cdr import FIRST_YEAR, LAST_YEAR
 from schemas.errors import CdrflowError
-
-if TYPE_CHECKING:
-    from pipelines.kafka_config import ClientConfig
 
 # Records generated at a time for a stream: enough for full batches, little held in memory.
 KAFKA_CHUNK = 50_000
