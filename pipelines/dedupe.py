@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipelines.home import rated_lake
 from rating.engine import _strings
-from rating.prefetch import prefetch_item
+from rating.prefetch import prefetch
 
 WINDOW_DAYS = 7
 # xxHash64's primes; the second hash starts from another seed.
@@ -88,8 +88,8 @@ def _mark(h1, h2, ok, keys1, keys2, dup, insert_only):
         hi = min(lo + MARK_BLOCK, h1.size)
         for i in range(lo, hi):  # the misses of a block overlap; the walk finds them cached
             s = np.int64(h1[i] & np.uint64(mask))
-            prefetch_item(keys1, s)
-            prefetch_item(keys2, s)
+            prefetch(keys1, s)
+            prefetch(keys2, s)
         for i in range(lo, hi):
             s = np.int64(h1[i] & np.uint64(mask))
             found = False

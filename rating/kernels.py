@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from rating.prefetch import prefetch_row
+from rating.prefetch import prefetch
 
 UP, DOWN, HALF_UP, HALF_DOWN = 0, 1, 2, 3
 MICRO = 1_000_000
@@ -192,7 +192,7 @@ def longest_prefix(
             )
             cand_len[i - lo], cand_key[i - lo], cand_hash[i - lo] = k, key, h
             if k:  # its slot's line, asked for now, is there when the probe pass reads it
-                prefetch_row(slots, np.int64(h >> np.uint64(64 - bits)))
+                prefetch(slots, np.int64(h >> np.uint64(64 - bits)))
         for i in range(lo, hi):
             if cand_len[i - lo] == 0:
                 continue

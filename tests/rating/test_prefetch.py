@@ -12,7 +12,7 @@ import pytest
 
 from pipelines import dedupe
 from rating import engine, kernels
-from rating.prefetch import prefetch_item, prefetch_row
+from rating.prefetch import prefetch
 from rating.tables import compile_tables
 from schemas.cdr import INPUT, INPUT_NAMES
 from tests.rating.test_engine import DAY0, catalog
@@ -22,7 +22,7 @@ from tests.rating.test_engine import DAY0, catalog
 def _sum_rows(a: Any) -> Any:
     total = 0
     for i in range(a.shape[0]):
-        prefetch_row(a, (i + 4) % a.shape[0])
+        prefetch(a, (i + 4) % a.shape[0])
         total += a[i, 0]
     return total
 
@@ -31,7 +31,7 @@ def _sum_rows(a: Any) -> Any:
 def _sum_items(a: Any) -> Any:
     total = 0
     for i in range(a.size):
-        prefetch_item(a, (i + 16) % a.size)
+        prefetch(a, (i + 16) % a.size)
         total += a[i]
     return total
 
