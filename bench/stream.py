@@ -14,7 +14,9 @@ notes the CPU seconds the broker, the simulator and the workers used. Then the l
 one worker, the simulator paced at ``--latency-rate`` for ``--latency-seconds``, and for
 every message the time from its Kafka timestamp (set when produced) to the commit of the
 batch that landed it, with the median of each fifth of the run (a worker that falls behind
-shows it growing). The baseline is ``cdrflow rate`` of the same CDRs from a JSON Lines file.
+shows it growing). The baselines: ``cdrflow rate`` of the same CDRs from a JSON Lines file,
+and Kafka alone (``bench.kafka_floor``): the lines of that file produced and consumed by
+clients that do nothing else, with the broker on the same cores, the most a worker could reach.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from pipelines.kafka_broker import Broker
 from pipelines.lakefiles import committed_runs, lake_root
 
 CDRFLOW = str(Path(sys.executable).parent / "cdrflow")
+ROOT = Path(__file__).resolve().parents[1]
+WARM_UP = 20_000  # messages through a new broker before any measured run
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -129,6 +133,44 @@ def run_stream(
             log.close()
 
 
+def run_floor(broker: Broker, topic: str, path: Path, count: int) -> dict[str, float]:
+    """Kafka alone (``bench.kafka_floor``): the consumer up, then the producer sending the
+    first ``count`` lines of ``path``, until the consumer has committed them all."""
+
+    def floor(*args: str) -> list[str]:
+        return [sys.executable, "-m", "bench.kafka_floor", *args, broker.bootstrap, topic]
+
+    consumer = subprocess.Popen(
+        [*floor("consume"), str(count)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(3)  # the group forms before the traffic starts
+        broker_cpu = cpu_seconds(broker.pid or 0)
+        produced = subprocess.run(
+            [*floor("produce"), str(path), str(count)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        out, _ = consumer.communicate(timeout=600)
+        if consumer.returncode != 0:
+            raise RuntimeError(f"the floor's consumer failed with status {consumer.returncode}")
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+    consumed = json.loads(out)
+    seconds = consumed["done"] - first_produced(broker, topic)
+    return {
+        "seconds": seconds,
+        "rate": consumed["messages"] / seconds,
+        "broker_cpu": cpu_seconds(broker.pid or 0) - broker_cpu,
+        "worker_cpu": consumed["cpu"],
+        "simulator_cpu": json.loads(produced.stdout)["cpu"],
+    }
+
+
 def first_produced(broker: Broker, topic: str) -> float:
     """The Kafka timestamp (seconds) of the topic's first message: the least of its
     partitions' first."""
@@ -192,6 +234,32 @@ def latency_report(produced: np.ndarray, waited: np.ndarray, offered: float) -> 
     )
 
 
+def throughput_table(
+    args: argparse.Namespace, batch_rate: float, runs: dict[str, dict[str, float]]
+) -> Table:
+    """The throughput runs beside their two baselines: ``cdrflow rate`` of the file, and
+    Kafka alone (the first of ``runs``)."""
+    table = Table(title=f"{args.cdrs:,} CDRs through Kafka ({args.partitions} partitions)")
+    columns = ("run", "seconds", "CDRs/s", "vs cdrflow rate", "vs Kafka alone", "broker CPU s")
+    for column in (*columns, "producer CPU s", "consumers CPU s"):
+        table.add_column(column, justify="right")
+    seconds = f"{args.cdrs / batch_rate:.1f}"
+    table.add_row("cdrflow rate (file)", seconds, f"{batch_rate:,.0f}", "1.00", "", "", "", "")
+    floor = next(iter(runs.values()))["rate"]
+    for name, r in runs.items():
+        table.add_row(
+            name,
+            f"{r['seconds']:.1f}",
+            f"{r['rate']:,.0f}",
+            f"{r['rate'] / batch_rate:.2f}",
+            f"{r['rate'] / floor:.2f}",
+            f"{r['broker_cpu']:.1f}",
+            f"{r['simulator_cpu']:.1f}",
+            f"{r['worker_cpu']:.1f}",
+        )
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cdrs", type=int, default=2_000_000)
@@ -216,34 +284,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate = [CDRFLOW, "--home", str(base), "rate", str(path), "--format", "json"]
         subprocess.run(rate, check=True, capture_output=True)
         batch_rate = args.cdrs / (time.monotonic() - started)
-        path.unlink()
         shutil.rmtree(base)
         with Broker.start(work / "broker", die_with_parent=True) as broker:
-            table = Table(title=f"{args.cdrs:,} CDRs through Kafka ({args.partitions} partitions)")
-            columns = ("run", "seconds", "CDRs/s", "vs cdrflow rate", "broker CPU s")
-            for column in (*columns, "simulator CPU s", "workers CPU s"):
-                table.add_column(column, justify="right")
-            seconds = f"{args.cdrs / batch_rate:.1f}"
-            table.add_row("cdrflow rate (file)", seconds, f"{batch_rate:,.0f}", "1.00", "", "", "")
+            # A new broker makes its internal topics (group offsets, producer ids) for the
+            # first group and the first idempotent producer: not in any measured run.
+            broker.create_topic("warm-up", args.partitions)
+            run_floor(broker, "warm-up", path, min(args.cdrs, WARM_UP))
+            # Kafka alone, on the same lines: what no worker can pass on this machine.
+            broker.create_topic("cdrs-floor", args.partitions)
+            runs = {"Kafka alone (no rating)": run_floor(broker, "cdrs-floor", path, args.cdrs)}
+            path.unlink()
             for workers in (1, 2):
                 topic = f"cdrs-w{workers}"
                 broker.create_topic(topic, args.partitions)
-                r, home = run_stream(work, broker, topic, args.cdrs, workers)
-                shutil.rmtree(home)
-                table.add_row(
-                    f"{workers} worker{'s' if workers > 1 else ''}",
-                    f"{r['seconds']:.1f}",
-                    f"{r['rate']:,.0f}",
-                    f"{r['rate'] / batch_rate:.2f}",
-                    f"{r['broker_cpu']:.1f}",
-                    f"{r['simulator_cpu']:.1f}",
-                    f"{r['worker_cpu']:.1f}",
+                runs[f"{workers} worker{'s' if workers > 1 else ''}"], home = run_stream(
+                    work, broker, topic, args.cdrs, workers
                 )
-            console.print(table)
+                shutil.rmtree(home)
+            console.print(throughput_table(args, batch_rate, runs))
             topic = "cdrs-latency"
             broker.create_topic(topic, args.partitions)
             count = int(args.latency_rate * args.latency_seconds)
-            r, home = run_stream(work, broker, topic, count, 1, rate=args.latency_rate)
+            _, home = run_stream(work, broker, topic, count, 1, rate=args.latency_rate)
             produced, waited = latencies(broker, topic, home)
             console.print(latency_report(produced, waited, args.latency_rate))
     return 0
