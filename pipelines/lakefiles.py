@@ -89,6 +89,12 @@ def lake_lock(home: Path, on_wait: Any = None) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def file_state(path: Path) -> tuple[int, int]:
+    """A file's size and modification time (ns): what changes while something writes it."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
 def fingerprint(path: Path) -> str:
     """A file's identity for 'was this input already rated': its size and the hash of its
     first and last MiB (reading it whole would cost as much as rating it)."""

@@ -32,6 +32,7 @@ from pipelines.lakefiles import (
     RATE_RUNS,
     Staging,
     committed_runs,
+    file_state,
     fingerprint,
     lake_lock,
     recover,
@@ -39,6 +40,7 @@ from pipelines.lakefiles import (
 from rating.engine import Draws, Priced, Usage, draw, finish, may_draw, price, usage_from
 from rating.tables import NEVER_AFTER, NEVER_BEFORE, RateColumns, Tables, compile_tables, time_us
 from schemas.cdr import INPUT_NAMES, REJECTED, TIME
+from schemas.errors import CdrflowError
 
 if TYPE_CHECKING:
     from pipelines.catalog import Catalog
@@ -140,7 +142,9 @@ def rate_files(
             for fp in r.get("inputs", {}).values()
         }
         todo: dict[str, str] = {}
+        states: dict[str, tuple[int, int]] = {}
         for path in paths:
+            states[str(path)] = file_state(path)
             fp = fingerprint(path)
             same = next((other for other, seen in todo.items() if seen == fp), None)
             if fp in done:
@@ -161,7 +165,7 @@ def rate_files(
                 home,
                 con,
                 tables,
-                [Path(p) for p in todo],
+                {Path(p): states[p] for p in todo},
                 staging,
                 summary,
                 progress,
@@ -189,25 +193,40 @@ def _run(
     home: Path,
     con: duckdb.DuckDBPyConnection,
     tables: Tables,
-    paths: Sequence[Path],
+    paths: dict[Path, tuple[int, int]],
     staging: Staging,
     summary: Summary,
     progress: Callable[[int], None] | None,
     block_bytes: int,
     held_bytes: int,
 ) -> None:
+    """Rate ``paths`` (each with its ``file_state`` when the run took its fingerprint)."""
     billed = BilledCallids(home)
     usage = package_usage(con, home, tables)
     now = int(datetime.now(UTC).timestamp() * 1_000_000)
     held = HeldCalls(staging.dir / "held", held_bytes)
-    for path in paths:
+    for path, state in paths.items():
         for block in prefetched(read_records(path, con.cursor(), block_bytes)):
             rate_block(con, tables, block, staging, billed, usage, now, summary, held)
             if progress is not None:
                 progress(block.bytes_read)
+        _unchanged(path, state)
     del billed  # every callid is marked: its table (12 bytes a callid) is not needed to finish
     for table in held.finish(tables, usage, now):
         _stage_rated(staging, table, summary)
+
+
+def _unchanged(path: Path, state: tuple[int, int]) -> None:
+    """Refuse a file that changed while it was rated (a switch still writing it): its last
+    line may have been cut, and a later run would see other content under the same name.
+    The run then commits nothing."""
+    now = file_state(path)
+    if now != state:
+        raise CdrflowError(
+            f"{path}: changed while it was being rated ({state[0]:,} bytes, then {now[0]:,}); "
+            "nothing of this run was committed. Rate files the switch has closed (for "
+            "example, rotated ones), or run again once it has"
+        )
 
 
 def rate_block(

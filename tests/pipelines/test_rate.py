@@ -26,6 +26,7 @@ from pipelines.catalog.csvdir import import_directory
 from pipelines.cli.demo import sample_catalog
 from pipelines.rate import SNAPSHOT_ENTITIES, load_tables, rate_files
 from schemas.cdr import MONEY, RATED, REJECTED
+from schemas.errors import CdrflowError
 from tests.pipelines.workload import records, write_jsonl
 
 # What differs between two runs that did the same work: when, and which file a row came from.
@@ -330,3 +331,40 @@ def test_a_typed_parquet_input_lands_like_json_lines_and_its_rejects_keep_their_
         given = json.loads(r["raw"])
         assert given["callid"] == by_line[r["line"]]["callid"] == r["callid"]
         assert given["dest_number"] == by_line[r["line"]]["dest_number"]
+
+
+def test_a_file_that_grows_while_rated_is_refused_and_nothing_is_committed(
+    tmp_path: Path, workload: Path
+) -> None:
+    home = new_home(tmp_path, "home")
+    lines = workload.read_text().splitlines(keepends=True)
+    growing = tmp_path / "growing.jsonl"
+    growing.write_text("".join(lines[:2000]) + lines[2000][:40])  # the switch is mid-line
+
+    def switch_writes(_: int) -> None:  # after the first block: the switch goes on, once
+        if growing.stat().st_size < len("".join(lines[:2001])):
+            with growing.open("a") as f:
+                f.write(lines[2000][40:] + "".join(lines[2001:2100]))
+
+    with pytest.raises(CdrflowError, match=r"growing.jsonl: changed while it was being rated"):
+        rate_files(home, [growing], progress=switch_writes, block_bytes=64 << 10)
+    assert content(home, "rated") == content(home, "rejected") == []
+    assert not list((home / "lake" / "_runs").glob("*.json"))
+    # Once the file is closed, it rates as a whole: its cut line was never rejected.
+    summary = rate_files(home, [growing])
+    broken = sum(line.startswith('{"callid": "broken"') for line in lines[:2100])
+    assert summary.records == 2100 and summary.rejected["invalid"] == broken > 0
+
+
+def test_a_file_rewritten_in_place_with_the_same_size_is_refused(
+    tmp_path: Path, workload: Path
+) -> None:
+    home = new_home(tmp_path, "home")
+    text = workload.read_text()
+
+    def rewritten(_: int) -> None:
+        os.utime(workload, ns=(0, 1))  # the same bytes would do; the time says it changed
+
+    with pytest.raises(CdrflowError, match=rf"{len(text):,} bytes, then {len(text):,}"):
+        rate_files(home, [workload], progress=rewritten, block_bytes=64 << 10)
+    assert content(home, "rated") == []
