@@ -1,19 +1,28 @@
 """Compiled rate tables cached in the home, one file per catalog state.
 
-Compiling a catalog of hundreds of thousands of rate rows takes seconds; loading the
-compiled arrays takes a tenth of that. A cache file is named by the catalog's state (new at
-every committed change, ``Catalog.state``) and by the code that compiles (the sources of the
-compiler and its kernels, numpy's and Python's versions), so a changed catalog or a new
-cdrflow never meets an old file. Files are written atomically; only the newest is kept.
+Compiling a catalog of hundreds of thousands of rate rows takes seconds. A cache file is
+named by the catalog's state (new at every committed change, ``Catalog.state``) and by the
+code that compiles (the sources of the compiler and its kernels, numpy's and Python's
+versions), so a changed catalog or a new cdrflow never meets an old file. Files are written
+atomically; only the newest is kept.
+
+A file is a pickle whose arrays are stored beside it, each at a 64-byte boundary (pickle
+protocol 5's out-of-band buffers), and it is loaded by mapping the file copy-on-write: the
+arrays are views of the mapping, writable (numba compiles its kernels for writable arrays)
+and read from disk only where a run touches them, and processes that load the same file
+(stream workers of one home) share its pages. Loading takes about 0.02 s instead of the
+0.12-0.2 s of unpickling and copying 70 MiB of arrays.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import pickle
 import platform
 import sqlite3
+import struct
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -30,6 +39,8 @@ if TYPE_CHECKING:
 # The code whose output is cached: a change to any of them makes every cache file stale.
 _SOURCES = ("rating/tables.py", "rating/kernels.py", "pipelines/rate.py", "pipelines/compiled.py")
 _ROOT = Path(__file__).resolve().parent.parent
+_MAGIC = b"CDRFTAB1"
+_ALIGN = 64  # a slot row of the rate hash is one cache line, in the file as in memory
 
 
 def cache_folder(home: Path) -> Path:
@@ -69,10 +80,8 @@ def cached_tables(
     state = catalog.state() if catalog is not None else stored_state(home)
     if state is not None:
         try:
-            with _cache_file(home, state).open("rb") as f:
-                tables: Tables = pickle.load(f)
-            return tables
-        except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+            return load_tables_file(_cache_file(home, state))
+        except (FileNotFoundError, ValueError, EOFError, pickle.UnpicklingError):
             pass
     if catalog is not None:
         return _compiled(home, catalog, compile)
@@ -83,7 +92,51 @@ def cached_tables(
 
 
 def _cache_file(home: Path, state: str) -> Path:
-    return cache_folder(home) / f"tables-{state}-{_code_key()}.pickle"
+    return cache_folder(home) / f"tables-{state}-{_code_key()}.tables"
+
+
+def _aligned(at: int) -> int:
+    return -(-at // _ALIGN) * _ALIGN
+
+
+def save_tables_file(tables: Tables, path: Path) -> None:
+    """``tables`` to ``path`` (not atomically: see ``_compiled``): a header, the arrays'
+    buffers each at a 64-byte boundary, then the pickle that refers to them."""
+    buffers: list[pickle.PickleBuffer] = []
+    extra, tables.extra = tables.extra, {}
+    try:
+        data = pickle.dumps(tables, protocol=5, buffer_callback=buffers.append)
+    finally:
+        tables.extra = extra
+    raws = [b.raw() for b in buffers]
+    at = _aligned(len(_MAGIC) + 8 + 16 * (len(raws) + 1))
+    spans = []
+    for raw in [*raws, memoryview(data)]:
+        spans.append((at, raw.nbytes))
+        at = _aligned(at + raw.nbytes)
+    with path.open("wb") as f:
+        f.write(_MAGIC + struct.pack("<Q", len(raws)))
+        f.write(b"".join(struct.pack("<QQ", *span) for span in spans))
+        for (offset, _), raw in zip(spans, [*raws, memoryview(data)], strict=True):
+            f.seek(offset)
+            f.write(raw)
+
+
+def load_tables_file(path: Path) -> Tables:
+    """Tables saved by ``save_tables_file``, their arrays views of a copy-on-write mapping
+    of the file. ValueError for a file that is not one."""
+    with path.open("rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    view = memoryview(mapped)
+    if view[: len(_MAGIC)] != _MAGIC:
+        raise ValueError(f"{path}: not a compiled-tables file")
+    (count,) = struct.unpack_from("<Q", view, len(_MAGIC))
+    spans = [struct.unpack_from("<QQ", view, len(_MAGIC) + 8 + 16 * i) for i in range(count + 1)]
+    if any(offset + size > len(view) for offset, size in spans):
+        raise ValueError(f"{path}: a compiled-tables file cut short")
+    parts = [view[offset : offset + size] for offset, size in spans]
+    tables: Tables = pickle.loads(parts[-1], buffers=parts[:-1])
+    return tables
 
 
 def _compiled(home: Path, catalog: Catalog, compile: Callable[[Catalog], Tables]) -> Tables:
@@ -98,14 +151,11 @@ def _compiled(home: Path, catalog: Catalog, compile: Callable[[Catalog], Tables]
     path = _cache_file(home, state)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    extra, tables.extra = tables.extra, {}
-    try:
-        with tmp.open("wb") as f:
-            pickle.dump(tables, f, protocol=pickle.HIGHEST_PROTOCOL)
-    finally:
-        tables.extra = extra
+    save_tables_file(tables, tmp)
     os.replace(tmp, path)
-    for old in folder.glob("tables-*.pickle"):
+    # Older files (".pickle": the format before the mapped one). A process that has one
+    # mapped keeps reading it: unlinking does not take its pages away.
+    for old in folder.glob("tables-*"):
         if old != path:
             old.unlink(missing_ok=True)
     return tables

@@ -142,10 +142,12 @@ class Tables:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # An unpickled array is aligned to 16 bytes only: a slot would straddle two lines.
+        # An array unpickled in band is aligned to 16 bytes only: a slot would straddle two
+        # lines. One mapped from a cache file (pipelines.compiled) is aligned already.
         slots = state["slots"]
-        state["slots"] = aligned_rows(*slots.shape)
-        state["slots"][:] = slots
+        if slots.ctypes.data % 64:
+            state["slots"] = aligned_rows(*slots.shape)
+            state["slots"][:] = slots
         self.__dict__.update(state)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines.catalog import Catalog
-from pipelines.compiled import cache_folder, cached_tables, stored_state
+from pipelines.compiled import cache_folder, cached_tables, load_tables_file, stored_state
 from pipelines.rate import load_tables
 from rating.tables import Tables
 
@@ -42,7 +43,7 @@ def test_the_same_content_compiles_once(sample: Catalog, home: Path) -> None:
     # A slot is one cache line in the loaded copy too, not only in the compiled one.
     assert first.slots.ctypes.data % 64 == 0 and again.slots.ctypes.data % 64 == 0
     assert same(again, first) and same(again, load_tables(sample))
-    assert len(list(cache_folder(home).glob("tables-*.pickle"))) == 1
+    assert len(list(cache_folder(home).glob("tables-*"))) == 1
 
 
 def test_a_change_compiles_again_and_the_old_file_goes(sample: Catalog, home: Path) -> None:
@@ -53,7 +54,7 @@ def test_a_change_compiles_again_and_the_old_file_goes(sample: Catalog, home: Pa
     assert calls == [1, 1]
     card = after.card_index["retail-usd"]
     assert before.card_precision[card] == 4 and after.card_precision[card] == 2
-    assert len(list(cache_folder(home).glob("tables-*.pickle"))) == 1
+    assert len(list(cache_folder(home).glob("tables-*"))) == 1
 
 
 def test_a_store_restored_over_another_at_the_same_version_is_compiled(
@@ -105,3 +106,46 @@ def test_without_a_catalog_the_store_is_opened_only_to_compile(
     after = cached_tables(home, compiles(calls))
     assert calls == [1, 1] and opened == [home]
     assert after.card_precision[after.card_index["retail-usd"]] == 2
+
+
+def test_the_loaded_arrays_are_a_private_mapping_of_the_file(sample: Catalog, home: Path) -> None:
+    calls: list[int] = []
+    compiled = cached_tables(home, compiles(calls), sample)
+    [path] = cache_folder(home).glob("tables-*")
+    loaded = load_tables_file(path)
+    assert same(loaded, compiled)
+    # Views of the file's pages, not copies: the mapping is the arrays' memory.
+    for array in (loaded.row_rate, loaded.slots, loaded.versions):
+        owner = array.base
+        while isinstance(owner, np.ndarray):
+            owner = owner.base
+        assert isinstance(owner, memoryview) and isinstance(owner.obj, mmap.mmap)
+    # Writable (numba's kernels are compiled for writable arrays), and a write stays in
+    # the process that made it: the file, and so every other run, keeps the compiled values.
+    assert loaded.row_rate.flags.writeable and loaded.slots.flags.writeable
+    loaded.row_rate[:] = -1
+    assert np.array_equal(load_tables_file(path).row_rate, compiled.row_rate)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut short", "empty"])
+def test_a_damaged_cache_file_is_compiled_again(sample: Catalog, home: Path, damage: str) -> None:
+    calls: list[int] = []
+    first = cached_tables(home, compiles(calls), sample)
+    [path] = cache_folder(home).glob("tables-*")
+    data = path.read_bytes()
+    path.write_bytes(
+        {"garbage": b"x" * 4096, "cut short": data[: len(data) // 2], "empty": b""}[damage]
+    )
+    again = cached_tables(home, compiles(calls), sample)
+    assert calls == [1, 1] and same(again, first)
+    assert load_tables_file(path).version == first.version  # written whole again
+
+
+def test_an_older_format_file_is_removed_when_the_tables_are_compiled(
+    sample: Catalog, home: Path
+) -> None:
+    cache_folder(home).mkdir(parents=True, exist_ok=True)
+    old = cache_folder(home) / "tables-0123-4567.pickle"
+    old.write_bytes(b"an older cdrflow's pickle")
+    cached_tables(home, compiles([]), sample)
+    assert not old.exists() and len(list(cache_folder(home).glob("tables-*"))) == 1
