@@ -124,9 +124,15 @@ def save_tables_file(tables: Tables, path: Path) -> None:
 
 def load_tables_file(path: Path) -> Tables:
     """Tables saved by ``save_tables_file``, their arrays views of a copy-on-write mapping
-    of the file. ValueError for a file that is not one."""
+    of the file (of a copy in memory where the file system cannot map it). ValueError for
+    a file that is not one."""
     with path.open("rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            mapped: mmap.mmap | bytearray = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except ValueError:  # an empty file
+            raise ValueError(f"{path}: an empty compiled-tables file") from None
+        except OSError:
+            mapped = bytearray(f.read())
     view = memoryview(mapped)
     if view[: len(_MAGIC)] != _MAGIC:
         raise ValueError(f"{path}: not a compiled-tables file")

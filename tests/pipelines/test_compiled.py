@@ -149,3 +149,18 @@ def test_an_older_format_file_is_removed_when_the_tables_are_compiled(
     old.write_bytes(b"an older cdrflow's pickle")
     cached_tables(home, compiles([]), sample)
     assert not old.exists() and len(list(cache_folder(home).glob("tables-*"))) == 1
+
+
+def test_a_file_system_that_cannot_map_the_file_is_read_instead(
+    sample: Catalog, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled = cached_tables(home, compiles([]), sample)
+    [path] = cache_folder(home).glob("tables-*")
+
+    def refuse(*_: object, **__: object) -> None:
+        raise OSError(19, "No such device")  # what mmap says on a file system without it
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    loaded = load_tables_file(path)
+    assert same(loaded, compiled) and loaded.slots.flags.writeable
+    assert loaded.slots.ctypes.data % 64 == 0  # copied to an aligned array if it was not
