@@ -38,6 +38,8 @@ def json_rows(table: pa.Table) -> list[bytes]:
     """Each row of ``table`` as a JSON object. Columns may be strings, integers,
     ``DECIMAL(p, 6)`` (p ≤ 18) or UTC microsecond timestamps of years 1 to 9999."""
     n = table.num_rows
+    if table.num_columns == 0:
+        return [b"{}"] * n
     kinds: list[int] = []
     slots: list[int] = []
     numbers: list[npt.NDArray[np.int64]] = []
@@ -90,7 +92,7 @@ def _kind(field: pa.Field) -> int:
     t = field.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return STRING
-    if pa.types.is_integer(t):
+    if pa.types.is_integer(t) and t != pa.uint64():  # every value fits int64
         return INTEGER
     if pa.types.is_decimal(t) and t.bit_width == 128 and t.precision <= 18 and t.scale == 6:
         return DECIMAL

@@ -94,10 +94,13 @@ def test_a_sliced_chunked_table_is_its_own_rows() -> None:
     assert json_rows(chunked) == [b'{"s":"bb","m":"2.000000"}', b'{"s":"ccc","m":"3.000000"}',
                                   b'{"s":null,"m":"4.000000"}']  # fmt: skip
     assert json_rows(whole.slice(0, 0)) == []
+    assert json_rows(whole.select([])) == [b"{}"] * 4
 
 
 def test_what_it_cannot_write_is_refused() -> None:
     with pytest.raises(TypeError, match=r"column f \(double\)"):
         json_rows(pa.table({"f": [1.5]}))
+    with pytest.raises(TypeError, match=r"column u \(uint64\)"):
+        json_rows(pa.table({"u": pa.array([2**64 - 1], pa.uint64())}))
     with pytest.raises(ValueError, match="years 1 to 9999"):
         json_rows(pa.table({"t": pa.array([LAST_US + 1], TIME)}))
