@@ -134,9 +134,11 @@ def load_tables_file(path: Path) -> Tables:
         except OSError:
             mapped = bytearray(f.read())
     view = memoryview(mapped)
-    if view[: len(_MAGIC)] != _MAGIC:
+    if view[: len(_MAGIC)] != _MAGIC or len(view) < len(_MAGIC) + 8:
         raise ValueError(f"{path}: not a compiled-tables file")
     (count,) = struct.unpack_from("<Q", view, len(_MAGIC))
+    if len(_MAGIC) + 8 + 16 * (count + 1) > len(view):
+        raise ValueError(f"{path}: a compiled-tables file cut short")
     spans = [struct.unpack_from("<QQ", view, len(_MAGIC) + 8 + 16 * i) for i in range(count + 1)]
     if any(offset + size > len(view) for offset, size in spans):
         raise ValueError(f"{path}: a compiled-tables file cut short")

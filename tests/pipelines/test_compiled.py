@@ -127,14 +127,19 @@ def test_the_loaded_arrays_are_a_private_mapping_of_the_file(sample: Catalog, ho
     assert np.array_equal(load_tables_file(path).row_rate, compiled.row_rate)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "cut short", "empty"])
+@pytest.mark.parametrize("damage", ["garbage", "cut short", "empty", "header only"])
 def test_a_damaged_cache_file_is_compiled_again(sample: Catalog, home: Path, damage: str) -> None:
     calls: list[int] = []
     first = cached_tables(home, compiles(calls), sample)
     [path] = cache_folder(home).glob("tables-*")
     data = path.read_bytes()
     path.write_bytes(
-        {"garbage": b"x" * 4096, "cut short": data[: len(data) // 2], "empty": b""}[damage]
+        {
+            "garbage": b"x" * 4096,
+            "cut short": data[: len(data) // 2],
+            "empty": b"",
+            "header only": data[:20],
+        }[damage]
     )
     again = cached_tables(home, compiles(calls), sample)
     assert calls == [1, 1] and same(again, first)
