@@ -27,6 +27,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from rating.engine import _micro, _strings
+
 INTEGER, DECIMAL, TIME, STRING = 0, 1, 2, 3
 # The most bytes a value of each numeric kind takes, quotes included.
 _WIDEST = {INTEGER: 20, DECIMAL: 23, TIME: 36}
@@ -44,27 +46,28 @@ def json_rows(table: pa.Table) -> list[bytes]:
     slots: list[int] = []
     numbers: list[npt.NDArray[np.int64]] = []
     number_valid: list[npt.NDArray[np.bool_]] = []
-    strings: list[tuple[pa.Array, npt.NDArray[np.bool_]]] = []
+    strings: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]] = []
+    string_valid: list[npt.NDArray[np.bool_]] = []
     for field, column in zip(table.schema, table.columns, strict=True):
-        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
         kind = _kind(field)
         kinds.append(kind)
-        valid = _valid(array)
         if kind == STRING:
             slots.append(len(strings))
-            strings.append((pc.fill_null(array, "").cast(pa.large_string()), valid))
+            strings.append(_strings(column))
+            string_valid.append(_valid(column))
         else:
             slots.append(len(numbers))
-            numbers.append(_int64(array, kind))
-            number_valid.append(valid)
+            numbers.append(_int64(column, kind))
+            number_valid.append(_valid(column))
     names = [json.dumps(f.name, ensure_ascii=False).encode() + b":" for f in table.schema]
     names[0] = b"{" + names[0]
     names = [names[0], *(b"," + name for name in names[1:])]
     name_offsets = np.zeros(len(names) + 1, np.int64)
     np.cumsum([len(name) for name in names], out=name_offsets[1:])
-    string_offsets, string_data, string_valid = _stacked(strings, n)
+    string_offsets, string_data = _stacked(strings, n)
     num = np.stack(numbers) if numbers else np.zeros((0, n), np.int64)
     num_valid = np.stack(number_valid) if number_valid else np.zeros((0, n), np.bool_)
+    str_valid = np.stack(string_valid) if string_valid else np.zeros((0, n), np.bool_)
     # Room for the worst case: every string byte escaped as \u00xx (6 bytes).
     fixed = int(name_offsets[-1]) + 1 + sum(_WIDEST.get(k, 6) for k in kinds)
     room = fixed * n + 6 * int(string_data.size)
@@ -79,7 +82,7 @@ def json_rows(table: pa.Table) -> list[bytes]:
         num_valid,
         string_offsets,
         string_data,
-        string_valid,
+        str_valid,
         out,
         ends,
     )
@@ -101,23 +104,19 @@ def _kind(field: pa.Field) -> int:
     raise TypeError(f"column {field.name} ({t}) has no JSON form here")
 
 
-def _valid(array: pa.Array) -> npt.NDArray[np.bool_]:
-    if array.null_count == 0:
-        return np.ones(len(array), np.bool_)
-    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), np.bool_)
+def _valid(column: pa.ChunkedArray) -> npt.NDArray[np.bool_]:
+    if column.null_count == 0:
+        return np.ones(len(column), np.bool_)
+    return np.asarray(column.is_valid().to_numpy(zero_copy_only=False), np.bool_)
 
 
-def _int64(array: pa.Array, kind: int) -> npt.NDArray[np.int64]:
-    """The column's values as int64: integers, decimal unscaled values, microseconds; nulls
-    as 0 (their validity says null)."""
+def _int64(column: pa.ChunkedArray, kind: int) -> npt.NDArray[np.int64]:
+    """The column's values as int64: integers, decimal unscaled values (``_micro``: the
+    engine's reading of money), microseconds; nulls as 0 (their validity says null)."""
     if kind == DECIMAL:
-        # A decimal128 is two little-endian words; values of 18 digits live in the low one.
-        words = np.frombuffer(array.buffers()[1], np.int64)
-        low = words[2 * array.offset : 2 * (array.offset + len(array)) : 2].copy()
-        low[~_valid(array)] = 0
-        return low
+        return _micro(column)
     values = np.asarray(
-        pc.fill_null(array.cast(pa.int64()), 0).to_numpy(zero_copy_only=False), np.int64
+        pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False), np.int64
     )
     if kind == TIME and values.size and (values.min() < FIRST_US or values.max() > LAST_US):
         raise ValueError("a time outside the years 1 to 9999 has no ISO 8601 form here")
@@ -125,22 +124,19 @@ def _int64(array: pa.Array, kind: int) -> npt.NDArray[np.int64]:
 
 
 def _stacked(
-    strings: list[tuple[pa.Array, npt.NDArray[np.bool_]]], n: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
-    """All string columns as one data buffer, a row of offsets into it per column."""
+    strings: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]], n: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
+    """All string columns (``_strings``: offsets and data, nulls as empty) as one data
+    buffer, a row of offsets into it per column."""
     offsets = np.zeros((len(strings), n + 1), np.int64)
     data, base = [], 0
-    for j, (array, _) in enumerate(strings):
-        _, offsets_buf, data_buf = array.buffers()
-        own = np.frombuffer(offsets_buf, np.int64)[array.offset : array.offset + n + 1]
+    for j, (own, buffer) in enumerate(strings):
         first, last = int(own[0]), int(own[-1])
         offsets[j] = own - first + base
-        if last > first:
-            data.append(np.frombuffer(data_buf, np.uint8)[first:last])
+        data.append(buffer[first:last])
         base += last - first
     joined = np.concatenate(data) if data else np.zeros(0, np.uint8)
-    valid = np.stack([v for _, v in strings]) if strings else np.zeros((0, n), np.bool_)
-    return offsets, joined, valid
+    return offsets, joined
 
 
 def _copy(typingctx: Any, dst: Any, dst_at: Any, src: Any, src_at: Any, count: Any) -> Any:
