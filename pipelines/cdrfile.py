@@ -35,6 +35,7 @@ from schemas.cdr import (
     MAX_DURATION,
     REQUIRED,
     SECONDS,
+    VALID,
 )
 from schemas.errors import CdrflowError
 
@@ -569,6 +570,12 @@ class Block:
     blank: int
     lines: pa.Array | None
     bytes_read: int
+
+    def __post_init__(self) -> None:
+        # One schema whatever the reader (a Parquet file's columns are all nullable, a JSON
+        # reader's required ones not): blocks of several inputs concatenate (the held calls
+        # of a run that mixes them). Only the fields' flags change; no data is copied.
+        self.valid = self.valid.cast(VALID)
 
 
 def prefetched(blocks: Iterator[Block]) -> Iterator[Block]:

@@ -55,6 +55,10 @@ ORIGIN_FIELDS: tuple[pa.Field, ...] = (
     pa.field("line", pa.int64(), nullable=False),
 )
 
+# A block of validated records, whichever reader typed it (JSON Lines, CSV, Parquet, Kafka):
+# the input fields, where each came from, and its index among the block's raw lines.
+VALID = pa.schema([*INPUT_FIELDS, *ORIGIN_FIELDS, pa.field("row", pa.int64(), nullable=False)])
+
 PACKAGE_DRAW = pa.struct(
     [
         pa.field("package_id", pa.string(), nullable=False),

@@ -368,3 +368,48 @@ def test_a_file_rewritten_in_place_with_the_same_size_is_refused(
     with pytest.raises(CdrflowError, match=rf"{len(text):,} bytes, then {len(text):,}"):
         rate_files(home, [workload], progress=rewritten, block_bytes=64 << 10)
     assert content(home, "rated") == []
+
+
+def test_a_run_mixing_json_lines_csv_and_parquet_rates_as_one_file_would(tmp_path: Path) -> None:
+    """The README's own example: one run over a JSON Lines, a CSV and a Parquet file (their
+    package calls are held and drawn together at the end) rates what one file would."""
+    rows = sorted(records(3000, seed=41), key=lambda r: (r["dt"], r["callid"]))
+    columns = ["callid", "dt", "dest_number", "sip_code", "duration", "pdd_ms", "source_ip"]
+    columns += ["sip_user", "customer_id", "provider_card_id", "direction"]
+    whole = write_jsonl(tmp_path / "all.jsonl", rows)
+    part = write_jsonl(tmp_path / "cdrs.jsonl", rows[:1000])
+    csv_path, parquet_path = tmp_path / "more.csv", tmp_path / "day.parquet"
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        second = write_jsonl(tmp_path / "second.jsonl", rows[1000:2000])
+        con.execute(
+            f"COPY (SELECT {', '.join(columns)} FROM read_json('{second}', "
+            "format = 'newline_delimited', columns = {callid: 'VARCHAR', dt: 'VARCHAR', "
+            "dest_number: 'VARCHAR', sip_code: 'VARCHAR', duration: 'VARCHAR', "
+            "pdd_ms: 'VARCHAR', source_ip: 'VARCHAR', sip_user: 'VARCHAR', "
+            "customer_id: 'VARCHAR', provider_card_id: 'VARCHAR', direction: 'VARCHAR'})) "
+            f"TO '{csv_path}' (HEADER)"
+        )
+    typed = pa.Table.from_pylist(
+        [{**r, "dt": datetime.fromisoformat(r["dt"]), "duration": Decimal(str(r["duration"]))}
+         for r in rows[2000:]],
+        pa.schema([("callid", pa.string()), ("dt", pa.timestamp("us", tz="UTC")),
+                   ("dest_number", pa.string()), ("sip_code", pa.int16()),
+                   ("duration", pa.decimal128(12, 3)), ("pdd_ms", pa.int32()),
+                   ("source_ip", pa.string()), ("sip_user", pa.string()),
+                   ("customer_id", pa.string()), ("provider_card_id", pa.string()),
+                   ("direction", pa.string())]),
+    )  # fmt: skip
+    pq.write_table(typed, parquet_path)
+    mixed, one = new_home(tmp_path, "mixed"), new_home(tmp_path, "one")
+    summary = rate_files(mixed, [part, csv_path, parquet_path])
+    assert summary.records == len(rows)
+    rate_files(one, [whole])
+    assert sum(r["package_seconds"] for r in lake(mixed, "rated").to_pylist()) > 0
+    assert content(mixed, "rated") == content(one, "rated")
+
+    def reasons(home: Path) -> list[tuple[str, str, str]]:  # the raw text is each file's own
+        table = lake(home, "rejected").select(["callid", "reject_reason", "reject_detail"])
+        return sorted(tuple(r.values()) for r in table.to_pylist())
+
+    assert reasons(mixed) == reasons(one)
