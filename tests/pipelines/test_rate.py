@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -413,3 +414,43 @@ def test_a_run_mixing_json_lines_csv_and_parquet_rates_as_one_file_would(tmp_pat
         return sorted(tuple(r.values()) for r in table.to_pylist())
 
     assert reasons(mixed) == reasons(one)
+
+
+def test_a_file_of_the_same_size_that_differs_only_in_its_middle_is_rated(
+    tmp_path: Path,
+) -> None:
+    """An input is known by every byte, not its size and first and last MiB: a re-export of
+    the same size with corrected callids in the middle is rated (the unchanged records are
+    duplicates), while the same content under another name is still skipped."""
+    rows = records(25_000, seed=42)
+    first = write_jsonl(tmp_path / "export.jsonl", rows)
+    middle = range(12_000, 13_000)
+    text = first.read_bytes()  # the changes lie past the first MiB and before the last
+    start, end = (
+        text.index(rows[middle[0]]["callid"].encode()),
+        text.index(rows[middle[-1]]["callid"].encode()),
+    )
+    assert 1 << 20 < start < end < len(text) - (1 << 20)
+    fixed = [
+        {**r, "callid": r["callid"].replace("-", "x", 1)} if i in middle else r
+        for i, r in enumerate(rows)
+    ]
+    second = write_jsonl(tmp_path / "export-fixed.jsonl", fixed)
+    assert second.stat().st_size == first.stat().st_size
+    home = new_home(tmp_path, "home")
+    rate_files(home, [first])
+    again = rate_files(home, [second])
+    assert again.skipped_inputs == []
+    assert again.records == len(fixed)
+    landed = lake(home, "rated").to_pylist() + lake(home, "rejected").to_pylist()
+    from_second = [r for r in landed if r["source"] == str(second)]
+    assert len(from_second) == len(fixed)
+    once = Counter(r["callid"] for r in fixed)  # the workload resends some calls itself
+    corrected = {fixed[i]["callid"] for i in middle if once[fixed[i]["callid"]] == 1}
+    assert len(corrected) > 900
+    assert not any(
+        r.get("reject_reason") == "duplicate" for r in from_second if r["callid"] in corrected
+    )
+    copy = tmp_path / "copy.jsonl"
+    shutil.copyfile(second, copy)
+    assert rate_files(home, [copy]).skipped_inputs == [f"{copy}: already rated by run {again.run}"]
