@@ -157,6 +157,14 @@ class BilledCallids:
                 callids = pq.read_table(path, columns=["callid"])["callid"]
                 self._insert(*hashes(callids))
 
+    def add_files(self, paths: list[Path]) -> None:
+        """Bring in the callids of rated lake files another writer committed since this table
+        read their days (the files of days it has not read yet it reads with them)."""
+        for path in paths:
+            day = np.datetime64(path.parent.name.removeprefix("date="), "D").astype(np.int64)
+            if int(day) in self.loaded_days:
+                self._insert(*hashes(pq.read_table(path, columns=["callid"])["callid"]))
+
     def outgrown(self, days: np.ndarray) -> bool:
         """Whether the newest of ``days`` (UTC days since 1970) is more than three windows
         past the newest day of the first CDRs this table saw. Then a stream worker, whose

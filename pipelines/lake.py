@@ -8,19 +8,19 @@ from pathlib import Path
 import duckdb
 
 from pipelines.home import rated_lake
+from pipelines.lakefiles import whole_runs
 
 
 def customers_with_rated_cdrs(home: Path, customer_ids: Iterable[str]) -> dict[str, int]:
     """How many rated CDRs each of ``customer_ids`` has in the lake (absent: none)."""
     ids = sorted(set(customer_ids))
-    lake = rated_lake(home)
-    if not ids or not any(lake.glob("date=*/*.parquet")):
+    files = whole_runs(rated_lake(home)) if ids else []
+    if not files:
         return {}
-    glob = str(lake / "date=*" / "*.parquet")
     with duckdb.connect() as con:
         rows = con.execute(
-            "SELECT customer_id, count(*) FROM read_parquet(?, hive_partitioning = true) "
+            "SELECT customer_id, count(*) FROM read_parquet(?::VARCHAR[]) "
             "WHERE customer_id IN (SELECT unnest(?)) GROUP BY customer_id",
-            [glob, ids],
+            [files, ids],
         ).fetchall()
     return {customer: count for customer, count in rows}

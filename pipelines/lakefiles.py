@@ -1,11 +1,14 @@
-"""Writing the lake so that a crash at any moment changes nothing (SPEC §5.5).
+"""Writing the lake so that a crash at any moment changes nothing (SPEC §5.5), and reading
+it as whole runs.
 
-A run writes every file into ``lake/_staging/<run>/`` first. Its commit point is one atomic
-rename: the run's manifest into ``lake/_runs/<run>.json``. Only then are the staged files
-moved into their partitions, each by an atomic rename. Whoever next takes the home's lake
-lock finishes that move for a committed run (roll forward) and deletes the staging of a run
-that never committed (roll back). A reader never sees a partial file; after recovery the lake
-holds all of a run or none of it.
+A run writes every file into ``lake/_staging/<run>/`` first. Just before its commit point it
+appends its entry to the commit log (``pipelines.commitlog``), which marks it publishing.
+Its commit point is one atomic rename: the run's manifest into ``lake/_runs/<run>.json``.
+Only then are the staged files moved into their partitions, each by an atomic rename, and
+the log's head says that no run is publishing. Whoever next takes the home's lake lock
+finishes that move for a committed run (roll forward) and deletes the staging of a run that
+never committed (roll back). A reader never sees a partial file, and cdrflow's readers list
+the lake with ``whole_runs``, which never returns part of a run.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from pipelines import commitlog
 from pipelines.home import rated_lake
 
 FINGERPRINT_CHUNK = 16 << 20
@@ -32,6 +38,8 @@ FINGERPRINT_CHUNK = 16 << 20
 # file's size and first and last MiB) never equal one, so such a file is rated again and its
 # records, already billed, are rejected as duplicates rather than skipped unread.
 FINGERPRINT_KIND = "xxh3-128:"
+# Looks at a publishing run before a reader lists around it (10 ms apart).
+PUBLISH_WAIT_TRIES = 1000
 # Columns with about as many values as rows: a dictionary page would only cost time.
 UNIQUE_COLUMNS = frozenset(
     {"callid", "dt", "dest_number", "source_cli", "number", "duration", "ring_duration"}
@@ -125,11 +133,13 @@ def committed_runs(home: Path, pattern: str = "*.json") -> list[dict[str, Any]]:
 
 
 def recover(home: Path) -> list[str]:
-    """Finish or undo what crashed runs left; returns a line per run recovered."""
+    """Finish or undo what crashed runs left (under the lake lock); returns a line per run
+    recovered."""
     root = lake_root(home)
     staging = root / "_staging"
     done: list[str] = []
     if not staging.is_dir():
+        commitlog.published(root)
         return done
     for run_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
         manifest = root / "_runs" / f"{run_dir.name}.json"
@@ -139,7 +149,68 @@ def recover(home: Path) -> list[str]:
         else:
             done.append(f"run {run_dir.name}: did not commit; its staged files were removed")
         shutil.rmtree(run_dir)
+    commitlog.published(root)
     return done
+
+
+def whole_runs(lake: Path, days: Callable[[date], bool] | None = None) -> list[str]:
+    """The Parquet files of ``lake`` (``lake/rated`` or ``lake/rejected``) in the partitions
+    whose day ``days`` accepts (all without it), every run's files or none of them: a run
+    that is moving its files into place is waited for, and one a crash left half moved is
+    finished first when no writer holds the lock (else its files are left out)."""
+    root = lake.parent
+    tries = 0
+    while True:
+        before = commitlog.head(root)
+        partial: list[str] = []
+        if before.publishing is not None:
+            tries += 1
+            state = _recover_if_idle(root) if tries <= PUBLISH_WAIT_TRIES else "cannot"
+            if state == "recovered":
+                continue
+            if state == "busy":
+                time.sleep(0.01)
+                continue
+            staging = root / "_staging"
+            partial = [f"part-{p.name}-" for p in staging.iterdir()] if staging.is_dir() else []
+        files = _listing(lake, days, tuple(partial))
+        if commitlog.head(root) == before:
+            return files
+
+
+def _listing(
+    lake: Path, days: Callable[[date], bool] | None, partial: tuple[str, ...]
+) -> list[str]:
+    out = []
+    for folder in sorted(lake.glob("date=*")):
+        try:
+            day = date.fromisoformat(folder.name.removeprefix("date="))
+        except ValueError:
+            continue
+        if days is None or days(day):
+            out += [
+                str(f) for f in sorted(folder.glob("*.parquet")) if not f.name.startswith(partial)
+            ]
+    return out
+
+
+def _recover_if_idle(root: Path) -> str:
+    """Finish what a crashed run left if no writer holds the lake lock: "recovered", "busy"
+    (a writer holds it, and finishes its own run), or "cannot" (this process may not write
+    the lake)."""
+    try:
+        with (root / ".lock").open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return "busy"
+            try:
+                recover(root.parent)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return "cannot"
+    return "recovered"
 
 
 LAKE_KINDS = ("rated", "rejected")
@@ -157,9 +228,13 @@ def _publish(run_dir: Path, root: Path) -> None:
 class Staging:
     """The files of one run, written aside until ``commit``."""
 
-    def __init__(self, home: Path, run_id: str, file_rows: int = 1 << 17) -> None:
+    def __init__(
+        self, home: Path, run_id: str, file_rows: int = 1 << 17, author: str | None = None
+    ) -> None:
         self.root = lake_root(home)
         self.run_id = run_id
+        self.author = author or run_id  # who the commit log says wrote it
+        self.seq = 0  # its commit log entry, once committed
         self.dir = self.root / "_staging" / run_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sequence = 0
@@ -222,10 +297,13 @@ class Staging:
         for name in self.files:  # on disk before the commit point, so power loss cannot tear a run
             with (self.dir / name).open("rb") as f:
                 os.fsync(f.fileno())
+        rated = [name for name in self.files if name.startswith("rated/")]
+        self.seq = commitlog.append(self.root, self.run_id, self.author, rated)
         write_manifest(self.root, {**manifest, "run": self.run_id, "files": self.files})
         self.committed = True
         _publish(self.dir, self.root)
         shutil.rmtree(self.dir)
+        commitlog.published(self.root)
 
     def abort(self) -> None:
         """Undo a run that failed before its commit point; after it, only ``recover`` may
@@ -233,3 +311,5 @@ class Staging:
         self.writer.shutdown(wait=True, cancel_futures=True)
         if not self.committed:
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self.seq:  # logged, then failed before its commit point
+                commitlog.published(self.root)

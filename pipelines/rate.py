@@ -101,22 +101,34 @@ def load_tables(catalog: Catalog) -> Tables:
     return compile_tables(snapshot, version)
 
 
-def package_usage(con: duckdb.DuckDBPyConnection, home: Path, tables: Tables) -> Usage:
-    """Package seconds already drawn, from the lake (the truth of usage, SPEC §5.3)."""
-    lake = rated_lake(home)
-    if not tables.allot_package or not any(lake.glob("date=*/*.parquet")):
-        return usage_from(tables, [])
-    rows = con.sql(
-        f"""
+def package_usage(
+    con: duckdb.DuckDBPyConnection,
+    home: Path,
+    tables: Tables,
+    files: list[Path] | None = None,
+    usage: Usage | None = None,
+) -> Usage:
+    """Package seconds already drawn, from the lake (the truth of usage, SPEC §5.3): over
+    all its rated files, or the draws of ``files`` added to ``usage``."""
+    if files is None:
+        lake = rated_lake(home)
+        paths = [str(p) for p in sorted(lake.glob("date=*/*.parquet"))]
+    else:
+        paths = [str(p) for p in files]
+    if not tables.allot_package or not paths:
+        return usage_from(tables, [], usage)
+    rows = con.execute(
+        """
         SELECT customer_id, d.package_id, strftime(d.start_date, '%Y-%m-%d'), d.period_start,
                sum(d.seconds)
         FROM (SELECT customer_id, unnest(package_draws) AS d
-              FROM read_parquet('{lake}/date=*/*.parquet', hive_partitioning = false)
+              FROM read_parquet(?::VARCHAR[], hive_partitioning = false)
               WHERE len(package_draws) > 0)
         GROUP BY ALL
-        """
+        """,
+        [paths],
     ).fetchall()
-    return usage_from(tables, rows)
+    return usage_from(tables, rows, usage)
 
 
 def rate_files(

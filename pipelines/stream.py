@@ -10,7 +10,10 @@ poll's batches are in the lake are they published to ``<topic>.rated`` and
 worker is given partitions (at start, and at every rebalance), it finishes or undoes what a
 crashed batch left, reads each partition's position from the manifests, and seeks there:
 Kafka's committed offsets are a hint, the lake decides. Package usage and the billed callids
-are read from the lake at the same moment, and packages are drawn in arrival order.
+are read from the lake at the same moment, and packages are drawn in arrival order. Before
+each batch, under the lake lock, a worker adds what the home's other writers (other workers,
+``cdrflow rate`` runs) committed since its last batch, from the commit log
+(``pipelines.commitlog``): a callid is billed once whoever saw it first.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from pipelines import commitlog
 from pipelines.catalog import Catalog
 from pipelines.cdrfile import Block, read_messages
 from pipelines.compiled import cached_tables
@@ -198,8 +203,8 @@ def lake_position(home: Path, topic: str, partition: int) -> int | None:
 class _Collecting(Staging):
     """A staging that also keeps what it was given, for publishing after the commit."""
 
-    def __init__(self, home: Path, run_id: str) -> None:
-        super().__init__(home, run_id)
+    def __init__(self, home: Path, run_id: str, author: str) -> None:
+        super().__init__(home, run_id, author=author)
         self.tables: dict[str, list[pa.Table]] = defaultdict(list)
 
     def add(self, kind: str, table: pa.Table, days: pa.Array) -> None:
@@ -251,6 +256,11 @@ class Worker:
         self.state: str | None = None
         self.billed = BilledCallids(home)
         self.usage = Usage()
+        # This worker in the commit log, the last entry it has taken in, and the catalog
+        # version its usage is keyed by (a new version numbers allotments anew).
+        self.author = f"stream-{uuid.uuid4().hex}"
+        self.cursor = 0
+        self.usage_version: int | None = None
         self.next: dict[int, int] = {}  # partition → next offset to rate (from the lake)
         self.totals = StreamTotals()
         self._latency: list[float] = []
@@ -263,6 +273,7 @@ class Worker:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Recover the lake, then start each partition where the lake says."""
+        self._catalog()
         with lake_lock(self.home):
             for line in recover(self.home):
                 log.info("recovered: %s", line)
@@ -270,7 +281,7 @@ class Worker:
                 tp.partition: lake_position(self.home, self.settings.topic, tp.partition)
                 for tp in partitions
             }
-        self._load()
+            self._load()
         self._publish_unpublished({tp.partition for tp in partitions})
         self._compact({tp.partition for tp in partitions})
         for tp in partitions:
@@ -292,11 +303,39 @@ class Worker:
         log.info("revoked partitions %s", [tp.partition for tp in partitions])
 
     def _load(self) -> None:
-        """The catalog (compiled, per state), usage and billed callids, from the home."""
-        self._catalog()
+        """Usage and billed callids, from the lake as it is (under the lake lock)."""
         assert self.tables is not None
         self.usage = package_usage(self.con, self.home, self.tables)
+        self.usage_version = self.tables.version
         self.billed = BilledCallids(self.home)
+        self.cursor = commitlog.head(lake_root(self.home)).seq
+
+    def _catch_up(self) -> None:
+        """Add to usage and billed callids what the other writers of the home committed
+        since this worker last looked (under the lake lock, before a batch is rated); read
+        them from the lake again when the log no longer goes back that far or the catalog's
+        version changed. A crashed writer's committed run is put in place first."""
+        for line in recover(self.home):
+            log.info("recovered: %s", line)
+        assert self.tables is not None
+        root = lake_root(self.home)
+        entries = commitlog.since(root, self.cursor)
+        if entries is None or self.usage_version != self.tables.version:
+            self._load()
+            return
+        # A file that is not there belongs to a run that failed before its commit point.
+        files = [
+            path
+            for entry in entries
+            if entry.author != self.author
+            for name in entry.rated
+            if (path := root / name).is_file()
+        ]
+        if files:
+            self.billed.add_files(files)
+            self.usage = package_usage(self.con, self.home, self.tables, files, self.usage)
+        if entries:
+            self.cursor = entries[-1].seq
 
     def _catalog(self) -> None:
         """The compiled catalog, again if an operator changed it since (checked every few
@@ -422,7 +461,8 @@ class Worker:
             )
             self.billed = BilledCallids(self.home)
         with lake_lock(self.home):
-            staging = _Collecting(self.home, name)
+            self._catch_up()
+            staging = _Collecting(self.home, name, self.author)
             try:
                 rate_block(
                     self.con,
@@ -451,6 +491,7 @@ class Worker:
             except BaseException:
                 staging.abort()
                 raise
+            self.cursor = staging.seq
         self.next[partition] = last + 1
         self.totals.batches += 1
         self.totals.rated += summary.rated

@@ -402,16 +402,21 @@ def may_draw(tables: Tables, priced: Priced) -> npt.NDArray[np.bool_]:
     return out
 
 
-def usage_from(tables: Tables, draws: Iterable[tuple[str, str, str, date, int]]) -> Usage:
+def usage_from(
+    tables: Tables,
+    draws: Iterable[tuple[str, str, str, date, int]],
+    usage: Usage | None = None,
+) -> Usage:
     """Package usage from draws recorded earlier: (customer_id, package_id, start_date,
-    period_start, seconds). Draws on allotments no longer in the catalog are ignored."""
+    period_start, seconds), added to ``usage`` (or to none). Draws on allotments no longer
+    in the catalog are ignored."""
     allotments = {
         (tables.customer_ids[c], p, s): a
         for a, (c, p, s) in enumerate(
             zip(tables.allot_customer, tables.allot_package, tables.allot_start_date, strict=True)
         )
     }
-    usage = Usage()
+    usage = Usage() if usage is None else usage
     for customer, package, start, period, seconds in draws:
         a = allotments.get((customer, package, start))
         if a is not None:

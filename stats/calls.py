@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from pipelines.lakefiles import whole_runs
 from stats.metrics import query_parts
 from stats.scope import RATED_FILES, Scope
 
@@ -77,7 +78,7 @@ def find_call(con: duckdb.DuckDBPyConnection, lake: Path, callid: str) -> tuple[
     """Every record of ``callid``: ("rated", rows) if the rated lake has it, else
     ("rejected", rows) from the rejected lake (possibly empty)."""
     for kind in ("rated", "rejected"):
-        files = [str(f) for f in sorted((lake.parent / kind).glob("date=*/*.parquet"))]
+        files = whole_runs(lake.parent / kind)
         if not files:
             continue
         table = con.sql(
@@ -94,7 +95,10 @@ def newest_instant(con: duckdb.DuckDBPyConnection, lake: Path) -> datetime | Non
     folders = sorted(lake.glob("date=*"))
     if not folders:
         return None
-    files = [str(f) for f in sorted(folders[-1].glob("*.parquet"))]
+    newest = folders[-1].name
+    files = whole_runs(lake, lambda day: f"date={day.isoformat()}" == newest)
+    if not files:
+        return None
     [(value,)] = con.sql(f"SELECT max(dt) FROM {RATED_FILES}", params=[files]).fetchall()
     return value if isinstance(value, datetime) else None
 

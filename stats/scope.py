@@ -1,7 +1,8 @@
 """What a question over the lake covers: the rated files, a time range, some customers.
 
-Every query of ``stats`` reads ``lake/rated`` through ``Scope.source``: hive partitions by
-UTC date, pruned by the range before any file is opened, then filtered exactly on ``dt``.
+Every query of ``stats`` reads ``lake/rated`` through ``Scope.files``: hive partitions by
+UTC date, pruned by the range before any file is opened, then filtered exactly on ``dt``;
+whole runs only (``pipelines.lakefiles.whole_runs``), never part of one being written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import duckdb
 
+from pipelines.lakefiles import whole_runs
 from schemas.errors import CdrflowError
 
 
@@ -54,15 +56,7 @@ class Scope:
         first = self.start.date() if self.start else date.min
         # A call at 23:59 of the day before `end` is in the partition of that day.
         last = (self.end - timedelta(microseconds=1)).date() if self.end else date.max
-        out = []
-        for folder in sorted(self.lake.glob("date=*")):
-            try:
-                day = date.fromisoformat(folder.name.removeprefix("date="))
-            except ValueError:
-                continue
-            if first <= day <= last:
-                out += [str(f) for f in sorted(folder.glob("*.parquet"))]
-        return out
+        return whole_runs(self.lake, lambda day: first <= day <= last)
 
     def where(self) -> tuple[str, list[Any]]:
         """The exact filter on the rows of ``files``, with its parameters."""

@@ -22,7 +22,8 @@ from rich.progress import Progress
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.output import Format, emit, say
 from pipelines.cli.rate import show_summary
-from pipelines.lakefiles import RATE_RUNS, committed_runs
+from pipelines.home import rated_lake
+from pipelines.lakefiles import RATE_RUNS, committed_runs, whole_runs
 from schemas.catalog import CUSTOMERS, ROUTES
 from schemas.errors import CdrflowError, ValidationError
 
@@ -188,14 +189,14 @@ def _traffic(home: Path, catalog: Catalog, cdrs: int) -> None:
         task = bar.add_task("rating", total=path.stat().st_size)
         summary = rate_files(home, [path], progress=lambda n: bar.advance(task, n))
     show_summary(summary, Format.table)
-    lake = home / "lake" / "rated" / "**" / "*.parquet"
+    files = whole_runs(rated_lake(home), lambda day: day == start.date())
     with duckdb.connect() as con:
-        top = con.sql(
+        top = con.execute(
             "SELECT customer_id, count(*) AS calls, "
             "round(sum(billed_duration) / 60, 1) AS minutes, "
             "sum(charge) AS charge, any_value(currency) AS currency "
-            f"FROM read_parquet('{lake}', hive_partitioning = true) "
-            f"WHERE date = '{start:%Y-%m-%d}' GROUP BY customer_id ORDER BY charge DESC"
+            "FROM read_parquet(?::VARCHAR[]) GROUP BY customer_id ORDER BY charge DESC",
+            [files],
         ).fetchall()
     rows = [
         dict(zip(("customer_id", "calls", "minutes", "charge", "currency"), r, strict=True))

@@ -523,3 +523,85 @@ def test_a_long_running_worker_reads_its_billed_callids_again_when_the_days_move
     duplicates = Counter(r["callid"] for r in rejected if r["reject_reason"] == "duplicate")
     assert {r["callid"]: duplicates[r["callid"]] for r in again} == {r["callid"]: 1 for r in again}
     assert landed(home) == every_message(kafka_broker.bootstrap, topic, sent)
+
+
+def wait_landed(home: Path, topic: str, n: int, timeout: float = 300) -> None:
+    """Until ``n`` messages of ``topic`` are in the lake (a generous limit: only a hung
+    worker reaches it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = sum(
+            c for (source, _), c in landed(home).items() if source.startswith(f"kafka:{topic}/")
+        )
+        if got >= n:
+            return
+        assert time.monotonic() < deadline, f"{got} of {n} messages landed"
+        time.sleep(0.2)
+
+
+def billed_once(home: Path) -> None:
+    rated = Counter(lake(home, "rated")["callid"].to_pylist())
+    assert rated and max(rated.values()) == 1, rated.most_common(3)
+
+
+def test_a_worker_sees_the_callids_a_rate_run_billed_meanwhile(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """A worker streams; ``cdrflow rate`` rates a file on the same home; the same CDRs then
+    arrive on Kafka: each is a duplicate, not billed twice."""
+    home = new_home(tmp_path, "home")
+    early = [json.dumps(r).encode() for r in records(600, seed=81)]
+    rows = records(1000, seed=82)  # the same days: the worker has read their callids
+    w = worker(home, kafka_broker.bootstrap, topic, "g13")
+    try:
+        produce(kafka_broker.bootstrap, topic, early, keyed(early))
+        wait_landed(home, topic, len(early))
+        summary = rate_files(home, [write_jsonl(tmp_path / "day.jsonl", rows)])
+        assert summary.rated > 500
+        again = [json.dumps(r).encode() for r in rows]
+        produce(kafka_broker.bootstrap, topic, again, keyed(again))
+        wait_landed(home, topic, len(early) + len(again))
+    finally:
+        w.send_signal(signal.SIGTERM)
+        finish(w, 120)
+    billed_once(home)
+    rejected = lake(home, "rejected").to_pylist()
+    resent = Counter(
+        r["reject_reason"]
+        for r in rejected
+        if r["source"].startswith(f"kafka:{topic}/") and r["callid"].startswith("82-")
+    )
+    assert resent["duplicate"] >= summary.rated
+
+
+def test_two_workers_on_one_home_bill_a_call_both_receive_once(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """Two workers of one home, each on its own topic, get the same CDRs (a switch that
+    sends to both): whichever lands a call first bills it; the other finds it billed, and
+    package seconds are drawn once."""
+    other = f"{topic}-b"
+    kafka_broker.create_topic(other, partitions=4)
+    home = new_home(tmp_path, "home")
+    values = [json.dumps(r).encode() for r in records(2000, seed=83)]
+    a = worker(home, kafka_broker.bootstrap, topic, "g14a", "--no-publish")
+    b = worker(home, kafka_broker.bootstrap, other, "g14b", "--no-publish")
+    try:
+        for start in range(0, len(values), 500):  # interleaved, as two switches send
+            chunk = values[start : start + 500]
+            produce(kafka_broker.bootstrap, topic, chunk, keyed(chunk))
+            produce(kafka_broker.bootstrap, other, chunk, keyed(chunk))
+        wait_landed(home, topic, len(values))
+        wait_landed(home, other, len(values))
+    finally:
+        for w in (a, b):
+            w.send_signal(signal.SIGTERM)
+        for w in (a, b):
+            finish(w, 120)
+    billed_once(home)
+    alone = new_home(tmp_path, "alone")
+    rate_files(alone, [write_jsonl(tmp_path / "all.jsonl", records(2000, seed=83))])
+    assert lake(home, "rated").num_rows == lake(alone, "rated").num_rows
+    assert sum(r["package_seconds"] for r in lake(home, "rated").to_pylist()) == sum(
+        r["package_seconds"] for r in lake(alone, "rated").to_pylist()
+    )
