@@ -335,3 +335,115 @@ def test_a_broken_header_is_reported_alone(sample: Catalog, bad: Path) -> None:
     text = _problems(sample, bad)
     assert text.count("\n") + 1 == 3, text  # the unknown column, and two missing ones
     assert "customers.csv:1: column customer_id;name: is not a column" in text
+
+
+def _lines(catalog: Catalog, directory: Path) -> list[str]:
+    return _problems(catalog, directory).splitlines()
+
+
+def _latin1(path: Path, old: str, new: str) -> None:
+    """Rewrite ``path`` with ``old`` replaced by ``new`` in Latin-1, as an old tool saves."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_bytes(text.replace(old, new, 1).encode("latin-1"))
+
+
+def test_a_file_that_is_not_utf8_is_its_one_problem(sample: Catalog, bad: Path) -> None:
+    # Without its customers, the import would delete acme and its payments; it reads none.
+    _latin1(bad / "customers.csv", "Umbrella Wholesale", "Umbrella Großhandel")
+    at = (bad / "customers.csv").read_bytes().index("ß".encode("latin-1"))
+    lines = _lines(sample, bad)
+    assert len(lines) == 1, lines
+    assert lines[0].endswith(
+        f"customers.csv:5: is not UTF-8 text (invalid continuation byte at byte {at}); "
+        "save it as UTF-8"
+    )
+    assert sample.get("customers", "umbrella")["name"] == "Umbrella Wholesale"
+
+
+def test_unreadable_prefixes_do_not_repeat_each_other(sample: Catalog, bad: Path) -> None:
+    _edit(bad / "rates/retail-usd.csv", "52,Mexico", "52A,Mexico")
+    _edit(bad / "rates/retail-usd.csv", "521,Mexico Mobile", "5x1,Mexico Mobile")
+    lines = _lines(sample, bad)
+    assert [line.split("retail-usd.csv")[1] for line in lines] == [
+        ":24: column prefix: '52A' is not a prefix of digits only",
+        ":25: column prefix: '5x1' is not a prefix of digits only",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        # Every customer is new: the unread file is the one problem, not the rows naming them.
+        (
+            "customers.csv",
+            "Umbrella Wholesale",
+            "Umbrella Großhandel",
+            "customers.csv:5: is not UTF-8 text",
+        ),
+        ("customers.csv", "customer_id,name", "customer_id;name", "customers.csv:1: column"),
+        (
+            "rate_cards.csv",
+            "retail-usd,Retail termination USD",
+            "retail-usd,Retail, termination USD",
+            "rate_cards.csv:2: has 8 fields but the header has 7",
+        ),
+        (
+            "customers.csv",
+            "acme,Acme Telecom Ltd",
+            "acme!,Acme Telecom Ltd",
+            "customers.csv:2: column customer_id: 'acme!' is not an identifier",
+        ),
+    ],
+)
+def test_rows_not_read_are_not_missing(
+    catalog: Catalog, bad: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    """A row that did not read is reported once: not again as a name that does not exist."""
+    if "ß" in new:
+        _latin1(bad / file, old, new)
+    else:
+        _edit(bad / file, old, new)
+    lines = _lines(catalog, bad)
+    assert all(expected in line for line in lines), lines
+    assert lines
+
+
+def test_a_customer_row_not_read_is_not_deleted(sample: Catalog, bad: Path) -> None:
+    """Its payments do not ask for --force, and the rows naming it do not name no one."""
+    _edit(bad / "customers.csv", "acme,Acme Telecom Ltd", "acme!,Acme Telecom Ltd")
+    lines = _lines(sample, bad)
+    assert lines == [
+        f"{bad}/customers.csv:2: column customer_id: 'acme!' is not an identifier "
+        "(1-64 letters, digits and _ . : @ -, starting with a letter or digit)"
+    ]
+
+
+def test_a_value_not_read_is_not_a_change(sample: Catalog, bad: Path) -> None:
+    # The currency did not read: it is not also "changed from USD to nothing".
+    _edit(bad / "customers.csv", "Acme Telecom Ltd,active,USD", "Acme Telecom Ltd,active,US")
+    lines = _lines(sample, bad)
+    assert len(lines) == 1, lines
+    assert "customers.csv:2: column currency: 'US' is not an ISO 4217 currency code" in lines[0]
+
+
+def test_payments_not_read_are_not_counted(sample: Catalog, bad: Path) -> None:
+    # umbrella leaves the catalog; whether it has payments is in the file that did not read.
+    customers = bad / "customers.csv"
+    customers.write_text("".join(customers.read_text().splitlines(True)[:4]))
+    owned = ["routes", "auth", "contacts", "dids", "alerts", "cli_rules", "contracts"]
+    for name in [*owned, "customer_packages"]:
+        (bad / f"{name}.csv").unlink()  # absent: umbrella's stored rows go with it
+    _latin1(bad / "payments.csv", "Cheque returned", "Chèque returned")
+    lines = _lines(sample, bad)
+    assert len(lines) == 1, lines
+    assert "payments.csv:6: is not UTF-8 text" in lines[0]
+
+
+def test_currencies_of_cards_not_read_are_not_compared(sample: Catalog, bad: Path) -> None:
+    # The file that did not read moves retail-usd to EUR, which the route to it expects.
+    _latin1(bad / "rate_cards.csv", "Retail termination USD,USD", "Retail tarifa ½ EUR,EUR")
+    _edit(bad / "routes.csv", "globex,wholesale-eur", "globex,retail-usd")
+    lines = _lines(sample, bad)
+    assert len(lines) == 1, lines
+    assert "rate_cards.csv:2: is not UTF-8 text" in lines[0]
