@@ -4,7 +4,9 @@ Import reads every file before it changes anything and reports every problem it 
 with file, line and column; then the whole directory is applied as one write. Each file
 present replaces its table (rows matched by key, so unchanged customers keep their history);
 a file that is absent leaves its table as it is. Export writes every file, header included
-even when empty, so that importing an export gives back the same catalog.
+even when empty, so that importing an export gives back the same catalog; a cell that a
+spreadsheet would run as a formula is written with one leading ``'``, which import takes off
+(``schemas.fields.neutralise``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, TextIO
 from pipelines.catalog.store import Catalog
 from schemas.catalog import ENTITIES, RATES, Entity, canonical_auth_value, parse_row, row_problems
 from schemas.errors import CdrflowError, Problem, ValidationError
-from schemas.fields import Identifier
+from schemas.fields import Identifier, neutralise, unneutralise
 from schemas.integrity import Rec
 
 RATES_DIR = "rates"
@@ -56,7 +58,7 @@ def read_entity_file(
         return None, [Problem(label, line, None, reason)], False
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = [h.strip() for h in next(reader)]
+        header = [unneutralise(h).strip() for h in next(reader)]
     except StopIteration:
         return None, [Problem(label, 1, None, "is empty: the first line must be the header")], False
     except csv.Error as exc:
@@ -101,7 +103,7 @@ def read_entity_file(
             )
             whole = False
             continue
-        raw = dict(zip(header, fields, strict=True))
+        raw = dict(zip(header, map(unneutralise, fields), strict=True))
         row, field_problems = parse_row(entity, raw)
         row.update(fixed)
         field_problems += [
@@ -234,9 +236,9 @@ def _write_csv(
     columns = [c for c in entity.exported_columns if c.name not in skip]
     with _atomic(path) as out:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([c.name for c in columns])
+        writer.writerow([neutralise(c.name) for c in columns])
         for rec in _sorted(entity, recs):
-            writer.writerow([c.kind.render(rec.row.get(c.name)) for c in columns])
+            writer.writerow([neutralise(c.kind.render(rec.row.get(c.name))) for c in columns])
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text as RichText
 
 from schemas.catalog import Entity
-from schemas.fields import Integer, Kind, Text
+from schemas.fields import Integer, Kind, Text, neutralise
 
 console = Console()
 errors = Console(stderr=True)
@@ -64,10 +64,12 @@ def emit(
         ]
         sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     elif fmt is Format.csv:
+        # Cells a spreadsheet would run as formulas are neutralised, as in a catalog export.
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow(map(neutralise, columns))
         for r in rows:
-            writer.writerow([k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)])
+            texts = (k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True))
+            writer.writerow(map(neutralise, texts))
     else:
         table = Table(title=_text(title), title_justify="left", header_style="bold")
         cells = [[k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)] for r in rows]

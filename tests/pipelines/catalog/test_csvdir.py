@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipelines.catalog import Catalog
 from pipelines.catalog.csvdir import export_directory, import_card, import_directory
+from schemas.catalog import RATES, parse_row
 from schemas.errors import ValidationError
+from schemas.fields import neutralise
+from schemas.integrity import Rec
 
 
 def _tree(directory: Path) -> dict[str, str]:
@@ -447,3 +454,66 @@ def test_currencies_of_cards_not_read_are_not_compared(sample: Catalog, bad: Pat
     lines = _lines(sample, bad)
     assert len(lines) == 1, lines
     assert "rate_cards.csv:2: is not UTF-8 text" in lines[0]
+
+
+# Text as the catalog holds it (one line, trimmed), often starting as a formula would.
+FORMULA_STARTS = ["", "=", "+", "-", "@", "\t", "'", "''", "'=", "-1", "+44", "-2.5"]
+catalog_text = (
+    st.builds(
+        str.__add__,
+        st.sampled_from(FORMULA_STARTS),
+        st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=30),
+    ).map(lambda text: text.strip() or "x")  # as parsed: trimmed, and a name is required
+)
+# Text columns of the sample's rows, by entity and key (id: a contact's).
+TEXT_COLUMNS = [
+    ("customers", "acme", "name"),
+    ("customers", "acme", "website"),
+    ("customers", "globex", "address"),
+    ("providers", "tier1", "name"),
+    ("rate_cards", "retail-usd", "name"),
+    ("packages", "pkg-welcome", "name"),
+    ("payments", "PAY-2026-0001", "description"),
+    ("alerts", "acme-asr", "name"),
+    ("contracts", "CTR-GLOBEX-2026", "name"),
+    ("contacts", "1", "public_notes"),
+    ("contacts", "1", "private_notes"),
+]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    texts=st.lists(catalog_text, min_size=len(TEXT_COLUMNS), max_size=len(TEXT_COLUMNS)),
+    rate_name=catalog_text,
+)
+def test_any_text_survives_export_and_import(
+    sample: Catalog, tmp_path: Path, texts: list[str], rate_name: str
+) -> None:
+    for (entity, ident, column), text in zip(TEXT_COLUMNS, texts, strict=True):
+        sample.edit(entity, ident, {column: text})
+    rate = {"card_id": "premium-usd", "prefix": "44", "name": rate_name, "rate": "0.01"}
+    row, problems = parse_row(RATES, rate)
+    assert problems == []
+    sample.replace({"rates": [Rec(row, "a test")]}, ["premium-usd"])
+    out = Path(tempfile.mkdtemp(dir=tmp_path))
+    export_directory(sample, out / "first")
+    for path in (out / "first").rglob("*.csv"):
+        with path.open(newline="") as f:
+            cells = [cell for row in csv.reader(f) for cell in row]
+        assert [c for c in cells if neutralise(c) != c and not c.startswith("'")] == [], path
+    with Catalog(out / "home") as other:
+        import_directory(other, out / "first")
+        export_directory(other, out / "second")
+        assert _tree(out / "first") == _tree(out / "second")
+        mine, theirs = sample.snapshot(), other.snapshot()
+        for name in mine:
+            assert sorted(map(repr, (r.row for r in mine[name]))) == sorted(
+                map(repr, (r.row for r in theirs[name]))
+            ), name
+    for (entity, ident, column), text in zip(TEXT_COLUMNS, texts, strict=True):
+        assert sample.get(entity, ident)[column] == text
+    assert [r["name"] for r in sample.list("rates", card="premium-usd")] == [rate_name]

@@ -140,3 +140,20 @@ def test_format_short_option_and_unknown_format(cli: Cli, sample: Catalog) -> No
     result = cli.run("alerts", "list", "--format", "xml")
     assert result.exit_code == 2
     assert "xml" in result.stderr
+
+
+def test_csv_output_neutralises_what_a_spreadsheet_would_run(cli: Cli, sample: Catalog) -> None:
+    formula = '=HYPERLINK("http://evil.example","pay here")'
+    cli.ok("customers", "edit", "acme", "--name", formula, "--address", "@SUM(1+1)*cmd")
+    [row] = cli.csv("customers", "list", "--status", "active")[:1]
+    assert row["customer_id"] == "acme"
+    assert row["name"] == "'" + formula
+    assert row["address"] == "'@SUM(1+1)*cmd"
+    assert cli.csv("customers", "show", "acme")[0]["name"] == "'" + formula
+    # JSON and tables carry the data as it is.
+    assert cli.json("customers", "show", "acme")["name"] == formula
+    assert formula in cli.ok("customers", "show", "acme").stdout
+    # Signed decimals and +digits numbers are numbers to a spreadsheet: as they are.
+    amounts = {r["payment_id"]: r["amount"] for r in cli.csv("payments", "list")}
+    assert amounts["PAY-2026-0004"] == "-50"
+    assert {r["pattern"] for r in cli.csv("cli-rules", "list")} >= {"+44"}
