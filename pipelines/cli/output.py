@@ -127,6 +127,8 @@ def say(template: str, *values: Any, fmt: Format = Format.table, soft_wrap: bool
     ``str.format``), and ``values`` fill them as data, shown as they are (``visible``):
     ``say("added [bold]{}[/bold]", ident)``. Goes to stderr when stdout carries CSV or JSON
     (``fmt``), so that what a program reads stays parseable."""
+    if any(isinstance(v, Format) for v in values):
+        raise TypeError("say() takes the output format as fmt=, after the values")
     message = _SHOWN.format(template, *values) if values else template
     (console if fmt is Format.table else errors).print(message, soft_wrap=soft_wrap)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pipelines.catalog import Catalog
-from pipelines.cli.output import visible
+from pipelines.cli.output import Format, say, visible
 from schemas.catalog import BY_NAME, ENTITIES
 from schemas.fields import Money
 from tests.pipelines.cli.driver import Cli, keys
@@ -208,3 +208,12 @@ def test_lines_for_people_show_values_as_data(cli: Cli, sample: Catalog, tmp_pat
     # A value given on the command line and echoed back by an error.
     line = cli.refused("customers", "edit", "acme", "--status", "\x1b[31mclosed")
     assert "\x1b" not in line and r"\x1b[31mclosed" in line
+
+
+def test_say_takes_the_format_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    # say(message, fmt) was its old form: a format among the values would go to stdout.
+    with pytest.raises(TypeError, match="fmt="):
+        say("calls up at {}", "12:00", Format.csv)
+    say("calls up at {}: [bold]{}[/bold]", "12:00", "[red]x\x1b[2J", fmt=Format.csv)
+    out, err = capsys.readouterr()
+    assert out == "" and err == "calls up at 12:00: [red]x\\x1b[2J\n"
