@@ -327,3 +327,26 @@ def parse_ip_or_cidr(text: str) -> str:
     except ValueError:
         raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
     raise ValueError(f"{text!r} has host bits set; the network is {network}")
+
+
+# A spreadsheet runs a cell that starts with one of these (OWASP's list for CSV injection);
+# the ' that neutralises the others is one too, so that a text starting with ' survives.
+_RUNS = ("=", "+", "-", "@", "\t", "\r", "'")
+# A spreadsheet reads these as numbers, not formulas: money and +44… numbers stay as written.
+_SIGNED_DECIMAL = re.compile(r"[+-][0-9]+(\.[0-9]+)?")
+
+
+def neutralise(cell: str) -> str:
+    """A CSV cell as cdrflow writes it (SPEC §3): text a spreadsheet would run as a formula
+    gets one leading ``'``; plain signed decimals stay as they are."""
+    if cell.startswith(_RUNS) and not _SIGNED_DECIMAL.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+def unneutralise(cell: str) -> str:
+    """The cell ``neutralise`` was given: its one added ``'`` goes, and nothing else does
+    (a hand-written ``'abc`` stays ``'abc``)."""
+    if cell.startswith("'") and neutralise(cell[1:]) == cell:
+        return cell[1:]
+    return cell

@@ -2,11 +2,14 @@
 
 Every write, one command's or a whole import's, builds the catalog as it would be after the
 change and passes it here before anything is stored; a non-empty answer refuses the write.
+A rule is judged only on what was read: a column that did not read (``Rec.bad``) and a table
+known only in part (``partial``: a file unusable, rows left out) are already reported where
+they are, and judging what follows from them would only report the same problem again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,8 @@ class Rec:
     line: int | None = None
     id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Columns whose text did not read (reported with their line): no rule judges them.
+    bad: frozenset[str] = frozenset()
 
     def problem(self, column: str | None, message: str) -> Problem:
         return Problem(self.where, self.line, column, message)
@@ -32,11 +37,17 @@ State = Mapping[str, list[Rec]]
 
 
 def check(
-    state: State, before: Mapping[str, Mapping[tuple[Any, ...], Mapping[str, Any]]]
+    state: State,
+    before: Mapping[str, Mapping[tuple[Any, ...], Mapping[str, Any]]],
+    partial: Collection[str] = (),
 ) -> list[Problem]:
-    """All problems of ``state``; ``before`` holds the stored rows of keyed entities by key."""
+    """All problems of ``state``; ``before`` holds the stored rows of keyed entities by key;
+    rows of ``partial`` entities are known only in part: a name missing from them is not
+    judged unknown."""
     problems: list[Problem] = []
-    keys = {e.name: _keys(e, state.get(e.name, ())) for e in ENTITIES if e.key}
+    keys = {
+        e.name: _keys(e, state.get(e.name, ())) for e in ENTITIES if e.key and e.name not in partial
+    }
     for entity in ENTITIES:
         recs = state.get(entity.name, ())
         problems += _unique(entity, recs)
@@ -62,6 +73,8 @@ def _unique(entity: Entity, recs: Iterable[Rec]) -> list[Problem]:
     for columns in ((entity.key,) if entity.key else ()) + entity.unique:
         seen: dict[tuple[Any, ...], Rec] = {}
         for rec in recs:
+            if rec.bad.intersection(columns):
+                continue  # not its value: two unreadable prefixes do not repeat each other
             value = tuple(rec.row.get(c) for c in columns)
             first = seen.setdefault(value, rec)
             if first is not rec:
@@ -80,7 +93,9 @@ def _references(
     for column in entity.refs:
         assert column.ref is not None
         target = BY_NAME[column.ref.entity]
-        known = keys[target.name]
+        known = keys.get(target.name)
+        if known is None:
+            continue  # known only in part: a missing name may be in the rows not read
         for rec in recs:
             value = rec.row.get(column.name)
             if value is not None and (value,) not in known:
@@ -102,7 +117,7 @@ def _immutable(
         if old is None:
             continue
         for name in fixed:
-            if rec.row.get(name) != old.get(name):
+            if name not in rec.bad and rec.row.get(name) != old.get(name):
                 problems.append(
                     rec.problem(
                         name,
@@ -118,6 +133,8 @@ def _currencies(state: State, keys: Mapping[str, Mapping[tuple[Any, ...], Rec]])
     problems = []
 
     def currency(entity: str, key: Any) -> Any:
+        if entity not in keys:
+            return None  # known only in part: its stored currency may be what changes
         rec = keys[entity].get((key,))
         return None if rec is None else rec.row.get("currency")
 

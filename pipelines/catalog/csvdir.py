@@ -4,11 +4,14 @@ Import reads every file before it changes anything and reports every problem it 
 with file, line and column; then the whole directory is applied as one write. Each file
 present replaces its table (rows matched by key, so unchanged customers keep their history);
 a file that is absent leaves its table as it is. Export writes every file, header included
-even when empty, so that importing an export gives back the same catalog.
+even when empty, so that importing an export gives back the same catalog; a cell that a
+spreadsheet would run as a formula is written with one leading ``'``, which import takes off
+(``schemas.fields.neutralise``).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -21,7 +24,7 @@ from typing import Any, TextIO
 from pipelines.catalog.store import Catalog
 from schemas.catalog import ENTITIES, RATES, Entity, canonical_auth_value, parse_row, row_problems
 from schemas.errors import CdrflowError, Problem, ValidationError
-from schemas.fields import Identifier
+from schemas.fields import Identifier, neutralise, unneutralise
 from schemas.integrity import Rec
 
 RATES_DIR = "rates"
@@ -30,30 +33,36 @@ FILES = {e.file: e for e in ENTITIES if e is not RATES}
 
 def read_entity_file(
     path: Path, entity: Entity, label: str, fixed: dict[str, Any] | None = None
-) -> tuple[list[Rec] | None, list[Problem]]:
+) -> tuple[list[Rec] | None, list[Problem], bool]:
     """Parse one CSV file of ``entity``; ``fixed`` columns (a rate file's card) are implied.
 
-    The rows are None when the file as a whole is unusable (encoding, header): then its
-    table is left out of the import's checks, which would only repeat the one problem.
+    Returns the rows, the problems, and whether the rows are the whole file. The rows are
+    None when the file as a whole is unusable (encoding, header): then its table is left
+    out of the import. A row whose key or reference does not read is left out too, and the
+    file is not whole: what it would delete or make unknown is not judged, since that
+    would only repeat the one problem (``Rec.bad`` says which columns of a row did not read).
     """
     fixed = fixed or {}
     allowed = {c.name for c in entity.csv_columns} - set(fixed)
     required = {c.name for c in entity.csv_columns if c.required} - set(fixed)
     recs: list[Rec] = []
     problems: list[Problem] = []
+    data = path.read_bytes()
+    body = data.removeprefix(codecs.BOM_UTF8)  # as Excel writes UTF-8
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return [], [
-            Problem(label, None, None, f"is not UTF-8 text ({exc.reason} at byte {exc.start})")
-        ]
+        line = body[: exc.start].count(b"\n") + 1
+        at = len(data) - len(body) + exc.start
+        reason = f"is not UTF-8 text ({exc.reason} at byte {at}); save it as UTF-8"
+        return None, [Problem(label, line, None, reason)], False
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = [h.strip() for h in next(reader)]
+        header = [unneutralise(h).strip() for h in next(reader)]
     except StopIteration:
-        return None, [Problem(label, 1, None, "is empty: the first line must be the header")]
+        return None, [Problem(label, 1, None, "is empty: the first line must be the header")], False
     except csv.Error as exc:
-        return None, [Problem(label, 1, None, f"is not valid CSV ({exc})")]
+        return None, [Problem(label, 1, None, f"is not valid CSV ({exc})")], False
     for name in header:
         if name not in allowed:
             hint = "" if name else " (an empty header cell)"
@@ -71,8 +80,9 @@ def read_entity_file(
     for name in sorted(required - set(header)):
         problems.append(Problem(label, 1, name, "is required but missing from the header"))
     if problems:
-        return None, problems
+        return None, problems, False
     key_columns = set(entity.key) | {c.name for c in entity.refs}
+    whole = True
     while True:
         try:
             fields = next(reader)
@@ -80,6 +90,7 @@ def read_entity_file(
             break
         except csv.Error as exc:
             problems.append(Problem(label, reader.line_num, None, f"is not valid CSV ({exc})"))
+            whole = False
             break
         line = reader.line_num
         if not fields or all(not f.strip() for f in fields):
@@ -90,8 +101,9 @@ def read_entity_file(
                     label, line, None, f"has {len(fields)} fields but the header has {len(header)}"
                 )
             )
+            whole = False
             continue
-        raw = dict(zip(header, fields, strict=True))
+        raw = dict(zip(header, map(unneutralise, fields), strict=True))
         row, field_problems = parse_row(entity, raw)
         row.update(fixed)
         field_problems += [
@@ -100,18 +112,25 @@ def read_entity_file(
         problems += [Problem(label, line, column, message) for column, message in field_problems]
         if entity.name == "auth":
             row["value"] = canonical_auth_value(row)
-        if not any(column in key_columns for column, _ in field_problems):
-            recs.append(Rec(row, label, line))
-    return recs, problems
+        bad = frozenset(column for column, _ in field_problems)
+        if bad & key_columns:
+            whole = False
+        else:
+            recs.append(Rec(row, label, line, bad=bad))
+    return recs, problems, whole
 
 
-def read_directory(directory: Path) -> tuple[dict[str, list[Rec]], list[str], list[Problem]]:
-    """Every catalog file of ``directory``: rows per entity, cards with rate files, problems."""
+def read_directory(
+    directory: Path,
+) -> tuple[dict[str, list[Rec]], list[str], list[Problem], set[str]]:
+    """Every catalog file of ``directory``: rows per entity, cards with rate files, problems,
+    and the entities whose rows are known only in part (a file unusable, rows left out)."""
     if not directory.is_dir():
         raise CdrflowError(f"{directory}: not a directory of catalog CSV files")
     state: dict[str, list[Rec]] = {}
     cards: list[str] = []
     problems: list[Problem] = []
+    partial: set[str] = set()
     for path in sorted(directory.iterdir()):
         if path.is_dir():
             if path.name != RATES_DIR:
@@ -132,10 +151,12 @@ def read_directory(directory: Path) -> tuple[dict[str, list[Rec]], list[str], li
                 )
             )
             continue
-        recs, found = read_entity_file(path, entity, str(path))
+        recs, found, whole = read_entity_file(path, entity, str(path))
         problems += found
         if recs is not None:
             state[entity.name] = recs
+        if not whole:
+            partial.add(entity.name)
     rates_dir = directory / RATES_DIR
     if rates_dir.is_dir():
         state["rates"] = []
@@ -148,18 +169,20 @@ def read_directory(directory: Path) -> tuple[dict[str, list[Rec]], list[str], li
             except ValueError as exc:
                 problems.append(Problem(str(path), None, None, f"is not a rate file: {exc}"))
                 continue
-            rates, found = read_entity_file(path, RATES, str(path), fixed={"card_id": card})
+            rates, found, whole = read_entity_file(path, RATES, str(path), fixed={"card_id": card})
             problems += found
             if rates is not None:
                 state["rates"] += rates
                 cards.append(card)
-    return state, cards, problems
+            if not whole:
+                partial.add("rates")
+    return state, cards, problems, partial
 
 
 def import_directory(catalog: Catalog, directory: Path, *, force: bool = False) -> dict[str, int]:
     """Apply a catalog directory as one write; returns rows per file read."""
-    state, cards, problems = read_directory(directory)
-    catalog.replace(state, cards, force=force, problems=problems)
+    state, cards, problems, partial = read_directory(directory)
+    catalog.replace(state, cards, force=force, problems=problems, partial=partial)
     return {name: len(recs) for name, recs in state.items()}
 
 
@@ -167,10 +190,11 @@ def import_card(catalog: Catalog, card_id: str, path: Path) -> int:
     """Replace the rate rows of one card with a CSV file of SPEC §3's rates format."""
     if not path.is_file():
         raise CdrflowError(f"{path}: no such file")
-    recs, problems = read_entity_file(path, RATES, str(path), fixed={"card_id": card_id})
+    recs, problems, whole = read_entity_file(path, RATES, str(path), fixed={"card_id": card_id})
     if recs is None:
         raise ValidationError(problems)
-    catalog.replace({"rates": recs}, [card_id], problems=problems)
+    partial = set() if whole else {"rates"}
+    catalog.replace({"rates": recs}, [card_id], problems=problems, partial=partial)
     return len(recs)
 
 
@@ -212,9 +236,9 @@ def _write_csv(
     columns = [c for c in entity.exported_columns if c.name not in skip]
     with _atomic(path) as out:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([c.name for c in columns])
+        writer.writerow([neutralise(c.name) for c in columns])
         for rec in _sorted(entity, recs):
-            writer.writerow([c.kind.render(rec.row.get(c.name)) for c in columns])
+            writer.writerow([neutralise(c.kind.render(rec.row.get(c.name))) for c in columns])
 
 
 @contextmanager

@@ -11,7 +11,7 @@ committed write increments the catalog version that compiled rate tables are key
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -236,24 +236,28 @@ class Catalog:
         *,
         force: bool = False,
         problems: Sequence[Problem] = (),
+        partial: Collection[str] = (),
     ) -> None:
         """Replace whole entities (and the rate rows of ``cards``) with ``new``, as one write.
 
         Keyed rows are matched by key, so a kept customer keeps its routes; a removed one
         takes its owned rows along as ``delete`` would. A stored password hash is kept for a
         row that names no password. ``problems`` found while reading the rows are reported
-        together with the ones the whole catalog shows, so that one run names them all.
+        together with the ones the whole catalog shows, so that one run names them all;
+        ``partial`` names the entities whose rows were read only in part (their problems are
+        among ``problems``): no row of theirs counts as removed, and no name is unknown for
+        being missing from them.
         """
 
         def change(state: StateDict) -> None:
             removed: dict[str, set[tuple[Any, ...]]] = {}
             for name, recs in new.items():
                 entity = BY_NAME[name]
-                if entity.key:
+                if entity.key and name not in partial:
                     kept = {entity.key_of(r.row) for r in recs}
                     removed[name] = {entity.key_of(r.row) for r in state[name]} - kept
             gone = sorted(k[0] for k in removed.get("customers", ()))
-            _guard_customer_history(self.home, state, gone, force)
+            _guard_customer_history(self.home, state, gone, force, partial)
             for name, recs in new.items():
                 _keep_hashes(BY_NAME[name], state[name], recs)
                 if name == "rates":
@@ -261,9 +265,15 @@ class Catalog:
                 state[name] = list(recs)
             for name, keys in removed.items():
                 if keys:
-                    _cascade(state, BY_NAME[name], keys, force, imported=frozenset(new))
+                    _cascade(state, BY_NAME[name], keys, force, frozenset(new), partial)
 
-        self._change(change, touched=(*SMALL_ENTITIES, "rates"), cards=cards, earlier=problems)
+        self._change(
+            change,
+            touched=(*SMALL_ENTITIES, "rates"),
+            cards=cards,
+            earlier=problems,
+            partial=partial,
+        )
 
     def _change(
         self,
@@ -271,6 +281,7 @@ class Catalog:
         touched: Sequence[str],
         cards: Sequence[str] = (),
         earlier: Sequence[Problem] = (),
+        partial: Collection[str] = (),
     ) -> None:
         with self.transaction(write=True) as conn:
             before = _state(conn)
@@ -285,7 +296,7 @@ class Catalog:
                 for name, recs in before.items()
                 if BY_NAME[name].key
             }
-            problems = [*earlier, *check(after, keyed_before)]
+            problems = [*earlier, *check(after, keyed_before, partial)]
             if problems:
                 raise ValidationError(problems)
             for name in reversed([e.name for e in ENTITIES if e.name in touched]):
@@ -472,11 +483,14 @@ def _cascade(
     keys: set[tuple[Any, ...]],
     force: bool,
     imported: frozenset[str] = frozenset(),
+    partial: Collection[str] = (),
 ) -> None:
     """Remove rows owned by deleted parents; refuse where a non-owning row still uses one.
 
     Rows of ``imported`` entities are left alone: a file row naming a removed parent is an
-    error that ``check`` reports with its line.
+    error that ``check`` reports with its line. The stored rows of a ``partial`` entity
+    (its file did not read) go without a word: whether the file still holds them is
+    unknown, and the import is refused for that file anyway.
     """
     problems: list[Problem] = []
     for child in ENTITIES:
@@ -489,7 +503,7 @@ def _cascade(
             ):
                 continue
             users = [r for r in state[child.name] if (r.row.get(column.name),) in keys]
-            if column.ref.cascade or (column.ref.history and force):
+            if column.ref.cascade or (column.ref.history and force) or child.name in partial:
                 state[child.name] = [r for r in state[child.name] if r not in users]
                 continue
             for key in sorted(keys):
@@ -511,14 +525,19 @@ def _still_used(parent: Entity, key: Any, child: Entity, users: list[Rec]) -> Pr
 
 
 def _guard_customer_history(
-    home: Path, state: StateDict, customers: Sequence[str], force: bool
+    home: Path,
+    state: StateDict,
+    customers: Sequence[str],
+    force: bool,
+    partial: Collection[str] = (),
 ) -> None:
-    """A customer with billing history (rated CDRs, payments) is deleted only when forced."""
+    """A customer with billing history (rated CDRs, payments) is deleted only when forced;
+    payments read only in part (``partial``) are not counted."""
     if force or not customers:
         return
     rated = customers_with_rated_cdrs(home, customers)
     paid: dict[str, int] = {}
-    for rec in state["payments"]:
+    for rec in () if "payments" in partial else state["payments"]:
         if rec.row["customer_id"] in customers:
             paid[rec.row["customer_id"]] = paid.get(rec.row["customer_id"], 0) + 1
     problems = []

@@ -82,7 +82,7 @@ def catalog_export(
     from pipelines.catalog.csvdir import export_directory
 
     counts = export_directory(catalog_of(ctx), directory)
-    say(f"exported {sum(counts.values())} rows to {directory}")
+    say("exported {} rows to {}", sum(counts.values()), directory)
 
 
 @catalog_app.command("info")
@@ -92,7 +92,7 @@ def catalog_info(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
     catalog = catalog_of(ctx)
     rows = [{"table": k, "rows": v} for k, v in catalog.counts().items()]
     if fmt is Format.table:
-        say(f"catalog {catalog_path(home_of(ctx))}, version {catalog.version()}")
+        say("catalog {}, version {}", catalog_path(home_of(ctx)), catalog.version())
     emit(rows, fmt, columns=["table", "rows"])
 
 
@@ -113,7 +113,7 @@ def cards_import(
     from pipelines.catalog.csvdir import import_card
 
     count = import_card(catalog, card_id, file)
-    say(f"card [bold]{card_id}[/bold] now has {count} rate rows")
+    say("card [bold]{}[/bold] now has {} rate rows", card_id, count)
 
 
 @cards.command("rates")

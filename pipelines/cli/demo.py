@@ -65,7 +65,7 @@ def demo(
             "run the demo with --home pointing at a new directory"
         )
 
-    say(f"[bold]1.[/bold] import the sample catalog {sample} into {home}")
+    say("[bold]1.[/bold] import the sample catalog {} into {}", sample, home)
     counts = import_directory(catalog, sample, force=True)
     emit(
         [{"table": k, "rows": v} for k, v in counts.items()],
@@ -81,8 +81,8 @@ def demo(
     )
 
     say(
-        f"\n[bold]2.[/bold] the customer card: add {DEMO_CUSTOMER} "
-        "with a route, auth, contact, payment"
+        "\n[bold]2.[/bold] the customer card: add {} with a route, auth, contact, payment",
+        DEMO_CUSTOMER,
     )
     catalog.add(
         "customers",
@@ -146,7 +146,7 @@ def demo(
     try:
         catalog.edit("customers", DEMO_CUSTOMER, {"currency": "EUR"})
     except ValidationError as exc:
-        say(f"[yellow]refused:[/yellow] {exc}")
+        say("[yellow]refused:[/yellow] {}", exc)
 
     say("\n[bold]4.[/bold] export, re-import into an empty catalog, export again")
     export = home / "export"
@@ -157,17 +157,20 @@ def demo(
         export_directory(copy, again)
         same = _same_tree(export, again)
     say(
-        f"exported to {export}; round trip "
-        + ("[green]identical[/green]" if same else "[red]DIFFERS[/red]")
+        "exported to {}; round trip "
+        + ("[green]identical[/green]" if same else "[red]DIFFERS[/red]"),
+        export,
     )
     if not same:
         raise CdrflowError("the exported catalog did not re-import to the same catalog")
     if cdrs:
         _traffic(home, catalog, cdrs)
     say(
-        f"\ncatalog version {catalog.version()}; try: cdrflow --home {home} customers list, "
-        f"cdrflow --home {home} stats --by customer,hour, "
-        f"cdrflow --home {home} report --out report.html"
+        "\ncatalog version {0}; try: cdrflow --home {1} customers list, "
+        "cdrflow --home {1} stats --by customer,hour, "
+        "cdrflow --home {1} report --out report.html",
+        catalog.version(),
+        home,
     )
 
 
@@ -183,7 +186,12 @@ def _traffic(home: Path, catalog: Catalog, cdrs: int) -> None:
     work = home / "demo-traffic"
     work.mkdir(exist_ok=True)
     path = work / f"cdrs-{start:%Y-%m-%d}.jsonl"
-    say(f"\n[bold]5.[/bold] simulate {cdrs:,} CDRs of {start:%Y-%m-%d} into {path}, then rate them")
+    say(
+        "\n[bold]5.[/bold] simulate {:,} CDRs of {:%Y-%m-%d} into {}, then rate them",
+        cdrs,
+        start,
+        path,
+    )
     simulate(read_catalog(catalog), cdrs, path, seed=day, start=start)
     with Progress(transient=True) as bar:
         task = bar.add_task("rating", total=path.stat().st_size)

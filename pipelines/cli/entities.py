@@ -89,9 +89,11 @@ def _announce_password(
     # The one time a generated password is shown; only its hash is kept (README: Passwords).
     # With --format csv/json it goes to stderr, so that stdout stays parseable.
     say(
-        f"password of {entity.singular} {ident}: [bold]{password}[/bold]  "
-        "(shown once; only a hash is stored)",
-        fmt,
+        "password of {} {}: [bold]{}[/bold]  (shown once; only a hash is stored)",
+        entity.singular,
+        ident,
+        password,
+        fmt=fmt,
     )
 
 
@@ -137,7 +139,7 @@ def build_group(entity: Entity) -> typer.Typer:
         ident = row["id"] if entity.surrogate else row[entity.key[0]]
         fmt = values["fmt"]
         if fmt is Format.table:
-            say(f"added {entity.singular} [bold]{ident}[/bold]")
+            say("added {} [bold]{}[/bold]", entity.singular, ident)
         emit_record(row, fmt, entity=entity, title=f"{entity.singular} {ident}")
         if password is not None and not values.get("password_stdin"):
             _announce_password(entity, ident, password, fmt)
@@ -162,7 +164,7 @@ def build_group(entity: Entity) -> typer.Typer:
             raise CdrflowError(f"{entity.singular} {ident}: give at least one option to change")
         row = catalog_of(ctx).edit(entity.name, ident, changes)
         if values["fmt"] is Format.table:
-            say(f"changed {entity.singular} [bold]{ident}[/bold]: {', '.join(changes)}")
+            say("changed {} [bold]{}[/bold]: {}", entity.singular, ident, ", ".join(changes))
         emit_record(row, values["fmt"], entity=entity, title=f"{entity.singular} {ident}")
 
     group.command(
@@ -268,7 +270,7 @@ def build_group(entity: Entity) -> typer.Typer:
 
     def delete(ctx: typer.Context, ident: str, force: bool = False) -> None:
         catalog_of(ctx).delete(entity.name, ident, force=force)
-        say(f"deleted {entity.singular} [bold]{ident}[/bold]")
+        say("deleted {} [bold]{}[/bold]", entity.singular, ident)
 
     delete_params = [_param("ctx", typer.Context), _param("ident", ident_arg)]
     if entity.name == "customers":
@@ -285,7 +287,7 @@ def build_group(entity: Entity) -> typer.Typer:
         def reset_password(ctx: typer.Context, ident: str, password_stdin: bool = False) -> None:
             password = _read_password_stdin() if password_stdin else _new_password()
             catalog_of(ctx).set_password(entity.name, ident, password)
-            say(f"new password set for {entity.singular} {ident}")
+            say("new password set for {} {}", entity.singular, ident)
             if not password_stdin:
                 _announce_password(entity, ident, password)
 

@@ -1,9 +1,16 @@
-"""What commands print: rich tables for people, CSV or JSON for machines."""
+"""What commands print: rich tables for people, CSV or JSON for machines.
+
+Tables and lines for people show data as it is, never as console markup, and with every
+control character escaped (``visible``): a name or a switch's reason text cannot move the
+cursor, clear the screen or hide a link in the operator's terminal. CSV and JSON carry the
+data unchanged (CSV neutralises only what a spreadsheet would run).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import string
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
@@ -15,7 +22,7 @@ from rich.table import Table
 from rich.text import Text as RichText
 
 from schemas.catalog import Entity
-from schemas.fields import Integer, Kind, Text
+from schemas.fields import Integer, Kind, Text, neutralise
 
 console = Console()
 errors = Console(stderr=True)
@@ -64,23 +71,31 @@ def emit(
         ]
         sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     elif fmt is Format.csv:
+        # Cells a spreadsheet would run as formulas are neutralised, as in a catalog export.
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow(map(neutralise, columns))
         for r in rows:
-            writer.writerow([k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)])
+            texts = (k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True))
+            writer.writerow(map(neutralise, texts))
     else:
         table = Table(title=_text(title), title_justify="left", header_style="bold")
-        cells = [[k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True)] for r in rows]
+        cells = [
+            [visible(k.render(r.get(c))) for c, k in zip(columns, kinds, strict=True)] for r in rows
+        ]
         by_column = list(zip(*cells, strict=True)) if cells else [() for _ in columns]
-        for name, kind in zip(columns, kinds, strict=True):
+        headers = [visible(name) for name in columns]
+        for name, header, kind in zip(columns, headers, kinds, strict=True):
             numeric = kind.storage in ("int", "micro") or name in right
             table.add_column(
-                name, justify="right" if numeric else "left", overflow="fold", no_wrap=wide
+                RichText(header),
+                justify="right" if numeric else "left",
+                overflow="fold",
+                no_wrap=wide,
             )
         for row in cells:
-            table.add_row(*(RichText(v) for v in row))
+            table.add_row(*map(RichText, row))
         if wide:  # as wide as the values need: a terminal scrolls, or `less -S` does
-            sizes = (max(map(len, [n, *v])) for n, v in zip(columns, by_column, strict=True))
+            sizes = (max(map(len, [n, *v])) for n, v in zip(headers, by_column, strict=True))
             needed = sum(size + 3 for size in sizes) + 1
             Console(width=max(console.width, needed), highlight=False).print(table)
         else:
@@ -98,7 +113,7 @@ def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: s
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for c, k in zip(columns, kinds, strict=True):
-            table.add_row(c, RichText(k.render(row.get(c))))
+            table.add_row(RichText(visible(c)), RichText(visible(k.render(row.get(c)))))
         console.print(table)
     elif fmt is Format.json:
         payload = {c: k.jsonable(row.get(c)) for c, k in zip(columns, kinds, strict=True)}
@@ -107,16 +122,50 @@ def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: s
         emit([row], fmt, entity=entity, columns=columns)
 
 
-def say(message: str, fmt: Format = Format.table) -> None:
-    """A line for the operator (console markup); goes to stderr when stdout carries CSV or
-    JSON (``fmt``), so that what a program reads stays parseable."""
-    (console if fmt is Format.table else errors).print(message)
+def say(template: str, *values: Any, fmt: Format = Format.table, soft_wrap: bool = False) -> None:
+    """A line for the operator: ``template`` is console markup with ``{}`` fields (as
+    ``str.format``), and ``values`` fill them as data, shown as they are (``visible``):
+    ``say("added [bold]{}[/bold]", ident)``. Goes to stderr when stdout carries CSV or JSON
+    (``fmt``), so that what a program reads stays parseable."""
+    if any(isinstance(v, Format) for v in values):
+        raise TypeError("say() takes the output format as fmt=, after the values")
+    message = _SHOWN.format(template, *values) if values else template
+    (console if fmt is Format.table else errors).print(message, soft_wrap=soft_wrap)
 
 
 def fail(message: str) -> None:
     """An error: ``message`` is plain text (a pattern like ``[0-9]`` is shown as it is)."""
-    errors.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    errors.print(
+        f"[bold red]error:[/bold red] {escape(visible(message))}", highlight=False, soft_wrap=True
+    )
+
+
+def _escape_of(code: int) -> str:
+    named = {0x09: "\\t", 0x0D: "\\r"}
+    return named.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+# C0 controls (ESC starts cursor moves, screen clears and OSC 8 links) but the line break,
+# which stays a line of its own in a cell or a message; DEL; C1 controls (CSI and OSC in
+# their 8-bit form); and the bidirectional overrides that make text read in another order.
+_CONTROLS = [*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_VISIBLE = {code: _escape_of(code) for code in _CONTROLS if code != 0x0A}
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character written as its escape (``\\x1b``, ``\\t``)."""
+    return text.translate(_VISIBLE)
+
+
+class _Shown(string.Formatter):
+    """Fills a markup template with values shown as data, never as markup."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return escape(visible(format(value, format_spec)))
+
+
+_SHOWN = _Shown()
 
 
 def _text(title: str | None) -> RichText | None:
-    return None if title is None else RichText(title)
+    return None if title is None else RichText(visible(title))

@@ -82,9 +82,9 @@ def show_summary(summary: Summary, fmt: Format) -> None:
         )
         return
     for line in summary.recovered + summary.skipped_inputs:
-        say(line)
+        say("{}", line)
     rows = [{"outcome": "rated", "records": summary.rated}]
     rows += [{"outcome": f"rejected: {r}", "records": counts[r]} for r in REJECT_REASONS]
     rows.append({"outcome": "total", "records": summary.records})
     emit(rows, fmt, columns=["outcome", "records"], title=f"run {summary.run}")
-    say(f"{summary.records:,} records in {summary.seconds:.2f} s ({per_second:,.0f} CDRs/s)")
+    say("{:,} records in {:.2f} s ({:,.0f} CDRs/s)", summary.records, summary.seconds, per_second)

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from pipelines.cli.context import home_of, operator_errors
-from pipelines.cli.output import console
+from pipelines.cli.output import say
 from pipelines.home import rated_lake
 from schemas.errors import CdrflowError
 from stats.report import report_html
@@ -63,9 +62,7 @@ def report(
     _write(out, page)
     # Unwrapped: the path is for copying into a browser.
     size = len(page.encode()) / 1024
-    console.print(
-        f"wrote the report to [bold]{escape(str(out))}[/bold] ({size:,.0f} KiB)", soft_wrap=True
-    )
+    say("wrote the report to [bold]{}[/bold] ({:,.0f} KiB)", out, size, soft_wrap=True)
 
 
 def _write(out: Path, page: str) -> None:

@@ -125,7 +125,14 @@ def simulate(
     seconds = time.perf_counter() - began
     emit(_summary(counts), Format.table, columns=["", "count", "share"], title=f"{out}")
     speed = f", {count / seconds:,.0f} CDRs/s" if seconds > 0 and count else ""
-    say(f"wrote {count:,} CDRs ({counts['bytes']:,} bytes) to {out} in {seconds:.1f} s{speed}")
+    say(
+        "wrote {:,} CDRs ({:,} bytes) to {} in {:.1f} s{}",
+        count,
+        counts["bytes"],
+        out,
+        seconds,
+        speed,
+    )
 
 
 def _to_kafka(
@@ -151,8 +158,13 @@ def _to_kafka(
     emit(_summary(counts), Format.table, columns=["", "count", "share"], title=f"topic {topic}")
     speed = f", {delivered / seconds:,.0f} CDRs/s" if seconds > 0 and delivered else ""
     say(
-        f"sent {delivered:,} CDRs ({counts['bytes']:,} bytes of JSON) to topic {topic} on "
-        f"{bootstrap} in {seconds:.1f} s{speed}"
+        "sent {:,} CDRs ({:,} bytes of JSON) to topic {} on {} in {:.1f} s{}",
+        delivered,
+        counts["bytes"],
+        topic,
+        bootstrap,
+        seconds,
+        speed,
     )
 
 

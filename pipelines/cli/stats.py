@@ -194,5 +194,5 @@ def dialogs(
         table = dialogs_at(con, scope, instant)
     per_customer = Counter(table["customer_id"].to_pylist())
     counts = ", ".join(f"{c} {n}" for c, n in per_customer.items()) or "none"
-    say(f"calls up at {_plain(instant)}: {table.num_rows} ({counts})", fmt)
+    say("calls up at {}: {} ({})", _plain(instant), table.num_rows, counts, fmt=fmt)
     show(table, fmt)

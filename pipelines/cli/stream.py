@@ -73,7 +73,11 @@ def stream(
     )
     totals = Worker(home_of(ctx), settings).run(stop.is_set, idle_exit)
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(totals.rejected.items())) or "none"
+    skipped = f", {totals.skipped} already in the lake" if totals.skipped else ""
     say(
-        f"stopped: {totals.batches} batches, {totals.rated} rated, rejected: {rejected}"
-        + (f", {totals.skipped} already in the lake" if totals.skipped else "")
+        "stopped: {} batches, {} rated, rejected: {}{}",
+        totals.batches,
+        totals.rated,
+        rejected,
+        skipped,
     )

@@ -22,9 +22,10 @@ class Received:
     partition: int
 
 
-def consume(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Received]:
+def consume(bootstrap: str, topic: str, expected: int, timeout: float = 300.0) -> list[Received]:
     """Every message of ``topic`` from the start: reads until ``expected`` have come, then one
-    second more, so that a producer that sent too many is caught too."""
+    second more, so that a producer that sent too many is caught too. ``timeout`` only
+    bounds a hang (fewer messages than expected): minutes, for a busy machine."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

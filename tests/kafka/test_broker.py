@@ -83,7 +83,7 @@ def test_restart_keeps_topics_and_data(own_broker: Broker) -> None:
 
 def test_create_topic_waits_for_leaders(kafka_broker: Broker) -> None:
     kafka_broker.create_topic("leaders-ready", partitions=3)
-    metadata = kafka_broker.admin().list_topics("leaders-ready", timeout=10)
+    metadata = kafka_broker.admin().list_topics("leaders-ready", timeout=120)
     partitions = metadata.topics["leaders-ready"].partitions
     assert len(partitions) == 3 and all(p.leader == 1 for p in partitions.values())
     with pytest.raises(CdrflowError, match="cannot create topic leaders-ready"):
@@ -109,7 +109,7 @@ def test_command_line_start_and_stop(tmp_path: Path) -> None:
             [*command, "start", "--dir", str(tmp_path)],
             capture_output=True,
             text=True,
-            timeout=180,
+            timeout=600,
             check=False,
         )
         assert started.returncode == 0, started.stderr
@@ -117,15 +117,15 @@ def test_command_line_start_and_stop(tmp_path: Path) -> None:
         assert bootstrap.startswith("127.0.0.1:")
         pid = int((tmp_path / PID_FILE).read_text())
         assert not gone(pid)
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=120)
 
         stopped = subprocess.run(
-            [*command, "stop", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60
+            [*command, "stop", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=600
         )
         assert stopped.returncode == 0, stopped.stderr
         assert gone(pid) and not (tmp_path / PID_FILE).exists()
         again = subprocess.run(
-            [*command, "stop", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=60
+            [*command, "stop", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=600
         )
         assert again.returncode == 0 and "no broker of ours" in again.stderr
     finally:

@@ -111,8 +111,9 @@ def test_rate_is_roughly_honoured(
 def test_unlimited_rate_is_fast(cli: Cli, kafka_broker: Broker, topic: str) -> None:
     began = time.monotonic()
     cli.ok("simulate", "--count", "20000", "--kafka", kafka_broker.bootstrap, "--topic", topic)
-    # 20,000 paced at any rate this test would notice would take minutes.
-    assert time.monotonic() - began < 60
+    # Paced at anything under 70 a second, 20,000 would take more than 5 minutes; a busy
+    # machine sends them unpaced in well under that.
+    assert time.monotonic() - began < 300
     assert len(consume(kafka_broker.bootstrap, topic, 20_000)) == 20_000
 
 

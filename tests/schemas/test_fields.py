@@ -103,3 +103,63 @@ def test_a_regex_must_also_compile_for_re2() -> None:
         f.PrefixList(regex=True).parse(r"^(\d)\1")
     with pytest.raises(ValueError, match="longer than 15 digits"):
         f.Digits().parse("1234567890123456")
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("'abc", "''abc"),
+        ("'", "''"),
+        ("=", "'="),
+        ("-", "'-"),
+        ("+", "'+"),
+        # Plain signed decimals are numbers to a spreadsheet, not formulas: as written.
+        ("-12.5", "-12.5"),
+        ("-50", "-50"),
+        ("+442071234567", "+442071234567"),
+        ("+1.5", "+1.5"),
+        # Anything more than digits and one point is text that could run.
+        ("-1e5", "'-1e5"),
+        ("+44 20", "'+44 20"),
+        ("-.5", "'-.5"),
+        ("-12.", "'-12."),
+        ("+٣", "'+٣"),  # digits of another script are not [0-9]
+        # Nothing else changes.
+        ("Acme", "Acme"),
+        ("a=b", "a=b"),
+        ("12.5", "12.5"),
+        ("", ""),
+        (" =x", " =x"),
+    ],
+)
+def test_csv_cells_that_a_spreadsheet_would_run_get_one_quote(cell: str, written: str) -> None:
+    assert f.neutralise(cell) == written
+    assert f.unneutralise(written) == cell
+
+
+@pytest.mark.parametrize("cell", ["'abc", "'", "'-12.5", "'x=1", "' =x"])
+def test_a_quote_that_neutralise_did_not_add_stays(cell: str) -> None:
+    assert f.unneutralise(cell) == cell
+
+
+@given(
+    st.builds(
+        str.__add__,
+        st.sampled_from(["", "=", "+", "-", "@", "\t", "\r", "'", "''", "-1", "+44", "'="]),
+        st.text(),
+    )
+)
+def test_neutralise_is_undone_exactly(cell: str) -> None:
+    written = f.neutralise(cell)
+    assert f.unneutralise(written) == cell
+    assert written == cell or written == "'" + cell
+    # What a spreadsheet sees first is harmless: a quote, or a plain signed decimal.
+    assert not written.startswith(("=", "+", "-", "@", "\t", "\r")) or (
+        f.neutralise(written) == written
+    )

@@ -79,3 +79,30 @@ def test_operator_errors_are_one_line(tmp_path: Path, small_lake_home: Path) -> 
     backwards = cli.refused("stats", "--from", "2026-02-02", "--to", "2026-02-01")
     assert "is not after --from" in backwards
     assert "no CDR with callid 'nope'" in cli.refused("call", "nope")
+
+
+def test_switch_text_is_shown_escaped_and_carried_exactly(tmp_path: Path) -> None:
+    """A switch's text reaches tables with its control characters escaped; JSON and CSV
+    carry it as the switch sent it (CSV neutralises only what a spreadsheet would run)."""
+    link, clear = "\x1b]8;;http://evil\x1b\\", "\x1b[2J"
+    reason = f"{link}Busy{clear} [bold]Here[/]"
+    write_lake(
+        tmp_path,
+        [
+            call(1, 0, sip_code=486, sip_reason=reason, source_cli=clear + "4420"),
+            call(2, 10, sip_code=486, sip_reason=reason, source_cli="=cmd|' /C calc'!A0"),
+        ],
+    )
+    cli = Cli(tmp_path)
+    shown = r"\x1b]8;;http://evil\x1b\Busy\x1b[2J [bold]Here[/]"
+    for args in (("call", "c1"), ("codes", "--by", ""), ("calls",)):
+        out = cli.ok(*args).stdout
+        assert shown in out and "\x1b" not in out, out
+    assert r"\x1b[2J4420" in cli.ok("call", "c1").stdout
+    [c1] = cli.json("call", "c1")
+    assert (c1["sip_reason"], c1["source_cli"]) == (reason, clear + "4420")
+    assert cli.json("codes", "--by", "")[0]["sip_reason"] == reason
+    rows = {r["callid"]: r for r in cli.csv("calls")}
+    assert rows["c1"]["sip_reason"] == reason
+    [c2] = cli.csv("call", "c2")
+    assert c2["source_cli"] == "'=cmd|' /C calc'!A0"

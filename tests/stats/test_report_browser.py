@@ -54,7 +54,7 @@ def screenshot(page: Path, out: Path, profile: Path) -> Picture:
         f"--screenshot={out}",
         page.as_uri(),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0 and out.is_file(), f"chromium failed:\n{done.stderr[-3000:]}"
     with Image.open(out) as image:
         return np.asarray(image.convert("RGB"))

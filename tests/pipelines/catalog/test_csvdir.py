@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipelines.catalog import Catalog
 from pipelines.catalog.csvdir import export_directory, import_card, import_directory
+from schemas.catalog import RATES, parse_row
 from schemas.errors import ValidationError
+from schemas.fields import neutralise
+from schemas.integrity import Rec
 
 
 def _tree(directory: Path) -> dict[str, str]:
@@ -335,3 +342,178 @@ def test_a_broken_header_is_reported_alone(sample: Catalog, bad: Path) -> None:
     text = _problems(sample, bad)
     assert text.count("\n") + 1 == 3, text  # the unknown column, and two missing ones
     assert "customers.csv:1: column customer_id;name: is not a column" in text
+
+
+def _lines(catalog: Catalog, directory: Path) -> list[str]:
+    return _problems(catalog, directory).splitlines()
+
+
+def _latin1(path: Path, old: str, new: str) -> None:
+    """Rewrite ``path`` with ``old`` replaced by ``new`` in Latin-1, as an old tool saves."""
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_bytes(text.replace(old, new, 1).encode("latin-1"))
+
+
+def test_a_file_that_is_not_utf8_is_its_one_problem(sample: Catalog, bad: Path) -> None:
+    # Without its customers, the import would delete acme and its payments; it reads none.
+    _latin1(bad / "customers.csv", "Umbrella Wholesale", "Umbrella Großhandel")
+    at = (bad / "customers.csv").read_bytes().index("ß".encode("latin-1"))
+    lines = _lines(sample, bad)
+    assert len(lines) == 1, lines
+    assert lines[0].endswith(
+        f"customers.csv:5: is not UTF-8 text (invalid continuation byte at byte {at}); "
+        "save it as UTF-8"
+    )
+    assert sample.get("customers", "umbrella")["name"] == "Umbrella Wholesale"
+
+
+def test_unreadable_prefixes_do_not_repeat_each_other(sample: Catalog, bad: Path) -> None:
+    _edit(bad / "rates/retail-usd.csv", "52,Mexico", "52A,Mexico")
+    _edit(bad / "rates/retail-usd.csv", "521,Mexico Mobile", "5x1,Mexico Mobile")
+    lines = _lines(sample, bad)
+    assert [line.split("retail-usd.csv")[1] for line in lines] == [
+        ":24: column prefix: '52A' is not a prefix of digits only",
+        ":25: column prefix: '5x1' is not a prefix of digits only",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "expected"),
+    [
+        # Every customer is new: the unread file is the one problem, not the rows naming them.
+        (
+            "customers.csv",
+            "Umbrella Wholesale",
+            "Umbrella Großhandel",
+            "customers.csv:5: is not UTF-8 text",
+        ),
+        ("customers.csv", "customer_id,name", "customer_id;name", "customers.csv:1: column"),
+        (
+            "rate_cards.csv",
+            "retail-usd,Retail termination USD",
+            "retail-usd,Retail, termination USD",
+            "rate_cards.csv:2: has 8 fields but the header has 7",
+        ),
+        (
+            "customers.csv",
+            "acme,Acme Telecom Ltd",
+            "acme!,Acme Telecom Ltd",
+            "customers.csv:2: column customer_id: 'acme!' is not an identifier",
+        ),
+    ],
+)
+def test_rows_not_read_are_not_missing(
+    catalog: Catalog, bad: Path, file: str, old: str, new: str, expected: str
+) -> None:
+    """A row that did not read is reported once: not again as a name that does not exist."""
+    if "ß" in new:
+        _latin1(bad / file, old, new)
+    else:
+        _edit(bad / file, old, new)
+    lines = _lines(catalog, bad)
+    assert all(expected in line for line in lines), lines
+    assert lines
+
+
+def test_a_customer_row_not_read_is_not_deleted(sample: Catalog, bad: Path) -> None:
+    """Its payments do not ask for --force, and the rows naming it do not name no one."""
+    _edit(bad / "customers.csv", "acme,Acme Telecom Ltd", "acme!,Acme Telecom Ltd")
+    lines = _lines(sample, bad)
+    assert lines == [
+        f"{bad}/customers.csv:2: column customer_id: 'acme!' is not an identifier "
+        "(1-64 letters, digits and _ . : @ -, starting with a letter or digit)"
+    ]
+
+
+def test_a_value_not_read_is_not_a_change(sample: Catalog, bad: Path) -> None:
+    # The currency did not read: it is not also "changed from USD to nothing".
+    _edit(bad / "customers.csv", "Acme Telecom Ltd,active,USD", "Acme Telecom Ltd,active,US")
+    lines = _lines(sample, bad)
+    assert len(lines) == 1, lines
+    assert "customers.csv:2: column currency: 'US' is not an ISO 4217 currency code" in lines[0]
+
+
+def test_payments_not_read_are_not_counted(sample: Catalog, bad: Path) -> None:
+    # umbrella leaves the catalog; whether it has payments is in the file that did not read.
+    customers = bad / "customers.csv"
+    customers.write_text("".join(customers.read_text().splitlines(True)[:4]))
+    owned = ["routes", "auth", "contacts", "dids", "alerts", "cli_rules", "contracts"]
+    for name in [*owned, "customer_packages"]:
+        (bad / f"{name}.csv").unlink()  # absent: umbrella's stored rows go with it
+    _latin1(bad / "payments.csv", "Cheque returned", "Chèque returned")
+    lines = _lines(sample, bad)
+    assert len(lines) == 1, lines
+    assert "payments.csv:6: is not UTF-8 text" in lines[0]
+
+
+def test_currencies_of_cards_not_read_are_not_compared(sample: Catalog, bad: Path) -> None:
+    # The file that did not read moves retail-usd to EUR, which the route to it expects.
+    _latin1(bad / "rate_cards.csv", "Retail termination USD,USD", "Retail tarifa ½ EUR,EUR")
+    _edit(bad / "routes.csv", "globex,wholesale-eur", "globex,retail-usd")
+    lines = _lines(sample, bad)
+    assert len(lines) == 1, lines
+    assert "rate_cards.csv:2: is not UTF-8 text" in lines[0]
+
+
+# Text as the catalog holds it (one line, trimmed), often starting as a formula would.
+FORMULA_STARTS = ["", "=", "+", "-", "@", "\t", "'", "''", "'=", "-1", "+44", "-2.5"]
+catalog_text = (
+    st.builds(
+        str.__add__,
+        st.sampled_from(FORMULA_STARTS),
+        st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=30),
+    ).map(lambda text: text.strip() or "x")  # as parsed: trimmed, and a name is required
+)
+# Text columns of the sample's rows, by entity and key (id: a contact's).
+TEXT_COLUMNS = [
+    ("customers", "acme", "name"),
+    ("customers", "acme", "website"),
+    ("customers", "globex", "address"),
+    ("providers", "tier1", "name"),
+    ("rate_cards", "retail-usd", "name"),
+    ("packages", "pkg-welcome", "name"),
+    ("payments", "PAY-2026-0001", "description"),
+    ("alerts", "acme-asr", "name"),
+    ("contracts", "CTR-GLOBEX-2026", "name"),
+    ("contacts", "1", "public_notes"),
+    ("contacts", "1", "private_notes"),
+]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    texts=st.lists(catalog_text, min_size=len(TEXT_COLUMNS), max_size=len(TEXT_COLUMNS)),
+    rate_name=catalog_text,
+)
+def test_any_text_survives_export_and_import(
+    sample: Catalog, tmp_path: Path, texts: list[str], rate_name: str
+) -> None:
+    for (entity, ident, column), text in zip(TEXT_COLUMNS, texts, strict=True):
+        sample.edit(entity, ident, {column: text})
+    rate = {"card_id": "premium-usd", "prefix": "44", "name": rate_name, "rate": "0.01"}
+    row, problems = parse_row(RATES, rate)
+    assert problems == []
+    sample.replace({"rates": [Rec(row, "a test")]}, ["premium-usd"])
+    out = Path(tempfile.mkdtemp(dir=tmp_path))
+    export_directory(sample, out / "first")
+    for path in (out / "first").rglob("*.csv"):
+        with path.open(newline="") as f:
+            cells = [cell for row in csv.reader(f) for cell in row]
+        assert [c for c in cells if neutralise(c) != c and not c.startswith("'")] == [], path
+    with Catalog(out / "home") as other:
+        import_directory(other, out / "first")
+        export_directory(other, out / "second")
+        assert _tree(out / "first") == _tree(out / "second")
+        mine, theirs = sample.snapshot(), other.snapshot()
+        for name in mine:
+            assert sorted(map(repr, (r.row for r in mine[name]))) == sorted(
+                map(repr, (r.row for r in theirs[name]))
+            ), name
+    for (entity, ident, column), text in zip(TEXT_COLUMNS, texts, strict=True):
+        assert sample.get(entity, ident)[column] == text
+    assert [r["name"] for r in sample.list("rates", card="premium-usd")] == [rate_name]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipelines.catalog import Catalog
+from pipelines.cli.output import Format, say, visible
 from schemas.catalog import BY_NAME, ENTITIES
 from schemas.fields import Money
 from tests.pipelines.cli.driver import Cli, keys
@@ -140,3 +142,78 @@ def test_format_short_option_and_unknown_format(cli: Cli, sample: Catalog) -> No
     result = cli.run("alerts", "list", "--format", "xml")
     assert result.exit_code == 2
     assert "xml" in result.stderr
+
+
+def test_csv_output_neutralises_what_a_spreadsheet_would_run(cli: Cli, sample: Catalog) -> None:
+    formula = '=HYPERLINK("http://evil.example","pay here")'
+    cli.ok("customers", "edit", "acme", "--name", formula, "--address", "@SUM(1+1)*cmd")
+    [row] = cli.csv("customers", "list", "--status", "active")[:1]
+    assert row["customer_id"] == "acme"
+    assert row["name"] == "'" + formula
+    assert row["address"] == "'@SUM(1+1)*cmd"
+    assert cli.csv("customers", "show", "acme")[0]["name"] == "'" + formula
+    # JSON and tables carry the data as it is.
+    assert cli.json("customers", "show", "acme")["name"] == formula
+    assert formula in cli.ok("customers", "show", "acme").stdout
+    # Signed decimals and +digits numbers are numbers to a spreadsheet: as they are.
+    amounts = {r["payment_id"]: r["amount"] for r in cli.csv("payments", "list")}
+    assert amounts["PAY-2026-0004"] == "-50"
+    assert {r["pattern"] for r in cli.csv("cli-rules", "list")} >= {"+44"}
+
+
+# An OSC 8 hyperlink, a clear-screen and console markup: data, shown as it is.
+HOSTILE = "\x1b]8;;http://evil\x1b\\ \x1b[2J [bold]x[/]"
+SHOWN = r"\x1b]8;;http://evil\x1b\ \x1b[2J [bold]x[/]"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("\x1b[2J", r"\x1b[2J"),
+        ("a\x00b\x07c\x08d", r"a\x00b\x07c\x08d"),
+        ("tab\there\rback", r"tab\there\rback"),
+        ("del\x7f", r"del\x7f"),
+        ("\x9b31m csi \x9d osc \x85 nel", r"\x9b31m csi \x9d osc \x85 nel"),
+        ("\u202eevil\u202c \u2066x\u2069", r"\u202eevil\u202c \u2066x\u2069"),
+        ("two\nlines", "two\nlines"),  # a line break is a line break
+        ("café ünïcode 東京 \u00a0", "café ünïcode 東京 \u00a0"),
+    ],
+)
+def test_visible_escapes_every_control_character(text: str, shown: str) -> None:
+    assert visible(text) == shown
+
+
+def test_tables_escape_control_characters_and_json_csv_keep_them(cli: Cli, sample: Catalog) -> None:
+    cli.ok("customers", "edit", "umbrella", "--name", HOSTILE)
+    assert SHOWN in cli.ok("customers", "show", "umbrella").stdout
+    for args, title in [
+        (("show", "umbrella"), "customer umbrella"),
+        (("list",), "customers (5)"),
+        (("search", "\x1b[2J"), r"customers matching '\x1b[2J' (1)"),
+    ]:
+        out = cli.ok("customers", *args).stdout
+        assert out.startswith(title) and "\x1b" not in out, out
+    assert cli.json("customers", "show", "umbrella")["name"] == HOSTILE
+    assert cli.csv("customers", "show", "umbrella")[0]["name"] == HOSTILE
+    assert [r["name"] for r in cli.json("customers", "list") if r["name"] == HOSTILE]
+
+
+def test_lines_for_people_show_values_as_data(cli: Cli, sample: Catalog, tmp_path: Path) -> None:
+    out = tmp_path / "[bold]export[/bold]\x1b[2J"
+    said = cli.ok("catalog", "export", str(out)).stdout
+    assert r"[bold]export[/bold]\x1b[2J" in said.replace("\n", ""), said
+    assert "\x1b" not in said
+    refused = cli.refused("catalog", "import", str(tmp_path / "no [red]such\x1b[2J"))
+    assert r"no [red]such\x1b[2J: not a directory" in refused
+    # A value given on the command line and echoed back by an error.
+    line = cli.refused("customers", "edit", "acme", "--status", "\x1b[31mclosed")
+    assert "\x1b" not in line and r"\x1b[31mclosed" in line
+
+
+def test_say_takes_the_format_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    # say(message, fmt) was its old form: a format among the values would go to stdout.
+    with pytest.raises(TypeError, match="fmt="):
+        say("calls up at {}", "12:00", Format.csv)
+    say("calls up at {}: [bold]{}[/bold]", "12:00", "[red]x\x1b[2J", fmt=Format.csv)
+    out, err = capsys.readouterr()
+    assert out == "" and err == "calls up at 12:00: [red]x\\x1b[2J\n"
