@@ -368,9 +368,10 @@ class Worker:
                 if good.values and polled - self._checked >= CATALOG_CHECK:
                     self._catalog()
                 if good.values:
-                    idle_since = polled
                     self._rate(good)
                     self._latency.append(time.monotonic() - polled)
+                    # Idle means no message came: the time spent rating one does not count.
+                    idle_since = time.monotonic()
                 elif not self.consumer.assignment():
                     idle_since = polled
                 elif idle_exit is not None and polled - idle_since >= idle_exit:

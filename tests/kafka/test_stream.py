@@ -637,3 +637,44 @@ def test_two_workers_on_one_home_bill_a_call_both_receive_once(
     assert sum(r["package_seconds"] for r in lake(home, "rated").to_pylist()) == sum(
         r["package_seconds"] for r in lake(alone, "rated").to_pylist()
     )
+
+
+class CountingPolls:
+    """The worker's real consumer, counting the polls that bring nothing."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer, self.empty = consumer, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        messages = self._consumer.consume(*args, **kwargs)
+        self.empty += not messages
+        return messages
+
+
+def test_the_time_a_batch_takes_to_rate_does_not_count_as_idle(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """``--idle-exit S`` means S seconds without a message: a batch that takes longer than S
+    to rate (a busy machine) does not make the worker leave at the next empty poll."""
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(200, seed=84)))
+    produce(kafka_broker.bootstrap, topic, values, partition=0)
+    home = new_home(tmp_path, "home")
+    settings = StreamSettings(kafka_broker.bootstrap, topic, "g15", batch=1000, wait=0.2)
+    w = Worker(home, settings)
+    polls = CountingPolls(w.consumer)
+    w.consumer = polls  # type: ignore[assignment]
+    rate = w._rate
+    rated_at: list[int] = []
+
+    def slow_rate(polled: Any) -> None:
+        rate(polled)
+        rated_at.append(polls.empty)
+        time.sleep(6)  # longer than idle_exit: as if the machine were busy
+
+    w._rate = slow_rate  # type: ignore[method-assign]
+    totals = w.run(lambda: False, idle_exit=5)
+    assert totals.records == len(values)
+    assert polls.empty - rated_at[-1] >= 2  # it went on polling after the slow batch
