@@ -232,12 +232,22 @@ def test_sigkill_at_any_moment_then_a_rerun_gives_the_uninterrupted_lake(tmp_pat
     exe = str(Path(sys.executable).parent / "cdrflow")
     command = [exe, "--home", str(home), "rate", str(path), "--format", "json"]
     env = {**os.environ, "CDRFLOW_BLOCK_BYTES": str(1 << 20)}  # many blocks: kills land mid-run
+    staging = home / "lake" / "_staging"
+
+    def staged(earlier: set[Path]) -> int:  # -1 until a new run starts, then its files
+        runs = set(staging.glob("*")) - earlier if staging.is_dir() else set()
+        return len([f for run in runs for f in run.rglob("*") if f.is_file()]) if runs else -1
+
     killed = 0
-    for delay in (0.6, 1.2, 1.8, 2.4, 3.0):
+    # Killed at points of progress, not after delays, so on a machine of any speed: as the
+    # run starts, then as its first files are written (spilled held calls, lake parts).
+    for files in (0, 1, 2, 3, 4):
+        earlier = set(staging.glob("*")) if staging.is_dir() else set()
         process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
         )
-        time.sleep(delay)
+        while process.poll() is None and staged(earlier) < files:
+            time.sleep(0.005)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             killed += 1
