@@ -46,6 +46,7 @@ def test_every_group_is_a_command() -> None:
             "providers",
             "contracts",
             "cards",
+            "company",
         ]
     )
 
