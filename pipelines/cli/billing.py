@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from pipelines.cli.context import catalog_of, home_of, operator_errors, option_time
 from pipelines.cli.entities import FormatOption
@@ -116,11 +117,12 @@ def invoices_build(
     home = home_of(ctx)
     issued = build_month(home, catalog_of(ctx), first, now(), customer)
     if not issued:
-        say(f"nothing to issue for {month}: every document of the month is up to date", fmt)
+        say(f"nothing to issue for {month}: every document of the month is up to date", fmt=fmt)
         if fmt is Format.table:
             return
     else:
-        say(f"issued {len(issued)} document(s) for {month}, written to {invoices_dir(home)}", fmt)
+        folder = escape(str(invoices_dir(home)))  # a path is text, never markup
+        say(f"issued {len(issued)} document(s) for {month}, written to {folder}", fmt=fmt)
     _show_documents(issued, fmt, f"issued for {month}")
 
 
