@@ -3,12 +3,12 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chromium kafka-jars
+.PHONY: demo test chromium pango kafka-jars
 
-demo: $(STAMP)
+demo: $(STAMP) pango
 	$(VENV)/bin/cdrflow demo
 
-test: $(STAMP) chromium kafka-jars
+test: $(STAMP) chromium pango kafka-jars
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 # Headless Chromium for tests/stats/test_report_browser.py, from Debian's packages.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+# Pango for WeasyPrint, which prints invoices to PDF (billing/render.py), from Debian's packages.
+pango:
+	@{ ldconfig -p | grep -q libpango-1.0.so.0 && ldconfig -p | grep -q libpangoft2-1.0.so.0; } || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libpango-1.0-0 libpangoft2-1.0-0; }
 
 # The Kafka broker of the integration tests (tests/kafka): jars from Maven Central into
 # tools/kafka/target/lib (git-ignored), fetched again only when tools/kafka/pom.xml changes.

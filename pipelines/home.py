@@ -23,3 +23,8 @@ def catalog_path(home: Path) -> Path:
 
 def rated_lake(home: Path) -> Path:
     return home / "lake" / "rated"
+
+
+def invoices_dir(home: Path) -> Path:
+    """Rendered invoices and notes, ``<number>.html`` and ``<number>.pdf`` (SPEC §2)."""
+    return home / "invoices"

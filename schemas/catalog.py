@@ -62,6 +62,8 @@ class Entity:
     search: tuple[str, ...] = ()
     status: str | None = None
     help: str = ""
+    # At most one row (the carrier's own details).
+    single: bool = False
     column_by_name: Mapping[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -268,6 +270,8 @@ DIDS = Entity(
         _c("provider_card_id", ID, ref=Ref("rate_cards")),
         _c("monthly_retail", DEC),
         _c("monthly_cost", DEC),
+        _c("start_date", f.Day(), help="first day billed (no start date: no monthly fee)"),
+        _c("end_date", f.Day()),
     ),
     key=("number",),
     search=("number", "customer_id"),
@@ -361,6 +365,23 @@ CONTRACTS = Entity(
     help="Contracts with customers and providers.",
 )
 
+COMPANY = Entity(
+    "company",
+    "company",
+    "company.csv",
+    (
+        _c("name", NAME, True),
+        _c("address", f.Text(max_len=500)),
+        _c("tax_id", f.Text(max_len=64)),
+        _c("email", f.Email()),
+        _c("phone", f.Text(max_len=64)),
+        _c("invoice_footer", f.Text(max_len=2000)),
+    ),
+    search=("name", "address", "tax_id", "email"),
+    single=True,
+    help="The carrier itself (one row), printed on invoices.",
+)
+
 # Parents before children: the order of import, and the reverse order of deletion.
 ENTITIES: tuple[Entity, ...] = (
     CUSTOMERS,
@@ -377,6 +398,7 @@ ENTITIES: tuple[Entity, ...] = (
     CONTACTS,
     CLI_RULES,
     CONTRACTS,
+    COMPANY,
 )
 BY_NAME: Mapping[str, Entity] = {e.name: e for e in ENTITIES}
 
@@ -475,5 +497,6 @@ _ROW_RULES = {
     "rates": lambda r: _ordered(r, "effective_from", "effective_to", strict=True),
     "customer_packages": lambda r: _ordered(r, "start_date", "end_date", strict=False),
     "contracts": lambda r: _ordered(r, "start_date", "end_date", strict=False),
+    "dids": lambda r: _ordered(r, "start_date", "end_date", strict=False),
     "auth": _auth_rules,
 }

@@ -51,6 +51,7 @@ def check(
     for entity in ENTITIES:
         recs = state.get(entity.name, ())
         problems += _unique(entity, recs)
+        problems += _single(entity, recs)
         problems += _references(entity, recs, keys)
         problems += _immutable(entity, recs, before.get(entity.name, {}))
     problems += _currencies(state, keys)
@@ -84,6 +85,13 @@ def _unique(entity: Entity, recs: Iterable[Rec]) -> list[Problem]:
                 where = f"line {first.line}" if first.where == rec.where else _place(first)
                 problems.append(rec.problem(None, f"{entity.singular} {shown} repeats {where}"))
     return problems
+
+
+def _single(entity: Entity, recs: Iterable[Rec]) -> list[Problem]:
+    if not entity.single:
+        return []
+    message = f"is a second {entity.singular}: {entity.file} holds one row; edit that one"
+    return [rec.problem(None, message) for rec in list(recs)[1:]]
 
 
 def _references(

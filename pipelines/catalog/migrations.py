@@ -31,9 +31,18 @@ def _name_the_state(conn: sa.Connection) -> None:
         conn.execute(meta.insert().values(key="state", value=uuid.uuid4().hex))
 
 
+def _billing(conn: sa.Connection) -> None:
+    have = {c["name"] for c in sa.inspect(conn).get_columns("dids")}
+    for name in ("start_date", "end_date"):
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE dids ADD COLUMN {name} VARCHAR")
+    metadata.create_all(conn)  # company, documents, document_lines, document_counter
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "baseline: the catalog of SPEC §3", lambda conn: metadata.create_all(conn)),
     Migration(2, "a random name of the content (keys the compiled-tables cache)", _name_the_state),
+    Migration(3, "billing: DID start and end dates, the company, issued documents", _billing),
 )
 
 _versions = sa.Table(

@@ -51,3 +51,49 @@ def _table(entity: Entity) -> sa.Table:
 
 
 TABLES: dict[str, sa.Table] = {e.name: _table(e) for e in ENTITIES}
+
+
+# -- issued billing documents (SPEC §7.3): invoices, credit and debit notes ------------------
+# Money in integer millionths, as the catalog's; rows are only ever inserted.
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("number", sa.String, primary_key=True),
+    sa.Column("sequence", sa.Integer, nullable=False, unique=True),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("refers_to", sa.String, sa.ForeignKey("documents.number")),
+    sa.Column("customer_id", sa.String, nullable=False),
+    sa.Column("month", sa.String, nullable=False),
+    sa.Column("currency", sa.String, nullable=False),
+    sa.Column("tax_percent", sa.BigInteger, nullable=False),
+    *(
+        sa.Column(name, sa.BigInteger, nullable=False)
+        for name in ("usage", "fees", "subtotal", "tax", "total", "payments", "balance_due")
+    ),
+    sa.Column("issued_at", sa.String, nullable=False),
+    # The company's and the customer's details as printed when it was issued (JSON).
+    sa.Column("parties", sa.String, nullable=False),
+    sa.Index("ix_documents_customer_month", "customer_id", "month"),
+)
+
+document_lines = sa.Table(
+    "document_lines",
+    metadata,
+    sa.Column("number", sa.String, sa.ForeignKey("documents.number"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("key", sa.String, nullable=False),
+    sa.Column("description", sa.String, nullable=False),
+    sa.Column("calls", sa.Integer),
+    sa.Column("minutes", sa.BigInteger),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+)
+
+# The one counter of document numbers (INV, CN and DN alike): the last one issued.
+document_counter = sa.Table(
+    "document_counter",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("last", sa.Integer, nullable=False),
+)

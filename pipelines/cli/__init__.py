@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pipelines.cli import billing as billing_module
 from pipelines.cli import demo as demo_module
 from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
@@ -149,6 +150,8 @@ app.command("call")(stats_module.call)
 app.command("dialogs")(stats_module.dialogs)
 app.command("report")(report_module.report)
 app.command("stream")(stream_module.stream)
+app.command("balance")(billing_module.balance)
+app.add_typer(billing_module.invoices, name="invoices")
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 

@@ -260,6 +260,18 @@ def test_a_file_present_replaces_its_table_and_absent_ones_stay(
             "tier1,Tier One Carrier Inc,USD\ntier1,Again,USD",
             "providers.csv:3: provider provider_id=tier1 repeats line 2",
         ),
+        (
+            "dids.csv",
+            "1.5,0.6,2026-11-10,2026-12-20",
+            "1.5,0.6,2026-11-10,2026-11-09",
+            "dids.csv:3: column end_date: 2026-11-09 must be on or after start_date 2026-11-10",
+        ),
+        (
+            "company.csv",
+            "0000 00.\n",
+            "0000 00.\nOther Carrier,,,,,\n",
+            "company.csv:3: is a second company: company.csv holds one row; edit that one",
+        ),
     ],
 )
 def test_each_rule_is_refused_with_file_line_and_column(

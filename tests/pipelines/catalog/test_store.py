@@ -197,6 +197,46 @@ def test_a_store_from_before_the_state_gets_one(catalog: Catalog) -> None:
     assert catalog.state() is not None
 
 
+def test_a_store_from_before_billing_gets_did_dates_the_company_and_documents(
+    sample: Catalog, home: Path
+) -> None:
+    with sample.transaction(write=True) as conn:
+        for table in ("document_lines", "documents", "document_counter", "company"):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        for column in ("start_date", "end_date"):
+            conn.exec_driver_sql(f"ALTER TABLE dids DROP COLUMN {column}")
+        conn.exec_driver_sql("DELETE FROM schema_migrations WHERE version >= 3")
+    sample.close()
+    with Catalog(home) as catalog:  # opening it migrates
+        dids = catalog.list("dids")
+        assert [(d["number"], d["start_date"], d["end_date"]) for d in dids] == [
+            ("12125550100", None, None),
+            ("12125550101", None, None),
+            ("18005550199", None, None),
+        ]
+        catalog.edit("dids", "12125550100", {"start_date": "2026-01-15"})
+        assert catalog.add("company", {"name": "Northwind"})["id"] == 1
+        with catalog.transaction() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+        assert {"documents", "document_lines", "document_counter"} <= tables
+
+
+def test_the_company_is_one_row(sample: Catalog) -> None:
+    with pytest.raises(ValidationError, match=r"is a second company: company\.csv holds one row"):
+        sample.add("company", {"name": "Another Carrier"})
+    assert sample.edit("company", "1", {"phone": "+44 20 0000 0000"})["phone"] == "+44 20 0000 0000"
+
+
+def test_a_did_ends_on_or_after_it_starts(sample: Catalog) -> None:
+    with pytest.raises(
+        ValidationError, match="end_date: 2026-01-14 must be on or after start_date"
+    ):
+        sample.edit("dids", "12125550100", {"end_date": "2026-01-14"})
+    assert (
+        sample.edit("dids", "12125550100", {"end_date": "2026-01-15"})["end_date"] == "2026-01-15"
+    )
+
+
 def test_a_store_newer_than_the_program_is_refused(catalog: Catalog, home: Path) -> None:
     newer = (*migrations.MIGRATIONS, migrations.Migration(99, "future", lambda conn: None))
     with catalog.transaction(write=True) as conn:

@@ -24,6 +24,7 @@ SAMPLE_COUNTS = {
     "contacts": 4,
     "cli_rules": 5,
     "contracts": 4,
+    "company": 1,
 }
 
 
@@ -54,7 +55,7 @@ def test_export_re_imports_to_the_same_catalog(cli: Cli, sample: Catalog, tmp_pa
     result = cli.ok("catalog", "export", str(first))
     assert f"exported {sum(SAMPLE_COUNTS.values())} rows to" in result.stdout
     assert Path("rates/retail-usd.csv") in csv_files(first)
-    assert len(csv_files(first)) == 13 + 7
+    assert len(csv_files(first)) == 14 + 7
     with (first / "payments.csv").open(newline="") as f:
         paid = {r["payment_id"]: r["amount"] for r in csv.DictReader(f)}
     assert paid["PAY-2026-0001"] == "0.015"

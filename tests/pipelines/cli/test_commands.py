@@ -637,6 +637,8 @@ def test_dids(cli: Cli, sample: Catalog) -> None:
         "2.5",
         "--monthly-cost",
         "1.25",
+        "--start-date",
+        "2026-11-10",
     )
     assert added == {
         "number": "12125550177",
@@ -646,6 +648,8 @@ def test_dids(cli: Cli, sample: Catalog) -> None:
         "provider_card_id": "cost-tier1",
         "monthly_retail": "2.5",
         "monthly_cost": "1.25",
+        "start_date": "2026-11-10",
+        "end_date": None,
     }
     assert cli.json("dids", "show", "12125550177") == added
     assert keys(cli.json("dids", "list", "--customer", "initech"), "number") == [

@@ -37,6 +37,7 @@ def test_entity_commands_say_a_or_an_and_the_plural() -> None:
         "contacts": ("a", "contacts"),
         "cli_rules": ("a", "CLI rules"),
         "contracts": ("a", "contracts"),
+        "company": ("a", "companies"),
     }
     shown = CliRunner().invoke(app, ["auth", "--help"], terminal_width=200).stdout
     assert "Add an auth entry." in shown and "List auth entries." in shown

@@ -48,6 +48,7 @@ def test_every_group_is_a_command() -> None:
             "providers",
             "contracts",
             "cards",
+            "company",
         ]
     )
 
