@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.home import rated_lake
+from pipelines.home import make_home, rated_lake
 
 FINGERPRINT_BYTES = 1 << 20
 # Columns with about as many values as rows: a dictionary page would only cost time.
@@ -75,6 +75,7 @@ def lake_root(home: Path) -> Path:
 def lake_lock(home: Path, on_wait: Any = None) -> Iterator[None]:
     """One writer of the lake at a time; a second waits (``on_wait`` is told)."""
     root = lake_root(home)
+    make_home(home)
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("a") as handle:
         try:

@@ -17,7 +17,7 @@ from pipelines.cli import stream as stream_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.entities import FormatOption, register
 from pipelines.cli.output import Format, emit, say
-from pipelines.home import catalog_path
+from pipelines.home import catalog_path, private_umask
 from schemas.catalog import RATES
 
 app = typer.Typer(
@@ -164,4 +164,5 @@ for _command in app.registered_commands:
 
 
 def main() -> None:
+    private_umask()  # the home is its owner's alone (pipelines.home)
     app()
