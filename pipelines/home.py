@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_HOME = "cdrflow-home"
@@ -73,3 +75,16 @@ def private_file(path: Path, create: bool = True) -> None:
             mode,
             mode & ~NOT_OWNER,
         )
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A write to ``path``: an OSError it raises without a file name (a write that found the
+    disk full: neither Python's file objects nor Arrow's name the file) is raised again
+    naming ``path``, so that the operator is told what could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.home import make_home, rated_lake
+from pipelines.home import make_home, rated_lake, writing
 
 FINGERPRINT_BYTES = 1 << 20
 # Columns with about as many values as rows: a dictionary page would only cost time.
@@ -61,9 +61,14 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     runs = root / "_runs"
     runs.mkdir(exist_ok=True)
     tmp = runs / f".{manifest['run']}.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
+    try:
+        with writing(tmp):
+            tmp.write_text(json.dumps(manifest, indent=1))
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no trace: the lake is as before
+        raise
     os.replace(tmp, runs / f"{manifest['run']}.json")
 
 
@@ -206,7 +211,8 @@ class Staging:
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{self.run_id}-{sequence:05d}.parquet"
             tmp = folder / f".{name}.tmp"
-            write_parquet(part, tmp)
+            with writing(tmp):
+                write_parquet(part, tmp)
             os.replace(tmp, folder / name)
             self.files.append(f"{kind}/date={day.isoformat()}/{name}")
 

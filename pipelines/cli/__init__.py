@@ -52,7 +52,7 @@ app.add_typer(catalog_app, name="catalog")
 
 
 @catalog_app.command("import")
-@operator_errors
+@operator_errors(unwritten="nothing was committed (the catalog is as before)")
 def catalog_import(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="directory of catalog CSV files (SPEC §3)")],
