@@ -223,8 +223,8 @@ def check(t: Tables) -> None:
     _check_shape("len_mask", t.len_mask, (max(cards, 1),))
     if not 6 <= t.bloom_bits <= 32 or t.bloom.shape != (1 << (t.bloom_bits - 6),):
         raise ValueError(f"bloom has {t.bloom.size} words for {t.bloom_bits} bits")
-    if t.regex_width < 1:
-        raise ValueError(f"regex_width is {t.regex_width}")
+    if not 1 <= t.regex_width <= max(routes, 1):  # the engine allocates calls × width
+        raise ValueError(f"regex_width is {t.regex_width} for {routes} routes")
     for name, low, high in (
         ("card_precision", 0, 6), ("card_rounding", 0, 3), ("card_duration_rounding", 0, 3),
         ("row_pulse", 1, None), ("route_card", 0, cards - 1), ("route_strip", 0, None),

@@ -364,6 +364,7 @@ BREAKS: dict[str, Callable[[Tables], Any]] = {
     "an auth entry past the entries": lambda t: t.user_entries.__setitem__("x", [999]),
     "a bloom filter of another size": lambda t: dataclasses.replace(t, bloom_bits=20),
     "a rate hash of fewer bits than slots": lambda t: dataclasses.replace(t, bits=3),
+    "a regex width no route has": lambda t: dataclasses.replace(t, regex_width=10**12),
     "one rate row fewer than names": lambda t: dataclasses.replace(t, row_rate=t.row_rate[1:]),
     "a number where a customer id is": lambda t: t.customer_ids.__setitem__(0, 7),
     "a name that is not UTF-8": lambda t: dataclasses.replace(
