@@ -41,6 +41,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from pipelines.kafka_config import LIBRDKAFKA_LOG
 from schemas.errors import CdrflowError
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools" / "kafka"
@@ -174,8 +175,9 @@ class Broker:
     def admin(self) -> AdminClient:
         """An admin client of this broker, made on first use and dropped when it stops."""
         if self._admin is None:
-            # librdkafka's log lines go to our logger (the stubs type values as scalars).
-            config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": log}
+            # librdkafka's log lines go to cdrflow's logging, once each (the stubs type
+            # values as scalars).
+            config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": LIBRDKAFKA_LOG}
             self._admin = AdminClient(config)
         return self._admin
 

@@ -10,12 +10,23 @@ mapping ``client_config`` returns prints its secrets as ``***``.
 Precedence, lowest first: the environment, then the file, then the bootstrap argument. A
 file is named for one run, so it is more specific than the ambient environment; the
 bootstrap is what the command was told to reach.
+
+librdkafka's own log lines (``%3|…|FAIL|…`` on stderr by default, one per retry: a worker
+that cannot reach its broker printed two every 50 ms beside its one clean message) go to the
+``cdrflow.kafka.librdkafka`` logger instead (the ``logger`` setting every client gets here),
+and each distinct line is logged once (``Once``): again only after ``Once.EVERY`` seconds,
+with how many times it came meanwhile. A stream's log shows it with its own lines; the other
+commands show warnings and errors on stderr.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +51,50 @@ def is_secret(key: str) -> bool:
     """Whether a property holds a secret, so that it is masked wherever it is shown."""
     key = key.lower()
     return key in _SECRET_KEYS or any(word in key for word in _SECRET_WORDS)
+
+
+class Once(logging.Filter):
+    """Each distinct librdkafka line once, then again at most every ``EVERY`` seconds, saying
+    how many times it came meanwhile. Lines are told apart by their text without the client's
+    name, thread and timings (a producer and a consumer failing to connect to one broker say
+    one thing), and shown as ``kafka: <text>``."""
+
+    EVERY = 300.0
+    # librdkafka's "[thrd:…]: " and "(after 0ms in state CONNECT, 3 identical error(s)
+    # suppressed)": they differ between repeats of one line.
+    _NOISE = re.compile(
+        r"^\[thrd:[^\]]*\]: "
+        r"|\s*\(after \d+ms in state \w+(, \d+ identical error\(s\) suppressed)?\)"
+    )
+
+    def __init__(self, every: float = EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every = every
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.seen: dict[str, list[float]] = {}  # text → [when last shown, repeats since]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # confluent-kafka logs ("%s [%s] %s", facility, client name, text).
+        args = record.args if isinstance(record.args, tuple) else ()
+        text = self._NOISE.sub("", str(args[-1] if args else record.msg)).strip()
+        now = self.clock()
+        with self.lock:
+            seen = self.seen.get(text)
+            if seen is not None and now - seen[0] < self.every:
+                seen[1] += 1
+                return False
+            if len(self.seen) > 1000:  # the lines of a long life: keep the recent ones
+                self.seen = {t: s for t, s in self.seen.items() if now - s[0] < self.every}
+            self.seen[text] = [now, 0]
+        if seen is not None and seen[1]:
+            text += f" ({seen[1]:.0f} more times in the {now - seen[0]:.0f} s before)"
+        record.msg, record.args = "kafka: %s", (text,)
+        return True
+
+
+LIBRDKAFKA_LOG = logging.getLogger("cdrflow.kafka.librdkafka")
+LIBRDKAFKA_LOG.addFilter(Once())
 
 
 class ClientConfig(dict[str, Any]):
@@ -80,6 +135,7 @@ def client_config(
         config.update(read_properties(Path(config_file)))
     config["bootstrap.servers"] = bootstrap.strip()
     _check(config, config_file)
+    config["logger"] = LIBRDKAFKA_LOG
     return config
 
 

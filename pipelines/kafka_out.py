@@ -15,7 +15,6 @@ compression (CDR JSON shrinks about 4x and lz4 costs little CPU), and batching (
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from pipelines.kafka_config import LIBRDKAFKA_LOG
 from schemas.errors import CdrflowError
 
 # Defaults an operator's config file may change (e.g. compression.type=zstd).
@@ -40,7 +40,6 @@ PRODUCER_REQUIRED: dict[str, Any] = {"acks": "all", "enable.idempotence": True}
 PACING_STEP = 0.05
 UNPACED_BATCH = 10_000
 CONNECT_TIMEOUT = 15.0
-log = logging.getLogger("cdrflow.kafka")
 
 
 class KafkaSink:
@@ -80,7 +79,6 @@ class KafkaSink:
                 "delivery.report.only.error": True,
                 "on_delivery": self._on_delivery,
                 "error_cb": self._on_error,
-                "logger": log,
             }
         )
         self._check_topic()
@@ -185,8 +183,8 @@ class KafkaSink:
         # Transient errors (a broker restarting) are retried by librdkafka; fatal ones end it.
         if error.fatal():
             self._fatal = error
-        else:
-            log.warning("kafka: %s", error)
+        else:  # with librdkafka's own lines: the same failure is said once (kafka_config.Once)
+            LIBRDKAFKA_LOG.warning("%s", error.str())
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:

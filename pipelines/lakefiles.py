@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipelines import commitlog
-from pipelines.home import rated_lake
+from pipelines.home import make_home, rated_lake, writing
 
 FINGERPRINT_CHUNK = 16 << 20
 # Prefix of a whole-content fingerprint; a run's inputs recorded before it (a hash of a
@@ -73,9 +73,14 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     runs = root / "_runs"
     runs.mkdir(exist_ok=True)
     tmp = runs / f".{manifest['run']}.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
+    try:
+        with writing(tmp):
+            tmp.write_text(json.dumps(manifest, indent=1))
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no trace: the lake is as before
+        raise
     os.replace(tmp, runs / f"{manifest['run']}.json")
 
 
@@ -87,6 +92,7 @@ def lake_root(home: Path) -> Path:
 def lake_lock(home: Path, on_wait: Any = None) -> Iterator[None]:
     """One writer of the lake at a time; a second waits (``on_wait`` is told)."""
     root = lake_root(home)
+    make_home(home)
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("a") as handle:
         try:
@@ -284,7 +290,8 @@ class Staging:
             folder.mkdir(parents=True, exist_ok=True)
             name = f"part-{self.run_id}-{sequence:05d}.parquet"
             tmp = folder / f".{name}.tmp"
-            write_parquet(part, tmp)
+            with writing(tmp):
+                write_parquet(part, tmp)
             os.replace(tmp, folder / name)
             self.files.append(f"{kind}/date={day.isoformat()}/{name}")
 

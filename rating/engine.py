@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from rating import kernels
 from rating.modes import Rounding, round_ratio
-from rating.tables import EPOCH, Tables
+from rating.tables import EPOCH, Tables, Texts
 from schemas.cdr import INPUT_NAMES, MONEY, PACKAGE_DRAW, RATED, TIME
 from schemas.errors import CdrflowError
 
@@ -61,7 +61,14 @@ def texts(tables: Tables, name: str) -> pa.Array:
     version (rate rows number in the hundreds of thousands)."""
     cached = tables.extra.get(name)
     if cached is None:
-        cached = tables.extra[name] = pa.array(getattr(tables, name) or [""], pa.string())
+        values = getattr(tables, name)
+        if isinstance(values, Texts) and len(values):  # the bytes as they are, not decoded
+            offsets, data = pa.py_buffer(values.strings.offsets), pa.py_buffer(values.strings.data)
+            large = pa.LargeStringArray.from_buffers(len(values), offsets, data)
+            cached = large.cast(pa.string())
+        else:
+            cached = pa.array(list(values) or [""], pa.string())
+        tables.extra[name] = cached
     return cached
 
 

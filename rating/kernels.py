@@ -75,6 +75,24 @@ def build_rate_hash(cards, keys, firsts, counts, versions, bits, slots, bloom, b
         slots[s, SLOT_ROW] = versions[firsts[g], 2]
 
 
+@nb.njit(cache=True, nogil=True)
+def bad_slot(slots, n_versions, n_rows):
+    """The first filled slot of the hash whose versions (``SLOT_FIRST``, ``SLOT_COUNT``) lie
+    outside the ``n_versions`` rows of ``versions`` or whose rate row is not one of the
+    ``n_rows``, else -1; -2 when no slot is empty (a probe for an absent key would never end).
+    What ``longest_prefix`` reads without checking, checked once per loaded table."""
+    empty = 0
+    for s in range(slots.shape[0]):
+        if slots[s, SLOT_KEY] == -1:
+            empty += 1
+            continue
+        first, count, row = slots[s, SLOT_FIRST], slots[s, SLOT_COUNT], slots[s, SLOT_ROW]
+        # Written so that no sum can overflow on crafted values.
+        if first < 0 or count < 1 or first > n_versions - count or row < 0 or row >= n_rows:
+            return s
+    return -1 if empty else -2
+
+
 @nb.njit(cache=True, inline="always")
 def _probe(slots, bits, h, key, card):
     """The slot of (card, key), or -1."""

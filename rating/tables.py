@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +68,33 @@ class Strings:
         return Strings(offsets, data.copy() if data.size else np.zeros(1, np.uint8))
 
 
+class Texts(Sequence[str]):
+    """Texts kept as ``Strings`` (offsets and UTF-8 bytes), each decoded when it is read: the
+    rate rows' prefixes and names of a cache file, of which a run reads a few, without a
+    Python string made for each of hundreds of thousands (the engine hands Arrow the bytes
+    as they are, ``rating.engine.texts``)."""
+
+    def __init__(self, strings: Strings) -> None:
+        self.strings = strings
+
+    def __len__(self) -> int:
+        return int(self.strings.offsets.size) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        index %= n
+        begin, end = self.strings.offsets[index], self.strings.offsets[index + 1]
+        return bytes(self.strings.data[begin:end]).decode()
+
+
 @dataclass
 class Tables:
     """Everything the engine needs of one catalog version, as arrays and small lookups."""
@@ -87,8 +114,8 @@ class Tables:
     card_rounding: I64
     card_duration_rounding: I64
     # Rate rows and the (card, prefix) hash.
-    row_prefix: list[str]
-    row_name: list[str]
+    row_prefix: Sequence[str]  # a list, or Texts when loaded from a cache file
+    row_name: Sequence[str]
     row_rate: I64
     row_connect_fee: I64
     row_mcd: I64
@@ -141,15 +168,6 @@ class Tables:
     allot_customer: I64
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # An array unpickled in band is aligned to 16 bytes only: a slot would straddle two
-        # lines. One mapped from a cache file (pipelines.compiled) is aligned already.
-        slots = state["slots"]
-        if slots.ctypes.data % 64:
-            state["slots"] = aligned_rows(*slots.shape)
-            state["slots"][:] = slots
-        self.__dict__.update(state)
-
 
 def aligned_rows(count: int, width: int) -> I64:
     """An int64 array of ``count`` rows of ``width`` starting on a 64-byte boundary, so that a
@@ -157,6 +175,120 @@ def aligned_rows(count: int, width: int) -> I64:
     raw = np.empty(count * width + 8, np.int64)
     skip = (-raw.ctypes.data % 64) // 8
     return raw[skip : skip + count * width].reshape(count, width)
+
+
+def check(t: Tables) -> None:
+    """Raise ValueError naming the first bound that the kernels and the engine rely on and
+    ``t`` breaks: every index within the array it indexes, every (first, count) span within
+    its rows, string offsets rising within their data, shapes, dtypes and modes as compiled,
+    and an empty slot in the hash. The kernels check none of it (a bad index reads or writes
+    outside an array), so tables that ``compile_tables`` did not just make (a cache file's)
+    are checked once before use; compiled ones always pass."""
+    for f in fields(Tables):
+        value = getattr(t, f.name)
+        if isinstance(value, np.ndarray):
+            dtype = np.uint64 if f.name == "bloom" else np.int64
+            if value.dtype != dtype or value.ndim != (2 if f.name in _MATRICES else 1):
+                raise ValueError(f"{f.name} is a {value.ndim}-D {value.dtype} array")
+    customers, cards, rows = len(t.customer_ids), len(t.card_ids), len(t.row_prefix)
+    routes, dids, allots = len(t.route_regex), len(t.did_numbers), len(t.allot_package)
+    auth = t.auth_customer.size
+    for n, names in (
+        (customers, ("customer_status", "customer_currency", "customer_tax", "route_first",
+                     "route_count", "allot_first", "allot_count")),
+        (cards, ("card_currency", "card_precision", "card_rounding", "card_duration_rounding")),
+        (rows, ("row_name", "row_rate", "row_connect_fee", "row_mcd", "row_pulse", "row_grace")),
+        (routes, ("route_card", "route_strip", "route_dial_kind", "route_dial_first",
+                  "route_dial_count", "route_regex_col", "route_customer")),
+        (dids, ("did_customer", "did_card", "did_provider_card")),
+        (allots, ("allot_start", "allot_end", "allot_freq", "allot_seconds", "allot_pfx_first",
+                  "allot_pfx_count", "allot_start_date", "allot_customer")),
+    ):  # fmt: skip
+        for name in names:
+            if len(getattr(t, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(t, name))} entries, not {n}")
+    _check_strings("auth_tech_prefix", t.auth_tech_prefix, auth)
+    _check_strings("route_tech_prefix", t.route_tech_prefix, routes)
+    _check_strings("dial_prefixes", t.dial_prefixes)
+    for name in ("row_prefix", "row_name"):
+        texts = getattr(t, name)
+        if isinstance(texts, Texts):
+            _check_strings(name, texts.strings, rows)
+    _check_strings("allot_prefixes", t.allot_prefixes)
+    if not 4 <= t.bits <= 40:
+        raise ValueError(f"the rate hash has {t.bits} bits")
+    _check_shape("slots", t.slots, (1 << t.bits, kernels.SLOT_WIDTH))
+    _check_shape("versions", t.versions, (rows, 3))
+    _check_shape("len_top", t.len_top, (max(cards, 1), kernels.MAX_DIGITS + 1))
+    _check_shape("len_mask", t.len_mask, (max(cards, 1),))
+    if not 6 <= t.bloom_bits <= 32 or t.bloom.shape != (1 << (t.bloom_bits - 6),):
+        raise ValueError(f"bloom has {t.bloom.size} words for {t.bloom_bits} bits")
+    if not 1 <= t.regex_width <= max(routes, 1):  # the engine allocates calls × width
+        raise ValueError(f"regex_width is {t.regex_width} for {routes} routes")
+    for name, low, high in (
+        ("card_precision", 0, 6), ("card_rounding", 0, 3), ("card_duration_rounding", 0, 3),
+        ("row_pulse", 1, None), ("route_card", 0, cards - 1), ("route_strip", 0, None),
+        ("route_dial_kind", 0, 2), ("route_regex_col", 0, t.regex_width - 1),
+        ("route_customer", 0, customers - 1), ("auth_customer", 0, customers - 1),
+        ("did_customer", 0, customers - 1), ("did_card", 0, cards - 1),
+        ("did_provider_card", -1, cards - 1), ("allot_freq", 0, 3),
+        ("allot_customer", 0, customers - 1),
+    ):  # fmt: skip
+        _check_range(name, getattr(t, name), low, high)
+    _check_range("versions' rate row", t.versions[:, 2], 0, rows - 1)
+    if [p is not None for p in t.route_regex] != (t.route_dial_kind == 2).tolist():
+        raise ValueError("route_regex and route_dial_kind disagree on which routes are regexes")
+    if ((t.len_top < 0) | (t.len_top > np.arange(kernels.MAX_DIGITS + 1))).any():
+        raise ValueError("len_top has a prefix length longer than the digits it is for")
+    for name, first, count, n in (
+        ("route", t.route_first, t.route_count, routes),
+        ("allot", t.allot_first, t.allot_count, allots),
+        ("route_dial", t.route_dial_first, t.route_dial_count, len(t.dial_prefixes.offsets) - 1),
+        ("allot_pfx", t.allot_pfx_first, t.allot_pfx_count, len(t.allot_prefixes.offsets) - 1),
+    ):
+        # Written so that no sum can overflow: n - count cannot where count >= 0.
+        if ((count < 0) | (first < 0) | (first > n - count)).any():
+            raise ValueError(f"{name}_first and {name}_count reach past {n} rows")
+    entries = [e for g in t.ip_networks.values() for es in g.values() for e in es]
+    entries += [e for es in t.user_entries.values() for e in es]
+    if any(not 0 <= e < auth for e in entries) or set(t.auth_order) != set(range(auth)):
+        raise ValueError(f"an auth candidate list or auth_order is not of the {auth} entries")
+    slot = kernels.bad_slot(t.slots, t.versions.shape[0], rows)
+    if slot == -2:
+        raise ValueError("the rate hash has no empty slot")
+    if slot >= 0:
+        raise ValueError(f"slot {slot} of the rate hash points past its versions or rate rows")
+
+
+# The 2-D arrays of Tables; every other array is 1-D.
+_MATRICES = frozenset({"slots", "versions", "len_top"})
+
+
+def _check_shape(name: str, array: npt.NDArray[Any], shape: tuple[int, ...]) -> None:
+    if array.shape != shape:
+        raise ValueError(f"{name} has the shape {array.shape}, not {shape}")
+
+
+def _check_range(name: str, values: I64, low: int | None, high: int | None) -> None:
+    if (low is not None and (values < low).any()) or (high is not None and (values > high).any()):
+        raise ValueError(f"{name} has a value outside {low}..{high}")
+
+
+def _check_strings(name: str, strings: Strings, count: int | None = None) -> None:
+    offsets = strings.offsets
+    if count is not None and offsets.size != count + 1:
+        raise ValueError(f"{name} has {offsets.size - 1} strings, not {count}")
+    if (
+        offsets.dtype != np.int64
+        or strings.data.dtype != np.uint8
+        or offsets.ndim != 1
+        or strings.data.ndim != 1
+        or not offsets.size
+        or offsets[0] != 0
+        or (offsets[1:] < offsets[:-1]).any()
+        or offsets[-1] > strings.data.size
+    ):
+        raise ValueError(f"{name}: its offsets do not rise within its {strings.data.size} bytes")
 
 
 def compile_tables(snapshot: Snapshot, version: int = 0) -> Tables:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from pipelines.catalog import migrations
 from pipelines.catalog.secrets import hash_password
 from pipelines.catalog.tables import PASSWORD_HASH, TABLES, meta, stored_name
-from pipelines.home import catalog_path
+from pipelines.home import catalog_path, make_home, private_file
 from pipelines.lake import customers_with_rated_cdrs
 from schemas.catalog import BY_NAME, ENTITIES, Entity, canonical_auth_value, parse_row, row_problems
 from schemas.errors import CdrflowError, Problem, ValidationError
@@ -45,8 +45,12 @@ class Catalog:
 
     def __init__(self, home: Path) -> None:
         self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(f"sqlite:///{catalog_path(self.home)}")
+        make_home(self.home)
+        path = catalog_path(self.home)
+        private_file(path)  # before SQLite makes it (0644) and its -wal and -shm (alike)
+        for other in (f"{path}-wal", f"{path}-shm"):
+            private_file(Path(other), create=False)
+        self.engine = sa.create_engine(f"sqlite:///{path}")
         sa.event.listen(self.engine, "connect", _on_connect)
         sa.event.listen(self.engine, "begin", _on_begin)
         with self.transaction() as conn:

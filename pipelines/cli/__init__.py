@@ -18,7 +18,7 @@ from pipelines.cli import stream as stream_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.entities import FormatOption, register
 from pipelines.cli.output import Format, emit, say
-from pipelines.home import catalog_path
+from pipelines.home import catalog_path, private_umask
 from schemas.catalog import RATES
 
 app = typer.Typer(
@@ -53,7 +53,7 @@ app.add_typer(catalog_app, name="catalog")
 
 
 @catalog_app.command("import")
-@operator_errors
+@operator_errors(unwritten="nothing was committed (the catalog is as before)")
 def catalog_import(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="directory of catalog CSV files (SPEC §3)")],
@@ -167,4 +167,5 @@ for _command in app.registered_commands:
 
 
 def main() -> None:
+    private_umask()  # the home is its owner's alone (pipelines.home)
     app()

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pipelines.rate import Summary
 
 
-@operator_errors
+@operator_errors(unwritten="nothing of this run was committed (the lake is as before)")
 def rate(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="CDR files: .jsonl, .csv or .parquet")],

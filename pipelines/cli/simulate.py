@@ -27,6 +27,7 @@ from rich.progress import (
 from pipelines.cli import app
 from pipelines.cli.context import catalog_of, operator_errors, option_time
 from pipelines.cli.output import Format, console, emit, say
+from pipelines.home import writing
 from pipelines.kafka_config import ClientConfig, client_config
 from pipelines.simulate import DEFAULT_START, read_catalog
 from pipelines.simulate import simulate as write_cdrs
@@ -38,7 +39,7 @@ KAFKA_CHUNK = 50_000
 
 
 @app.command("simulate")
-@operator_errors
+@operator_errors(unwritten="nothing was written (the partial file was removed)")
 def simulate(
     ctx: typer.Context,
     count: Annotated[int, typer.Option("--count", min=0, help="how many CDRs to write")],
@@ -110,7 +111,7 @@ def simulate(
         return
     assert out is not None
     began = time.perf_counter()
-    with _bar("simulating", count) as (bar, task):
+    with writing(out), _bar("simulating", count) as (bar, task):
         counts = write_cdrs(
             rows,
             count,

@@ -15,7 +15,10 @@ from pipelines.cli.context import home_of, operator_errors
 from pipelines.cli.output import say
 
 
-@operator_errors
+@operator_errors(
+    unwritten="the batch in hand was not committed: the lake is as before, and the worker "
+    "given its partition rates it again"
+)
 def stream(
     ctx: typer.Context,
     bootstrap: Annotated[

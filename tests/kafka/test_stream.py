@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,9 +28,12 @@ from confluent_kafka.admin import (
 )
 
 from pipelines.catalog import Catalog
+from pipelines.catalog.csvdir import import_directory
+from pipelines.cli.demo import sample_catalog
+from pipelines.compiled import cached_tables
 from pipelines.kafka_broker import Broker
 from pipelines.lakefiles import committed_runs
-from pipelines.rate import rate_files
+from pipelines.rate import load_tables, rate_files
 from pipelines.stream import (
     CATALOG_CHECK,
     PUBLISHED_RAW,
@@ -37,6 +41,7 @@ from pipelines.stream import (
     Worker,
     published_mark,
 )
+from tests.conftest import SmallDisk
 from tests.kafka.reader import consume
 from tests.pipelines.test_rate import content, lake, new_home
 from tests.pipelines.workload import records, write_jsonl
@@ -678,3 +683,48 @@ def test_the_time_a_batch_takes_to_rate_does_not_count_as_idle(
     totals = w.run(lambda: False, idle_exit=5)
     assert totals.records == len(values)
     assert polls.empty - rated_at[-1] >= 2  # it went on polling after the slow batch
+
+
+def test_a_full_disk_stops_the_worker_with_one_line_and_the_batch_uncommitted(
+    tmp_path: Path, kafka_broker: Broker, topic: str, small_disk: SmallDisk
+) -> None:
+    """The batch in hand is not committed (its staging goes, Kafka's offsets stay), the
+    worker says so in one line, and a worker with room rates every message once. (Batches
+    of other partitions of the same poll that fitted are committed, each whole.)"""
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", records(4000, seed=31)))
+    produce(kafka_broker.bootstrap, topic, values, keyed(values))
+    home = small_disk.path / "home"
+    with Catalog(home) as catalog:
+        import_directory(catalog, sample_catalog())
+        cached_tables(home, load_tables, catalog)
+    # Room for what reading the catalog needs (SQLite's 32 KiB -shm), not for a batch.
+    small_disk.fill(leave=48 << 10)
+    w = worker(home, kafka_broker.bootstrap, topic, "g13", "--batch", "5000", "--idle-exit", "3")
+    _, err = w.communicate(timeout=120)
+    said = err.decode()
+    assert w.returncode == 1, said[-3000:]
+    [line] = [line for line in said.splitlines() if line.startswith("error: ")]
+    assert re.fullmatch(
+        # A staged file, or the manifest (the commit point) when the batch's files fitted.
+        rf"error: could not write {re.escape(str(home))}/lake/(_staging/|_runs/\.)stream-\S+\.tmp: "
+        "No space left on device; the batch in hand was not committed: the lake is as before, "
+        "and the worker given its partition rates it again",
+        line,
+    ), line
+    assert "Traceback" not in said
+    # The lake holds whole committed batches (those of other partitions that fitted) and
+    # nothing of the one that did not: no staging, no manifest's temporary file.
+    whole = Counter(
+        {
+            (f"kafka:{topic}/{partition}", offset): 1
+            for partition, spans in stream_offsets(home, topic).items()
+            for first, last in spans
+            for offset in range(first, last + 1)
+        }
+    )
+    assert landed(home) == whole
+    assert not any((home / "lake" / "_staging").iterdir())
+    assert not list((home / "lake" / "_runs").glob(".*"))
+    small_disk.free()
+    finish(worker(home, kafka_broker.bootstrap, topic, "g13", "--idle-exit", "4"))
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))

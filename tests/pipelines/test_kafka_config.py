@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
-from pipelines.kafka_config import ClientConfig, client_config, is_secret
+from pipelines.kafka_config import LIBRDKAFKA_LOG, ClientConfig, Once, client_config, is_secret
 from schemas.errors import CdrflowError
 from tests.pipelines.cli.driver import Cli
 
@@ -23,7 +28,8 @@ SASL_ENV = {
 
 def test_plain_bootstrap_alone() -> None:
     assert client_config(" 10.0.0.5:9092,10.0.0.6:9092 ", environ={}) == {
-        "bootstrap.servers": "10.0.0.5:9092,10.0.0.6:9092"
+        "bootstrap.servers": "10.0.0.5:9092,10.0.0.6:9092",
+        "logger": LIBRDKAFKA_LOG,
     }
 
 
@@ -36,6 +42,7 @@ def test_the_environment_fills_security_settings() -> None:
         "sasl.password": SECRET,
         "ssl.ca.location": "/etc/ssl/kafka-ca.pem",
         "bootstrap.servers": "kafka:9093",
+        "logger": LIBRDKAFKA_LOG,
     }
 
 
@@ -152,3 +159,92 @@ def test_the_command_never_prints_a_secret(home: Path, tmp_path: Path) -> None:
     assert "SASL credentials are set but security.protocol is PLAINTEXT" in result.stderr
     assert SECRET not in result.output
     assert "password" not in cli.ok("simulate", "--help").stdout.replace("sasl.password", "")
+
+
+# -- librdkafka's own lines: through cdrflow's logging, once each --------------------------------
+
+CDRFLOW = str(Path(sys.executable).parent / "cdrflow")
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nobody listens on (bound, then let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def librdkafka_record(text: str, client: str = "rdkafka#producer-1") -> logging.LogRecord:
+    """A record as confluent-kafka hands its logger one."""
+    return logging.LogRecord(
+        "cdrflow.kafka.librdkafka", logging.ERROR, "", 0, "%s [%s] %s", ("FAIL", client, text), None
+    )
+
+
+def test_each_line_is_said_once_then_again_after_a_while_with_its_count() -> None:
+    now = [0.0]
+    once = Once(every=300, clock=lambda: now[0])
+    fail = "[thrd:k:9092/bootstrap]: k:9092/bootstrap: Connect to ipv4#10.0.0.5:9092 failed: "
+    first = librdkafka_record(fail + "Connection refused (after 0ms in state CONNECT)")
+    assert once.filter(first) and first.getMessage() == (
+        "kafka: k:9092/bootstrap: Connect to ipv4#10.0.0.5:9092 failed: Connection refused"
+    )
+    # The same failure from another client, later, with librdkafka's own count: held back.
+    for text in (
+        "Connection refused (after 1ms in state CONNECT)",
+        "Connection refused (after 0ms in state CONNECT, 4 identical error(s) suppressed)",
+    ):
+        now[0] += 10
+        assert not once.filter(librdkafka_record(fail + text, "rdkafka#consumer-2"))
+    other = librdkafka_record(fail + "Connection timed out (after 1000ms in state CONNECT)")
+    assert once.filter(other)  # another line is said at once
+    now[0] = 400
+    again = librdkafka_record(fail + "Connection refused (after 0ms in state CONNECT)")
+    assert once.filter(again)
+    assert again.getMessage().endswith("Connection refused (2 more times in the 400 s before)")
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_client_that_cannot_connect_says_so_once_through_logging() -> None:
+    """The real client against a closed port: librdkafka fails to connect every few tens of
+    milliseconds; its lines reach cdrflow's logger, and one of them is said."""
+    kept = Kept()
+    LIBRDKAFKA_LOG.addHandler(kept)
+    try:
+        producer = Producer(dict(client_config(f"127.0.0.1:{closed_port()}", environ={})))
+        deadline = time.monotonic() + 60
+        while not kept.records and time.monotonic() < deadline:
+            producer.poll(0.2)
+        for _ in range(10):  # many more attempts fail meanwhile
+            producer.poll(0.2)
+    finally:
+        LIBRDKAFKA_LOG.removeHandler(kept)
+    said = [r.getMessage() for r in kept.records]
+    assert len(said) == 1 and "Connection refused" in said[0], said
+    assert said[0].startswith("kafka: 127.0.0.1:") and "[thrd:" not in said[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["simulate", "stream"])
+def test_a_command_against_a_closed_port_says_it_in_one_line_and_no_librdkafka_line(
+    sample: object, home: Path, command: str
+) -> None:
+    bootstrap = f"127.0.0.1:{closed_port()}"
+    args = {
+        "simulate": ["simulate", "--count", "10", "--kafka", bootstrap],
+        "stream": ["stream", "--bootstrap", bootstrap, "--idle-exit", "1"],
+    }[command]
+    done = subprocess.run(
+        [CDRFLOW, "--home", str(home), *args], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1
+    assert "%3|" not in done.stderr and "FAIL" not in done.stderr, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"error: cannot reach Kafka at {bootstrap} within "), line
