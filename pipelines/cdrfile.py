@@ -40,6 +40,7 @@ from schemas.errors import CdrflowError
 
 BLOCK_BYTES = 16 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
 HEADER_BYTES = 1 << 20  # the most of a CSV file's first line read to check its header
 FORMATS = {
     ".jsonl": "jsonl",
@@ -82,6 +83,11 @@ def check_input(path: Path) -> str:
     elif kind == "csv":
         with path.open("rb") as f:
             first = f.readline(HEADER_BYTES).removeprefix(UTF8_BOM)
+        if first.startswith(GZIP_MAGIC):
+            raise CdrflowError(
+                f"{path}: gzip-compressed data, not CSV text; decompress it (gunzip) and rate "
+                "the result"
+            )
         if first:  # an empty file (a switch's quiet hour) has no records and needs none
             _csv_header(path, first.decode("utf-8", "replace"))
     return kind
@@ -166,7 +172,10 @@ def _line_blocks(path: Path, block_bytes: int, csv_quotes: bool = False) -> Iter
             array, ends, high = _line_ends_of(block)
             records = None
             if csv_quotes and line == 1:
-                width = len(_csv_fields(block[: ends[0]].decode("utf-8", "replace")))
+                try:
+                    width = len(_csv_fields(block[: ends[0]].decode("utf-8", "replace")))
+                except csv.Error:  # the header is refused (``_csv_header``) before any record
+                    width = 0
             if csv_quotes and b'"' in block:
                 records = scan.csv_records(array, ends, width, not chunk)
                 cut = records[2]
@@ -298,18 +307,75 @@ def _mark_empty(table: pa.Table) -> pa.Table:
 
 
 def _csv_fields(record: str, separator: str = ",") -> list[str]:
-    """The fields of one CSV record (its line breaks inside quotes kept), by Python's csv."""
+    """The fields of one CSV record (its line breaks inside quotes kept), by Python's csv.
+    Raises ``csv.Error`` for what that module cannot read: a carriage return outside quotes
+    (``_bare_cr``), a field longer than its limit."""
     return next(csv.reader([record.rstrip("\r\n")], delimiter=separator), [])
+
+
+def _bare_cr(record: str, separator: str = ",") -> int | None:
+    """The index of the field of ``record`` that holds its first carriage return outside
+    quotes (one that does not end the record), or None. Read as Python's csv reads quotes:
+    a quote opens quoting at a field's start or right after a closing quote (``""``), and is
+    text anywhere else."""
+    body = record.rstrip("\r\n")
+    field, i, n = 0, 0, len(body)
+    while i < n:
+        c = body[i]
+        if c == '"':  # at a field's start, or just after a closing quote
+            end = body.find('"', i + 1)
+            if end < 0:
+                return None
+            i = end + 1
+            continue
+        if c == "\r":
+            return field
+        if c == separator:
+            field += 1
+            i += 1
+            continue
+        cr, comma = body.find("\r", i), body.find(separator, i)  # unquoted text runs on
+        if cr >= 0 and (comma < 0 or cr < comma):
+            return field
+        if comma < 0:
+            return None
+        field += 1
+        i = comma + 1
+    return None
+
+
+def _csv_problem(record: str, header: list[str], error: csv.Error) -> str:
+    """Why a record Python's csv module refused is no record, naming the field."""
+    k = _bare_cr(record)
+    if k is None:
+        return f"the row cannot be read as CSV ({error})"
+    name = header[k] if k < len(header) else f"field {k + 1}"
+    return (
+        f"{name}: a carriage return (CR) outside quotes; CSV lines end with LF or CRLF, and "
+        "a CR inside a value needs quotes"
+    )
 
 
 def _csv_header(path: Path, line: str) -> list[str]:
     """The column names of a CSV file's first line, or an error saying what is wrong."""
-    names = [h.strip() for h in _csv_fields(line)]
+    try:
+        names = [h.strip() for h in _csv_fields(line)]
+    except csv.Error as exc:
+        if _bare_cr(line) is None:
+            raise CdrflowError(f"{path}:1: the CSV header cannot be read ({exc})") from None
+        raise CdrflowError(
+            f"{path}:1: the CSV header holds a carriage return (CR) that ends no line; "
+            "cdrflow reads lines that end with LF or CRLF (convert a file whose lines end "
+            "with CR alone, e.g. with tr '\\r' '\\n')"
+        ) from None
     missing = [name for name in REQUIRED if name not in names]
     if missing:
         hint = ""
         for separator, called in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
-            fields = [f.strip() for f in _csv_fields(line, separator)]
+            try:
+                fields = [f.strip() for f in _csv_fields(line, separator)]
+            except csv.Error:
+                continue
             if all(name in fields for name in REQUIRED):
                 hint = f"; its fields are separated by {called}, and cdrflow reads commas"
                 break
@@ -331,9 +397,17 @@ def _csv_records(source: str, header: list[str], numbers: np.ndarray, lines: pa.
     index = {name: k for k, name in enumerate(header)}
     for text in texts:
         blank = not text.strip()
-        fields = [] if blank else _csv_fields(text)
+        fields: list[str] = []
+        unreadable = None
+        if not blank:
+            try:
+                fields = _csv_fields(text)
+            except csv.Error as exc:
+                unreadable = _csv_problem(text, header, exc)
         if blank:
             problem.append("empty")
+        elif unreadable is not None:
+            problem.append(unreadable)
         elif len(fields) != len(header):
             problem.append(f"the row does not have the {len(header)} fields of the header")
         else:

@@ -26,6 +26,7 @@ ABSENT, TEXT, BARE, ESCAPED, DOUBLED = 0, 1, 2, 3, 4  # BARE: a JSON number, or 
 FIELD = {name: i for i, name in enumerate(INPUT_NAMES)}
 N_FIELDS = len(INPUT_NAMES)
 MAX_DURATION_US = MAX_DURATION * 1_000_000  # longer: the slow path words the rejection
+MAX_CSV_FIELD = 131_072  # bytes; Python's csv module (the slow path) refuses a longer field
 NAMES_OFFSETS = np.cumsum([0] + [len(n) for n in INPUT_NAMES]).astype(np.int64)
 NAMES_DATA = np.frombuffer("".join(INPUT_NAMES).encode(), np.uint8).copy()
 
@@ -200,8 +201,9 @@ def scan_json(
 @nb.njit(cache=True, nogil=True)
 def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
     """Split each CSV line into its fields (``columns[k]``: the SPEC field of header column
-    k, or -1). A field may be quoted; a quote inside one (``""``), or a line of the wrong
-    width, needs the slow path."""
+    k, or -1). A field may be quoted (``""`` inside stands for a quote); a quote in unquoted
+    text, a carriage return outside quotes that does not end the line, a field longer than
+    Python's csv module reads, or a line of the wrong width, needs the slow path."""
     width = columns.size
     for r in range(line_offsets.size - 1):
         a, b = line_offsets[r], line_offsets[r + 1]
@@ -244,12 +246,15 @@ def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
                 i = j + 1
             else:
                 fa = i
-                while i < b and data[i] != _COMMA and data[i] != _QUOTE:
+                while i < b and data[i] != _COMMA and data[i] != _QUOTE and data[i] != _CR:
                     i += 1
-                if i < b and data[i] == _QUOTE:
-                    bad = True
+                if i < b and data[i] != _COMMA:
+                    bad = True  # a quote in the text, or a CR not ending the line: slow path
                     break
                 fb = i
+            if fb - fa > MAX_CSV_FIELD:
+                bad = True
+                break
             f = columns[k]
             if f >= 0 and fb > fa:
                 starts[f, r] = fa

@@ -4,8 +4,10 @@ no text, the record rejected as ``invalid`` naming its field."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -217,3 +219,73 @@ def test_a_dt_out_of_the_years_is_filed_under_the_day_it_was_rejected(tmp_path: 
     assert rejected["dt"] is None and '"dt": 0' in rejected["raw"]
     [folder] = (home / "lake" / "rejected").glob("date=*")
     assert folder.name == f"date={rejected['rejected_at'].date().isoformat()}"
+
+
+def _csv_line(callid: str, **fields: str) -> bytes:
+    row = {k: str(v[0]) for k, v in GOOD.items()} | {"callid": callid} | fields
+    return ",".join(row.values()).encode()
+
+
+CSV_HEADER = ",".join(GOOD).encode() + b"\n"
+
+
+def test_a_carriage_return_in_a_csv_record_is_invalid_naming_its_field(tmp_path: Path) -> None:
+    """A CR that ends no line (a stray one in a value, lines of an old Mac file pasted into
+    another, gzip bytes) stopped the run with ``_csv.Error``. Outside quotes it makes its
+    record invalid, naming the field; inside quotes it is text; CRLF ends a line."""
+    home = new_home(tmp_path, "home")
+    path = tmp_path / "cr.csv"
+    path.write_bytes(
+        CSV_HEADER
+        + _csv_line("a", customer_id="ac\rme") + b"\n"  # a stray CR
+        + _csv_line("b") + b"\r" + _csv_line("c") + b"\r\n"  # two lines ended by CR alone
+        + _csv_line("d", customer_id='"acme"').replace(b'"acme"', b'"ac\rme"') + b"\n"
+        + _csv_line("e") + b"\r\n"
+        + b"\r\n"  # a blank line
+        + _csv_line("f") + b"\n"
+    )  # fmt: skip
+    summary = rate_files(home, [path])
+    assert (summary.records, summary.blank_lines) == (5, 1)
+    rejected = sorted(lake(home, "rejected").to_pylist(), key=lambda r: r["line"])
+    assert [(r["line"], r["reject_reason"], r["reject_detail"]) for r in rejected] == [
+        (2, "invalid", "customer_id: a carriage return (CR) outside quotes; CSV lines end "
+                       "with LF or CRLF, and a CR inside a value needs quotes"),
+        (3, "invalid", "customer_id: a carriage return (CR) outside quotes; CSV lines end "
+                       "with LF or CRLF, and a CR inside a value needs quotes"),
+        (4, "unknown_customer", "no customer matches customer_id ac\rme, source_ip -, sip_user -"),
+    ]  # fmt: skip
+    assert rejected[0]["raw"] == _csv_line("a", customer_id="ac\rme").decode()
+    assert sorted(lake(home, "rated")["line"].to_pylist()) == [5, 7]
+
+
+def test_a_csv_file_whose_lines_end_with_cr_alone_is_refused_naming_it(tmp_path: Path) -> None:
+    """Its header line is the whole file: no header to read the records by."""
+    home = new_home(tmp_path, "home")
+    path = tmp_path / "mac.csv"
+    path.write_bytes(CSV_HEADER.rstrip(b"\n") + b"\r" + _csv_line("a") + b"\r")
+    assert Cli(home).refused("rate", str(path)) == (
+        f"{path}:1: the CSV header holds a carriage return (CR) that ends no line; cdrflow "
+        "reads lines that end with LF or CRLF (convert a file whose lines end with CR alone, "
+        r"e.g. with tr '\r' '\n')"
+    )
+    assert landed_nothing(home)
+
+
+def test_gzip_bytes_named_csv_are_refused_or_rejected_never_a_traceback(tmp_path: Path) -> None:
+    """A compressed file named .csv is refused, saying so; compressed bytes after a plain
+    header (a file concatenated from two) are records rejected with reasons."""
+    home = new_home(tmp_path, "home")
+    packed = gzip.compress(random.Random(7).randbytes(4000), mtime=0)
+    whole = tmp_path / "packed.csv"
+    whole.write_bytes(packed)
+    assert Cli(home).refused("rate", str(whole)) == (
+        f"{whole}: gzip-compressed data, not CSV text; decompress it (gunzip) and rate the result"
+    )
+    assert b"\r" in packed and b"\n" in packed  # the bytes that stopped the run
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes(CSV_HEADER + _csv_line("a") + b"\n" + packed + b"\n" + _csv_line("b") + b"\n")
+    summary = rate_files(home, [mixed])
+    rejected = lake(home, "rejected")
+    assert summary.rated == 2 and rejected.num_rows == summary.records - 2 > 0
+    assert set(rejected["reject_reason"].to_pylist()) == {"invalid"}
+    assert all(rejected["reject_detail"].to_pylist()) and all(rejected["raw"].to_pylist())

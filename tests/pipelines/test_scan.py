@@ -108,6 +108,10 @@ def test_edge_cases_of_csv(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> No
         "f,yesterday,4420,200,1,,,\n"
         "\n"
         "g,2026-11-01T10:00:00Z,44 20,200,1,,,\r\n"
+        "h,2026-11-01T10:00:00Z,4420,200,1,,a\rb,\n"  # a CR outside quotes: invalid
+        'i,2026-11-01T10:00:00Z,4420,200,1,,"a\rb",\n'  # inside quotes: text
+        "j,2026-11-01T10:00:00Z,4420,200,1,\r,,\n"
+        f"k,2026-11-01T10:00:00Z,4420,200,1,,,{'x' * 131_073}\n"  # longer than csv reads
     )
     assert_same_both_ways(con, path)
 
