@@ -33,8 +33,10 @@ from schemas.cdr import (
     INPUT_NAMES,
     LAST_YEAR,
     MAX_DURATION,
+    MAX_UTC_OFFSET_MINUTES,
     REQUIRED,
     SECONDS,
+    TEXT_NAMES,
 )
 from schemas.errors import CdrflowError
 
@@ -234,18 +236,40 @@ _TEXT_STRUCT = json.dumps({name: "VARCHAR" for name in INPUT_NAMES})
 # A SPEC field given twice in one object is a problem (JSON readers disagree on which one
 # counts, and a bill must not guess): the fields that repeat, named.
 _SPEC_NAMES = "[" + ", ".join(f"'{name}'" for name in INPUT_NAMES) + "]"
+
+
+def _not_text() -> str:
+    """SQL CASE branches naming the first text field whose JSON value is no text: a callid
+    that is not a string; another field that is neither a string nor a whole number (which
+    reads as its digits). The scanner (``scan.BARE_RULE``) leaves such lines to this path."""
+    branches = []
+    for k, name in enumerate(TEXT_NAMES, 1):
+        value = f"json_extract(raw, '$.{name}')::VARCHAR"
+        if name == "callid":
+            wrong, what = f"types[{k}] NOT IN ('VARCHAR', 'NULL')", "a JSON string"
+        else:
+            wrong = f"types[{k}] IN ('DOUBLE', 'BOOLEAN', 'OBJECT', 'ARRAY')"
+            what = "a JSON string or whole number"
+        branches.append(f"WHEN {wrong} THEN '{name}: ' || {value} || ' is not {what}'")
+    return "\n            ".join(branches)
+
+
+_TEXT_PATHS = "[" + ", ".join(f"'$.{name}'" for name in TEXT_NAMES) + "]"
 _JSON_SQL = f"""
 WITH parsed AS (
     SELECT line AS raw, n, source, json_valid(line) AND starts_with(ltrim(line), '{{') AS ok
     FROM lines
 ), keyed AS (
-    SELECT *, CASE WHEN ok THEN json_keys(raw) END AS keys FROM parsed
+    SELECT *, CASE WHEN ok THEN json_keys(raw) END AS keys,
+           CASE WHEN ok THEN json_type(raw, {_TEXT_PATHS}) END AS types
+    FROM parsed
 )
 SELECT unnest(CASE WHEN ok THEN json_transform(raw, '{_TEXT_STRUCT}') END),
        raw, source, n AS line,
        CASE WHEN NOT ok THEN 'not a JSON object'
             WHEN len(repeated) > 0
             THEN array_to_string(repeated, ', ') || ': given more than once in the object'
+            {_not_text()}
        END AS problem
 FROM (SELECT *, list_sort(list_distinct(list_filter(keys, lambda k, i:
                     list_position(keys, k) < i AND list_contains({_SPEC_NAMES}, k)))) AS repeated
@@ -498,31 +522,86 @@ def _parquet_text(table: pa.Table, source: str, lines: np.ndarray) -> pa.Table:
 def _parquet_column_text(
     name: str, column: pa.ChunkedArray
 ) -> tuple[pa.ChunkedArray | pa.Array, pa.ChunkedArray | None]:
-    """One Parquet column as text, and the problem of each row whose value has none."""
+    """One Parquet column as text, and the problem of each row whose value has none, or
+    whose type is none a text field takes: a ``callid`` is text, another text field text or
+    a whole number (as in JSON)."""
+    text = _as_text(column)
+    if text is None:  # no text for this type: its JSON, for ``raw``
+        what = "text, a number or a time"
+        values = [
+            None if v is None else json.dumps(v, default=str, separators=(",", ":"))
+            for v in column.to_pylist()
+        ]
+        text = pa.array(values, pa.string())
+    else:
+        takes = _TEXT_TYPES if name == "callid" else (*_TEXT_TYPES, pa.types.is_integer)
+        if name not in TEXT_NAMES or _kind_is(column.type, *takes):
+            return text, None
+        what = "text" if name == "callid" else "text or a whole number"
+    return text, pc.if_else(
+        pc.is_valid(column),
+        f"{name}: a Parquet {column.type} value, not {what}",
+        pa.scalar(None, pa.string()),
+    )
+
+
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+               pa.types.is_large_binary)  # fmt: skip
+
+
+def _kind_is(kind: pa.DataType, *tests: Callable[[pa.DataType], bool]) -> bool:
+    """Whether a column type (or a dictionary's values) passes one of ``tests``."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return any(test(kind) for test in tests)
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array | None:
+    """A Parquet column as the text its values read as (a time as its instant in ISO 8601,
+    bytes that are not UTF-8 with replacement characters), or None for a type without text
+    (a struct, a list)."""
     if pa.types.is_timestamp(column.type):
         # The instant in UTC (strftime writes a zoned time in its own zone), %S with its
         # fraction.
         column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
         column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
     try:
-        return column.cast(pa.string()), None
+        return column.cast(pa.string())
     except pa.ArrowInvalid:  # bytes that are not UTF-8
         values = [
             v.decode("utf-8", "replace") if isinstance(v, bytes) else None if v is None else str(v)
             for v in column.to_pylist()
         ]
-        return pa.array(values, pa.string()), None
-    except pa.ArrowNotImplementedError:  # no text for this type: its JSON, for ``raw``
-        problem = pc.if_else(
-            pc.is_valid(column),
-            f"{name}: a Parquet {column.type} value, not text, a number or a time",
-            pa.scalar(None, pa.string()),
+        return pa.array(values, pa.string())
+    except pa.ArrowNotImplementedError:
+        return None
+
+
+def _parquet_raw(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Array:
+    """Parquet rows as JSON objects of the values the file holds, for a rejection's ``raw``:
+    numbers as numbers, nested values nested, times as ISO 8601 instants and bytes as text
+    (as ``validate`` read them), a null as null."""
+    shown = {}
+    for name in table.column_names:
+        column = table[name]
+        text = None
+        if _kind_is(column.type, pa.types.is_timestamp, pa.types.is_binary,
+                    pa.types.is_large_binary):  # fmt: skip
+            text = _as_text(column)
+        shown[name] = column if text is None else text
+    rows = pa.table(shown)
+    try:
+        con.register("parquet_rows", rows)
+        try:
+            result = con.sql("SELECT to_json(parquet_rows)::VARCHAR AS j FROM parquet_rows")
+            return result.to_arrow_table()["j"].combine_chunks()
+        finally:
+            con.unregister("parquet_rows")
+    except duckdb.Error:  # a type DuckDB does not take (a half float, an interval)
+        return pa.array(
+            [json.dumps(row, default=str, separators=(",", ":")) for row in rows.to_pylist()],
+            pa.string(),
         )
-        values = [
-            None if v is None else json.dumps(v, default=str, separators=(",", ":"))
-            for v in column.to_pylist()
-        ]
-        return pa.array(values, pa.string()), problem
 
 
 def _parquet_block(
@@ -540,6 +619,10 @@ def _parquet_block(
     given = table.filter(pa.array(slow)) if plain.any() else table  # no copy when all are slow
     text = _parquet_text(given, source, lines[slow])
     valid, invalid, blank = validate(con, text)
+    if invalid.num_rows:  # the raw values, not what validate made of them (a null dt)
+        rows = np.searchsorted(lines[slow], invalid["line"].to_numpy())
+        raw = _parquet_raw(con, given.take(pa.array(rows)))
+        invalid = invalid.set_column(invalid.schema.get_field_index("raw"), "raw", raw)
     valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], 1))
     if plain.any():
         fast = parquet_fast.typed(table.filter(pa.array(plain)), source, lines[plain])
@@ -562,6 +645,8 @@ def _checks() -> str:
       WHEN callid IS NULL THEN 'callid: missing'
       WHEN dt IS NULL THEN 'dt: missing'
       WHEN t_dt IS NULL THEN {q("dt")} || ' is neither ISO 8601 nor epoch milliseconds'
+      WHEN NOT real_offset
+        THEN {q("dt")} || ' has no real UTC offset (they run from -14:00 to +14:00)'
       WHEN NOT in_years THEN {q("dt")} || ' is not in the years {FIRST_YEAR} to {LAST_YEAR}'
       WHEN dest_number IS NULL THEN 'dest_number: missing'
       WHEN NOT regexp_full_match(dest_number, '[0-9+*#]{{1,64}}')
@@ -584,8 +669,16 @@ def _checks() -> str:
     END"""
 
 
-_STRINGS = [f.name for f in INPUT if pa.types.is_string(f.type)]
 _GIVEN = ", ".join(f'nullif(trim("{name}"), \'\') AS "{name}"' for name in INPUT_NAMES)
+# What a number is written as. DuckDB's casts take more, and read it as something else:
+# 200.5 as the SIP code 201, 1_000 as 1000, 0x10 as 16 milliseconds, +5 as 5.
+_WHOLE = "[0-9]+"
+# Decimal seconds: digits with a point, and an exponent (JSON writers, and Parquet floats
+# written as text, give 1e-05 for 0.00001): 1e3 is 1000 seconds, exactly.
+_DECIMAL = r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+# A numeric UTC offset (at a time's end) whose minutes or seconds are 60 or more: DuckDB reads
+# +01:60 as +02:00.
+_BAD_OFFSET = ".*[+-][0-9]{2}:?[6-9][0-9](:?[0-9]{2})?|.*[+-][0-9]{2}:?[0-9]{2}:?[6-9][0-9]"
 _VALIDATE_SQL = f"""
 WITH given AS (
     SELECT {_GIVEN},
@@ -596,19 +689,37 @@ WITH given AS (
            CASE WHEN regexp_full_match(dt, '[0-9]{{1,15}}')
                 THEN epoch_ms(CAST(dt AS BIGINT))::TIMESTAMPTZ
                 ELSE TRY_CAST(dt AS TIMESTAMPTZ) END AS t_dt,
-           TRY_CAST(sip_code AS SMALLINT) AS t_sip_code,
-           TRY_CAST(duration AS DECIMAL(18, 6)) AS t_duration,
-           TRY_CAST(pdd_ms AS BIGINT) AS t_pdd_ms,
-           TRY_CAST(ring_duration AS DECIMAL(18, 6)) AS t_ring_duration
+           CASE WHEN regexp_full_match(sip_code, '{_WHOLE}')
+                THEN TRY_CAST(sip_code AS SMALLINT) END AS t_sip_code,
+           CASE WHEN regexp_full_match(duration, '{_DECIMAL}')
+                THEN TRY_CAST(duration AS DECIMAL(18, 6)) END AS t_duration,
+           CASE WHEN regexp_full_match(pdd_ms, '{_WHOLE}')
+                THEN TRY_CAST(pdd_ms AS BIGINT) END AS t_pdd_ms,
+           CASE WHEN regexp_full_match(ring_duration, '{_DECIMAL}')
+                THEN TRY_CAST(ring_duration AS DECIMAL(18, 6)) END AS t_ring_duration
     FROM given
+), zoned AS (
+    -- The offset a time's text gives (a number, or a zone's): its local time less its instant.
+    SELECT *, CASE WHEN regexp_full_match(dt, '[0-9]{{1,15}}') THEN 0
+                   ELSE epoch_us(TRY_CAST(dt AS TIMESTAMP)) - epoch_us(t_dt) END AS offset_us
+    FROM typed
+), checked AS (
+    SELECT *, coalesce(
+               offset_us = 0
+               OR (abs(offset_us) <= {MAX_UTC_OFFSET_MINUTES * 60_000_000}
+                   AND NOT regexp_full_match(right(dt, 9), '{_BAD_OFFSET}')),
+               false) AS real_offset
+    FROM zoned
 )
-SELECT {", ".join(f'"{name}"' for name in _STRINGS if name not in ("direction",))},
-       -- A dt out of the years is no valid dt: its rejection is filed by the day it was made.
-       CASE WHEN in_years THEN t_dt END AS dt, t_sip_code AS sip_code,
+SELECT {", ".join(f'"{name}"' for name in TEXT_NAMES if name not in ("direction",))},
+       -- A dt out of the years (or with no real offset) is no valid dt: its rejection is
+       -- filed by the day it was made.
+       CASE WHEN in_years AND real_offset THEN t_dt END AS dt, t_sip_code AS sip_code,
        t_duration AS duration, t_pdd_ms AS pdd_ms,
        t_ring_duration AS ring_duration, coalesce(direction, 'outbound') AS direction,
        raw, source, line, {_checks()} AS invalid
-FROM (SELECT *, epoch_us(t_dt) BETWEEN {DT_FROM_US} AND {DT_UNTIL_US - 1} AS in_years FROM typed)
+FROM (SELECT *, epoch_us(t_dt) BETWEEN {DT_FROM_US} AND {DT_UNTIL_US - 1} AS in_years
+      FROM checked)
 """
 
 

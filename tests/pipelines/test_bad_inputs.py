@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -94,7 +95,7 @@ def test_a_value_with_no_text_is_an_invalid_record_naming_its_field(tmp_path: Pa
     assert first["reject_detail"] == (
         "dest_number: a Parquet struct<digits: string> value, not text, a number or a time"
     )
-    assert json.loads(first["raw"])["dest_number"] == '{"digits":"442071234567"}'
+    assert json.loads(first["raw"])["dest_number"] == {"digits": "442071234567"}
     # The second row's dest_number is null (missing); its duration is the list.
     assert second["reject_detail"] == (
         "duration: a Parquet list<element: int64> value, not text, a number or a time"
@@ -289,3 +290,35 @@ def test_gzip_bytes_named_csv_are_refused_or_rejected_never_a_traceback(tmp_path
     assert summary.rated == 2 and rejected.num_rows == summary.records - 2 > 0
     assert set(rejected["reject_reason"].to_pylist()) == {"invalid"}
     assert all(rejected["reject_detail"].to_pylist()) and all(rejected["raw"].to_pylist())
+
+
+def test_a_rejected_parquet_row_keeps_the_values_the_file_holds(tmp_path: Path) -> None:
+    """Its ``raw`` (a Parquet row has no text) showed what validation made of it: "dt":null
+    for a time out of the years or with no real offset, a null SIP code for 200.5."""
+    home = new_home(tmp_path, "home")
+    when = [datetime(2026, 11, 1, 10, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)]
+    typed = tmp_path / "typed.parquet"
+    pq.write_table(
+        pa.table({**GOOD, "dt": pa.array(when, pa.timestamp("ms", tz="UTC")),
+                  "sip_code": pa.array([200.5, 486.0]), "duration": pa.array([61.5, 0.0])}),
+        typed,
+    )  # fmt: skip
+    text = tmp_path / "text.parquet"
+    pq.write_table(pa.table({**GOOD, "callid": ["c", "d"],
+                             "dt": ["2026-11-01T10:00:00-25:00", "2026-11-01T10:00:00Z"]}),
+                   text)  # fmt: skip
+    summary = rate_files(home, [typed, text])
+    assert (summary.records, summary.rejected["invalid"], summary.rated) == (4, 3, 1)
+    rejected = lake(home, "rejected")
+    raws = {r["reject_detail"].split(":")[0] + str(r["line"]): json.loads(r["raw"])
+            for r in rejected.to_pylist()}  # fmt: skip
+    assert raws == {
+        "sip_code1": {"callid": "a", "dt": "2026-11-01T10:00:00.000Z",
+                      "dest_number": "442071234567", "sip_code": 200.5, "duration": 61.5,
+                      "customer_id": "acme"},
+        "dt2": {"callid": "b", "dt": "1970-01-01T00:00:00.000Z", "dest_number": "442071234568",
+                "sip_code": 486.0, "duration": 0.0, "customer_id": "acme"},
+        "dt1": {"callid": "c", "dt": "2026-11-01T10:00:00-25:00",
+                "dest_number": "442071234567", "sip_code": 200, "duration": "61",
+                "customer_id": "acme"},
+    }  # fmt: skip
