@@ -827,20 +827,16 @@ def read_messages(
 ) -> dict[int, Block]:
     """Validated records of Kafka messages (one JSON object each, SPEC §8), read as one
     block and handed back per partition; a record's ``source`` is ``source_of(partition)``
-    and its ``line`` is its offset. A line break inside a message is white space to JSON, so
-    it becomes a space (the fast path reads one record per line)."""
-    data = b"\n".join(v or EMPTY_MESSAGE for v in values) + b"\n"
-    if data.count(b"\n") != len(values) or not _utf8(data):
-        texts = [(v or EMPTY_MESSAGE).decode("utf-8", "replace") for v in values]
-        data = "".join(t.replace("\r", " ").replace("\n", " ") + "\n" for t in texts).encode()
-    array = np.frombuffer(data, np.uint8)
-    line_offsets = np.zeros(len(values) + 1, np.int64)
-    line_offsets[1:] = np.flatnonzero(array == 10) + 1
-    text = pa.LargeStringArray.from_buffers(
-        len(values), pa.py_buffer(line_offsets), pa.py_buffer(data)
-    )
-    lines = Lines(array, line_offsets, text, np.arange(len(values), dtype=np.int64))
-    block = _parallel_block(con, "", "jsonl", lines, 0, [], None)
+    and its ``line`` is its offset. Every message is one record, as sent: a line break in
+    it is JSON's (white space between values, no JSON inside a string), and an empty one,
+    or one of white space alone, is read as ``EMPTY_MESSAGE`` (a blank line of a file is no
+    record, but a message is one)."""
+    block = _message_block(con, [v or EMPTY_MESSAGE for v in values])
+    if block.blank:  # rare: read again, the blank ones as empty
+        block = _message_block(
+            con,
+            [v if v and v.decode("utf-8", "replace").strip() else EMPTY_MESSAGE for v in values],
+        )
     names = sorted(set(partitions.tolist()))
     sources = pa.array([source_of(p) for p in names], pa.string())
     code = np.searchsorted(np.array(names, np.int64), partitions)
@@ -865,6 +861,23 @@ def read_messages(
             valid.filter(pa.array(valid_code == c)), bad, 0, block.lines, block.bytes_read
         )
     return out
+
+
+def _message_block(con: duckdb.DuckDBPyConnection, values: list[bytes]) -> Block:
+    """Messages as one block of records, each a record however many line breaks it holds
+    (the scanner and DuckDB read a record between its offsets, not up to a newline)."""
+    data = b"\n".join(values) + b"\n"
+    if not _utf8(data):  # undecodable bytes become U+FFFD, as in a file
+        values = [v.decode("utf-8", "replace").encode() for v in values]
+        data = b"\n".join(values) + b"\n"
+    line_offsets = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)) + 1, out=line_offsets[1:])
+    text = pa.LargeStringArray.from_buffers(
+        len(values), pa.py_buffer(line_offsets), pa.py_buffer(data)
+    )
+    array = np.frombuffer(data, np.uint8)
+    lines = Lines(array, line_offsets, text, np.arange(len(values), dtype=np.int64))
+    return _parallel_block(con, "", "jsonl", lines, 0, [], None)
 
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cdrflow-scan")
