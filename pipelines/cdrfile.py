@@ -254,10 +254,12 @@ def _not_text() -> str:
     return "\n            ".join(branches)
 
 
+_JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"  # what JSON takes for white space
 _TEXT_PATHS = "[" + ", ".join(f"'$.{name}'" for name in TEXT_NAMES) + "]"
 _JSON_SQL = f"""
 WITH parsed AS (
-    SELECT line AS raw, n, source, json_valid(line) AND starts_with(ltrim(line), '{{') AS ok
+    SELECT line AS raw, n, source,
+           json_valid(line) AND starts_with(ltrim(line, {_JSON_SPACE}), '{{') AS ok
     FROM lines
 ), keyed AS (
     SELECT *, CASE WHEN ok THEN json_keys(raw) END AS keys,
@@ -525,6 +527,15 @@ def _parquet_column_text(
     """One Parquet column as text, and the problem of each row whose value has none, or
     whose type is none a text field takes: a ``callid`` is text, another text field text or
     a whole number (as in JSON)."""
+    if pa.types.is_timestamp(column.type):
+        text, beyond = _time_text(column)
+        if pc.any(beyond).as_py():
+            count = pc.cast(column.cast(pa.int64()), pa.string())
+            far = pc.binary_join_element_wise(
+                f"{name}: ", count, f" {column.type.unit} from 1970 is not in the years "
+                f"{FIRST_YEAR} to {LAST_YEAR}", ""
+            )  # fmt: skip
+            return text, pc.if_else(beyond, far, pa.scalar(None, pa.string()))
     text = _as_text(column)
     if text is None:  # no text for this type: its JSON, for ``raw``
         what = "text, a number or a time"
@@ -561,10 +572,7 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array | None:
     bytes that are not UTF-8 with replacement characters), or None for a type without text
     (a struct, a list)."""
     if pa.types.is_timestamp(column.type):
-        # The instant in UTC (strftime writes a zoned time in its own zone), %S with its
-        # fraction.
-        column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
-        column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
+        return _time_text(column)[0]
     try:
         return column.cast(pa.string())
     except pa.ArrowInvalid:  # bytes that are not UTF-8
@@ -575,6 +583,20 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array | None:
         return pa.array(values, pa.string())
     except pa.ArrowNotImplementedError:
         return None
+
+
+def _time_text(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """A timestamp column as ISO 8601 instants in UTC, and where a value lies beyond what
+    microseconds hold (about 290,000 years either side of 1970; a second or millisecond
+    column reaches further, and strftime's arithmetic overflows there): such a value is
+    its count of the column's unit, as text."""
+    unit = column.type.unit
+    count = column.cast(pa.int64())
+    most = (2**63 - 1) // {"s": 1_000_000, "ms": 1_000}.get(unit, 1)
+    beyond = pc.or_(pc.less(count, -most), pc.greater(count, most))
+    # The instant in UTC (strftime writes a zoned time in its own zone), %S with its fraction.
+    iso = pc.strftime(column.cast(pa.timestamp(unit, tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
+    return pc.if_else(beyond, pc.cast(count, pa.string()), iso), pc.fill_null(beyond, False)
 
 
 def _parquet_raw(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Array:

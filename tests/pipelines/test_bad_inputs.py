@@ -322,3 +322,28 @@ def test_a_rejected_parquet_row_keeps_the_values_the_file_holds(tmp_path: Path) 
                 "dest_number": "442071234567", "sip_code": 200, "duration": "61",
                 "customer_id": "acme"},
     }  # fmt: skip
+
+
+def test_a_parquet_time_past_what_microseconds_hold_is_invalid_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A millisecond column reaches the year 146 million; cast to microseconds to check its
+    years, such a value stopped the run with ArrowInvalid."""
+    home = new_home(tmp_path, "home")
+    millis = [1_761_991_200_000, 2**62, -(2**62)]
+    path = tmp_path / "far.parquet"
+    table = pa.table({  # typed as the Parquet fast path takes them
+        "callid": ["a", "b", "c"],
+        "dt": pa.array(millis, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "dest_number": GOOD["dest_number"][:1] * 3,
+        "sip_code": pa.array([200] * 3, pa.int16()),
+        "customer_id": GOOD["customer_id"][:1] * 3,
+    })  # fmt: skip
+    pq.write_table(table, path)
+    summary = rate_files(home, [path])
+    assert (summary.rated, summary.rejected["invalid"]) == (1, 2)
+    rejected = sorted(lake(home, "rejected").to_pylist(), key=lambda r: r["line"])
+    assert [(r["reject_detail"], json.loads(r["raw"])["dt"]) for r in rejected] == [
+        (f"dt: {2**62} ms from 1970 is not in the years 2000 to 2099", str(2**62)),
+        (f"dt: {-(2**62)} ms from 1970 is not in the years 2000 to 2099", str(-(2**62))),
+    ]

@@ -81,6 +81,7 @@ EDGES = [
     '{"callid":"y","dt":"2026-11-01","dest_number":"44","sip_code":200}',
     '{"callid":"z","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"release_reason":"Q.850;cause=16;text=\\"NORMAL_CLEARING\\""}',
     '{"callid":"√","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"switch":"zürich"}',
+    '\r\t{"callid":"cr","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200}',
     "{}",
     "{",
     '{"callid":"trailing","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200} x',
