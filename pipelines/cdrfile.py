@@ -33,14 +33,17 @@ from schemas.cdr import (
     INPUT_NAMES,
     LAST_YEAR,
     MAX_DURATION,
+    MAX_UTC_OFFSET_MINUTES,
     REQUIRED,
     SECONDS,
+    TEXT_NAMES,
     VALID,
 )
 from schemas.errors import CdrflowError
 
 BLOCK_BYTES = 16 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
 HEADER_BYTES = 1 << 20  # the most of a CSV file's first line read to check its header
 FORMATS = {
     ".jsonl": "jsonl",
@@ -83,6 +86,11 @@ def check_input(path: Path) -> str:
     elif kind == "csv":
         with path.open("rb") as f:
             first = f.readline(HEADER_BYTES).removeprefix(UTF8_BOM)
+        if first.startswith(GZIP_MAGIC):
+            raise CdrflowError(
+                f"{path}: gzip-compressed data, not CSV text; decompress it (gunzip) and rate "
+                "the result"
+            )
         if first:  # an empty file (a switch's quiet hour) has no records and needs none
             _csv_header(path, first.decode("utf-8", "replace"))
     return kind
@@ -167,7 +175,10 @@ def _line_blocks(path: Path, block_bytes: int, csv_quotes: bool = False) -> Iter
             array, ends, high = _line_ends_of(block)
             records = None
             if csv_quotes and line == 1:
-                width = len(_csv_fields(block[: ends[0]].decode("utf-8", "replace")))
+                try:
+                    width = len(_csv_fields(block[: ends[0]].decode("utf-8", "replace")))
+                except csv.Error:  # the header is refused (``_csv_header``) before any record
+                    width = 0
             if csv_quotes and b'"' in block:
                 records = scan.csv_records(array, ends, width, not chunk)
                 cut = records[2]
@@ -226,18 +237,42 @@ _TEXT_STRUCT = json.dumps({name: "VARCHAR" for name in INPUT_NAMES})
 # A SPEC field given twice in one object is a problem (JSON readers disagree on which one
 # counts, and a bill must not guess): the fields that repeat, named.
 _SPEC_NAMES = "[" + ", ".join(f"'{name}'" for name in INPUT_NAMES) + "]"
+
+
+def _not_text() -> str:
+    """SQL CASE branches naming the first text field whose JSON value is no text: a callid
+    that is not a string; another field that is neither a string nor a whole number (which
+    reads as its digits). The scanner (``scan.BARE_RULE``) leaves such lines to this path."""
+    branches = []
+    for k, name in enumerate(TEXT_NAMES, 1):
+        value = f"json_extract(raw, '$.{name}')::VARCHAR"
+        if name == "callid":
+            wrong, what = f"types[{k}] NOT IN ('VARCHAR', 'NULL')", "a JSON string"
+        else:
+            wrong = f"types[{k}] IN ('DOUBLE', 'BOOLEAN', 'OBJECT', 'ARRAY')"
+            what = "a JSON string or whole number"
+        branches.append(f"WHEN {wrong} THEN '{name}: ' || {value} || ' is not {what}'")
+    return "\n            ".join(branches)
+
+
+_JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"  # what JSON takes for white space
+_TEXT_PATHS = "[" + ", ".join(f"'$.{name}'" for name in TEXT_NAMES) + "]"
 _JSON_SQL = f"""
 WITH parsed AS (
-    SELECT line AS raw, n, source, json_valid(line) AND starts_with(ltrim(line), '{{') AS ok
+    SELECT line AS raw, n, source,
+           json_valid(line) AND starts_with(ltrim(line, {_JSON_SPACE}), '{{') AS ok
     FROM lines
 ), keyed AS (
-    SELECT *, CASE WHEN ok THEN json_keys(raw) END AS keys FROM parsed
+    SELECT *, CASE WHEN ok THEN json_keys(raw) END AS keys,
+           CASE WHEN ok THEN json_type(raw, {_TEXT_PATHS}) END AS types
+    FROM parsed
 )
 SELECT unnest(CASE WHEN ok THEN json_transform(raw, '{_TEXT_STRUCT}') END),
        raw, source, n AS line,
        CASE WHEN NOT ok THEN 'not a JSON object'
             WHEN len(repeated) > 0
             THEN array_to_string(repeated, ', ') || ': given more than once in the object'
+            {_not_text()}
        END AS problem
 FROM (SELECT *, list_sort(list_distinct(list_filter(keys, lambda k, i:
                     list_position(keys, k) < i AND list_contains({_SPEC_NAMES}, k)))) AS repeated
@@ -299,18 +334,75 @@ def _mark_empty(table: pa.Table) -> pa.Table:
 
 
 def _csv_fields(record: str, separator: str = ",") -> list[str]:
-    """The fields of one CSV record (its line breaks inside quotes kept), by Python's csv."""
+    """The fields of one CSV record (its line breaks inside quotes kept), by Python's csv.
+    Raises ``csv.Error`` for what that module cannot read: a carriage return outside quotes
+    (``_bare_cr``), a field longer than its limit."""
     return next(csv.reader([record.rstrip("\r\n")], delimiter=separator), [])
+
+
+def _bare_cr(record: str, separator: str = ",") -> int | None:
+    """The index of the field of ``record`` that holds its first carriage return outside
+    quotes (one that does not end the record), or None. Read as Python's csv reads quotes:
+    a quote opens quoting at a field's start or right after a closing quote (``""``), and is
+    text anywhere else."""
+    body = record.rstrip("\r\n")
+    field, i, n = 0, 0, len(body)
+    while i < n:
+        c = body[i]
+        if c == '"':  # at a field's start, or just after a closing quote
+            end = body.find('"', i + 1)
+            if end < 0:
+                return None
+            i = end + 1
+            continue
+        if c == "\r":
+            return field
+        if c == separator:
+            field += 1
+            i += 1
+            continue
+        cr, comma = body.find("\r", i), body.find(separator, i)  # unquoted text runs on
+        if cr >= 0 and (comma < 0 or cr < comma):
+            return field
+        if comma < 0:
+            return None
+        field += 1
+        i = comma + 1
+    return None
+
+
+def _csv_problem(record: str, header: list[str], error: csv.Error) -> str:
+    """Why a record Python's csv module refused is no record, naming the field."""
+    k = _bare_cr(record)
+    if k is None:
+        return f"the row cannot be read as CSV ({error})"
+    name = header[k] if k < len(header) else f"field {k + 1}"
+    return (
+        f"{name}: a carriage return (CR) outside quotes; CSV lines end with LF or CRLF, and "
+        "a CR inside a value needs quotes"
+    )
 
 
 def _csv_header(path: Path, line: str) -> list[str]:
     """The column names of a CSV file's first line, or an error saying what is wrong."""
-    names = [h.strip() for h in _csv_fields(line)]
+    try:
+        names = [h.strip() for h in _csv_fields(line)]
+    except csv.Error as exc:
+        if _bare_cr(line) is None:
+            raise CdrflowError(f"{path}:1: the CSV header cannot be read ({exc})") from None
+        raise CdrflowError(
+            f"{path}:1: the CSV header holds a carriage return (CR) that ends no line; "
+            "cdrflow reads lines that end with LF or CRLF (convert a file whose lines end "
+            "with CR alone, e.g. with tr '\\r' '\\n')"
+        ) from None
     missing = [name for name in REQUIRED if name not in names]
     if missing:
         hint = ""
         for separator, called in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
-            fields = [f.strip() for f in _csv_fields(line, separator)]
+            try:
+                fields = [f.strip() for f in _csv_fields(line, separator)]
+            except csv.Error:
+                continue
             if all(name in fields for name in REQUIRED):
                 hint = f"; its fields are separated by {called}, and cdrflow reads commas"
                 break
@@ -332,9 +424,17 @@ def _csv_records(source: str, header: list[str], numbers: np.ndarray, lines: pa.
     index = {name: k for k, name in enumerate(header)}
     for text in texts:
         blank = not text.strip()
-        fields = [] if blank else _csv_fields(text)
+        fields: list[str] = []
+        unreadable = None
+        if not blank:
+            try:
+                fields = _csv_fields(text)
+            except csv.Error as exc:
+                unreadable = _csv_problem(text, header, exc)
         if blank:
             problem.append("empty")
+        elif unreadable is not None:
+            problem.append(unreadable)
         elif len(fields) != len(header):
             problem.append(f"the row does not have the {len(header)} fields of the header")
         else:
@@ -425,31 +525,106 @@ def _parquet_text(table: pa.Table, source: str, lines: np.ndarray) -> pa.Table:
 def _parquet_column_text(
     name: str, column: pa.ChunkedArray
 ) -> tuple[pa.ChunkedArray | pa.Array, pa.ChunkedArray | None]:
-    """One Parquet column as text, and the problem of each row whose value has none."""
+    """One Parquet column as text, and the problem of each row whose value has none, or
+    whose type is none a text field takes: a ``callid`` is text, another text field text or
+    a whole number (as in JSON)."""
     if pa.types.is_timestamp(column.type):
-        # The instant in UTC (strftime writes a zoned time in its own zone), %S with its
-        # fraction.
-        column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
-        column = pc.strftime(column, format="%Y-%m-%dT%H:%M:%SZ")
+        text, beyond = _time_text(column)
+        if pc.any(beyond).as_py():
+            count = pc.cast(column.cast(pa.int64()), pa.string())
+            far = pc.binary_join_element_wise(
+                f"{name}: ", count, f" {column.type.unit} from 1970 is not in the years "
+                f"{FIRST_YEAR} to {LAST_YEAR}", ""
+            )  # fmt: skip
+            return text, pc.if_else(beyond, far, pa.scalar(None, pa.string()))
+    text = _as_text(column)
+    if text is None:  # no text for this type: its JSON, for ``raw``
+        what = "text, a number or a time"
+        values = [
+            None if v is None else json.dumps(v, default=str, separators=(",", ":"))
+            for v in column.to_pylist()
+        ]
+        text = pa.array(values, pa.string())
+    else:
+        takes = _TEXT_TYPES if name == "callid" else (*_TEXT_TYPES, pa.types.is_integer)
+        if name not in TEXT_NAMES or _kind_is(column.type, *takes):
+            return text, None
+        what = "text" if name == "callid" else "text or a whole number"
+    return text, pc.if_else(
+        pc.is_valid(column),
+        f"{name}: a Parquet {column.type} value, not {what}",
+        pa.scalar(None, pa.string()),
+    )
+
+
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+               pa.types.is_large_binary)  # fmt: skip
+
+
+def _kind_is(kind: pa.DataType, *tests: Callable[[pa.DataType], bool]) -> bool:
+    """Whether a column type (or a dictionary's values) passes one of ``tests``."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return any(test(kind) for test in tests)
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array | None:
+    """A Parquet column as the text its values read as (a time as its instant in ISO 8601,
+    bytes that are not UTF-8 with replacement characters), or None for a type without text
+    (a struct, a list)."""
+    if pa.types.is_timestamp(column.type):
+        return _time_text(column)[0]
     try:
-        return column.cast(pa.string()), None
+        return column.cast(pa.string())
     except pa.ArrowInvalid:  # bytes that are not UTF-8
         values = [
             v.decode("utf-8", "replace") if isinstance(v, bytes) else None if v is None else str(v)
             for v in column.to_pylist()
         ]
-        return pa.array(values, pa.string()), None
-    except pa.ArrowNotImplementedError:  # no text for this type: its JSON, for ``raw``
-        problem = pc.if_else(
-            pc.is_valid(column),
-            f"{name}: a Parquet {column.type} value, not text, a number or a time",
-            pa.scalar(None, pa.string()),
+        return pa.array(values, pa.string())
+    except pa.ArrowNotImplementedError:
+        return None
+
+
+def _time_text(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """A timestamp column as ISO 8601 instants in UTC, and where a value lies beyond what
+    microseconds hold (about 290,000 years either side of 1970; a second or millisecond
+    column reaches further, and strftime's arithmetic overflows there): such a value is
+    its count of the column's unit, as text."""
+    unit = column.type.unit
+    count = column.cast(pa.int64())
+    most = (2**63 - 1) // {"s": 1_000_000, "ms": 1_000}.get(unit, 1)
+    beyond = pc.or_(pc.less(count, -most), pc.greater(count, most))
+    # The instant in UTC (strftime writes a zoned time in its own zone), %S with its fraction.
+    iso = pc.strftime(column.cast(pa.timestamp(unit, tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
+    return pc.if_else(beyond, pc.cast(count, pa.string()), iso), pc.fill_null(beyond, False)
+
+
+def _parquet_raw(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Array:
+    """Parquet rows as JSON objects of the values the file holds, for a rejection's ``raw``:
+    numbers as numbers, nested values nested, times as ISO 8601 instants and bytes as text
+    (as ``validate`` read them), a null as null."""
+    shown = {}
+    for name in table.column_names:
+        column = table[name]
+        text = None
+        if _kind_is(column.type, pa.types.is_timestamp, pa.types.is_binary,
+                    pa.types.is_large_binary):  # fmt: skip
+            text = _as_text(column)
+        shown[name] = column if text is None else text
+    rows = pa.table(shown)
+    try:
+        con.register("parquet_rows", rows)
+        try:
+            result = con.sql("SELECT to_json(parquet_rows)::VARCHAR AS j FROM parquet_rows")
+            return result.to_arrow_table()["j"].combine_chunks()
+        finally:
+            con.unregister("parquet_rows")
+    except duckdb.Error:  # a type DuckDB does not take (a half float, an interval)
+        return pa.array(
+            [json.dumps(row, default=str, separators=(",", ":")) for row in rows.to_pylist()],
+            pa.string(),
         )
-        values = [
-            None if v is None else json.dumps(v, default=str, separators=(",", ":"))
-            for v in column.to_pylist()
-        ]
-        return pa.array(values, pa.string()), problem
 
 
 def _parquet_block(
@@ -467,6 +642,10 @@ def _parquet_block(
     given = table.filter(pa.array(slow)) if plain.any() else table  # no copy when all are slow
     text = _parquet_text(given, source, lines[slow])
     valid, invalid, blank = validate(con, text)
+    if invalid.num_rows:  # the raw values, not what validate made of them (a null dt)
+        rows = np.searchsorted(lines[slow], invalid["line"].to_numpy())
+        raw = _parquet_raw(con, given.take(pa.array(rows)))
+        invalid = invalid.set_column(invalid.schema.get_field_index("raw"), "raw", raw)
     valid = valid.drop_columns(["raw"]).append_column("row", pc.subtract(valid["line"], 1))
     if plain.any():
         fast = parquet_fast.typed(table.filter(pa.array(plain)), source, lines[plain])
@@ -489,6 +668,8 @@ def _checks() -> str:
       WHEN callid IS NULL THEN 'callid: missing'
       WHEN dt IS NULL THEN 'dt: missing'
       WHEN t_dt IS NULL THEN {q("dt")} || ' is neither ISO 8601 nor epoch milliseconds'
+      WHEN NOT real_offset
+        THEN {q("dt")} || ' has no real UTC offset (they run from -14:00 to +14:00)'
       WHEN NOT in_years THEN {q("dt")} || ' is not in the years {FIRST_YEAR} to {LAST_YEAR}'
       WHEN dest_number IS NULL THEN 'dest_number: missing'
       WHEN NOT regexp_full_match(dest_number, '[0-9+*#]{{1,64}}')
@@ -511,8 +692,16 @@ def _checks() -> str:
     END"""
 
 
-_STRINGS = [f.name for f in INPUT if pa.types.is_string(f.type)]
 _GIVEN = ", ".join(f'nullif(trim("{name}"), \'\') AS "{name}"' for name in INPUT_NAMES)
+# What a number is written as. DuckDB's casts take more, and read it as something else:
+# 200.5 as the SIP code 201, 1_000 as 1000, 0x10 as 16 milliseconds, +5 as 5.
+_WHOLE = "[0-9]+"
+# Decimal seconds: digits with a point, and an exponent (JSON writers, and Parquet floats
+# written as text, give 1e-05 for 0.00001): 1e3 is 1000 seconds, exactly.
+_DECIMAL = r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+# A numeric UTC offset (at a time's end) whose minutes or seconds are 60 or more: DuckDB reads
+# +01:60 as +02:00.
+_BAD_OFFSET = ".*[+-][0-9]{2}:?[6-9][0-9](:?[0-9]{2})?|.*[+-][0-9]{2}:?[0-9]{2}:?[6-9][0-9]"
 _VALIDATE_SQL = f"""
 WITH given AS (
     SELECT {_GIVEN},
@@ -523,19 +712,37 @@ WITH given AS (
            CASE WHEN regexp_full_match(dt, '[0-9]{{1,15}}')
                 THEN epoch_ms(CAST(dt AS BIGINT))::TIMESTAMPTZ
                 ELSE TRY_CAST(dt AS TIMESTAMPTZ) END AS t_dt,
-           TRY_CAST(sip_code AS SMALLINT) AS t_sip_code,
-           TRY_CAST(duration AS DECIMAL(18, 6)) AS t_duration,
-           TRY_CAST(pdd_ms AS BIGINT) AS t_pdd_ms,
-           TRY_CAST(ring_duration AS DECIMAL(18, 6)) AS t_ring_duration
+           CASE WHEN regexp_full_match(sip_code, '{_WHOLE}')
+                THEN TRY_CAST(sip_code AS SMALLINT) END AS t_sip_code,
+           CASE WHEN regexp_full_match(duration, '{_DECIMAL}')
+                THEN TRY_CAST(duration AS DECIMAL(18, 6)) END AS t_duration,
+           CASE WHEN regexp_full_match(pdd_ms, '{_WHOLE}')
+                THEN TRY_CAST(pdd_ms AS BIGINT) END AS t_pdd_ms,
+           CASE WHEN regexp_full_match(ring_duration, '{_DECIMAL}')
+                THEN TRY_CAST(ring_duration AS DECIMAL(18, 6)) END AS t_ring_duration
     FROM given
+), zoned AS (
+    -- The offset a time's text gives (a number, or a zone's): its local time less its instant.
+    SELECT *, CASE WHEN regexp_full_match(dt, '[0-9]{{1,15}}') THEN 0
+                   ELSE epoch_us(TRY_CAST(dt AS TIMESTAMP)) - epoch_us(t_dt) END AS offset_us
+    FROM typed
+), checked AS (
+    SELECT *, coalesce(
+               offset_us = 0
+               OR (abs(offset_us) <= {MAX_UTC_OFFSET_MINUTES * 60_000_000}
+                   AND NOT regexp_full_match(right(dt, 9), '{_BAD_OFFSET}')),
+               false) AS real_offset
+    FROM zoned
 )
-SELECT {", ".join(f'"{name}"' for name in _STRINGS if name not in ("direction",))},
-       -- A dt out of the years is no valid dt: its rejection is filed by the day it was made.
-       CASE WHEN in_years THEN t_dt END AS dt, t_sip_code AS sip_code,
+SELECT {", ".join(f'"{name}"' for name in TEXT_NAMES if name not in ("direction",))},
+       -- A dt out of the years (or with no real offset) is no valid dt: its rejection is
+       -- filed by the day it was made.
+       CASE WHEN in_years AND real_offset THEN t_dt END AS dt, t_sip_code AS sip_code,
        t_duration AS duration, t_pdd_ms AS pdd_ms,
        t_ring_duration AS ring_duration, coalesce(direction, 'outbound') AS direction,
        raw, source, line, {_checks()} AS invalid
-FROM (SELECT *, epoch_us(t_dt) BETWEEN {DT_FROM_US} AND {DT_UNTIL_US - 1} AS in_years FROM typed)
+FROM (SELECT *, epoch_us(t_dt) BETWEEN {DT_FROM_US} AND {DT_UNTIL_US - 1} AS in_years
+      FROM checked)
 """
 
 
@@ -649,20 +856,16 @@ def read_messages(
 ) -> dict[int, Block]:
     """Validated records of Kafka messages (one JSON object each, SPEC §8), read as one
     block and handed back per partition; a record's ``source`` is ``source_of(partition)``
-    and its ``line`` is its offset. A line break inside a message is white space to JSON, so
-    it becomes a space (the fast path reads one record per line)."""
-    data = b"\n".join(v or EMPTY_MESSAGE for v in values) + b"\n"
-    if data.count(b"\n") != len(values) or not _utf8(data):
-        texts = [(v or EMPTY_MESSAGE).decode("utf-8", "replace") for v in values]
-        data = "".join(t.replace("\r", " ").replace("\n", " ") + "\n" for t in texts).encode()
-    array = np.frombuffer(data, np.uint8)
-    line_offsets = np.zeros(len(values) + 1, np.int64)
-    line_offsets[1:] = np.flatnonzero(array == 10) + 1
-    text = pa.LargeStringArray.from_buffers(
-        len(values), pa.py_buffer(line_offsets), pa.py_buffer(data)
-    )
-    lines = Lines(array, line_offsets, text, np.arange(len(values), dtype=np.int64))
-    block = _parallel_block(con, "", "jsonl", lines, 0, [], None)
+    and its ``line`` is its offset. Every message is one record, as sent: a line break in
+    it is JSON's (white space between values, no JSON inside a string), and an empty one,
+    or one of white space alone, is read as ``EMPTY_MESSAGE`` (a blank line of a file is no
+    record, but a message is one)."""
+    block = _message_block(con, [v or EMPTY_MESSAGE for v in values])
+    if block.blank:  # rare: read again, the blank ones as empty
+        block = _message_block(
+            con,
+            [v if v and v.decode("utf-8", "replace").strip() else EMPTY_MESSAGE for v in values],
+        )
     names = sorted(set(partitions.tolist()))
     sources = pa.array([source_of(p) for p in names], pa.string())
     code = np.searchsorted(np.array(names, np.int64), partitions)
@@ -687,6 +890,23 @@ def read_messages(
             valid.filter(pa.array(valid_code == c)), bad, 0, block.lines, block.bytes_read
         )
     return out
+
+
+def _message_block(con: duckdb.DuckDBPyConnection, values: list[bytes]) -> Block:
+    """Messages as one block of records, each a record however many line breaks it holds
+    (the scanner and DuckDB read a record between its offsets, not up to a newline)."""
+    data = b"\n".join(values) + b"\n"
+    if not _utf8(data):  # undecodable bytes become U+FFFD, as in a file
+        values = [v.decode("utf-8", "replace").encode() for v in values]
+        data = b"\n".join(values) + b"\n"
+    line_offsets = np.zeros(len(values) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)) + 1, out=line_offsets[1:])
+    text = pa.LargeStringArray.from_buffers(
+        len(values), pa.py_buffer(line_offsets), pa.py_buffer(data)
+    )
+    array = np.frombuffer(data, np.uint8)
+    lines = Lines(array, line_offsets, text, np.arange(len(values), dtype=np.int64))
+    return _parallel_block(con, "", "jsonl", lines, 0, [], None)
 
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cdrflow-scan")

@@ -24,6 +24,7 @@ _INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint1
 # Whole seconds that fit DECIMAL(18, 6) whatever their value.
 _SMALL_INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16())
 _SECONDS = ("duration", "ring_duration")
+_MICROSECONDS = {"s": 1_000_000, "ms": 1_000, "us": 1}  # a unit of ``plain_types``, in µs
 
 
 def _plain_type(name: str, kind: pa.DataType) -> bool:
@@ -67,8 +68,12 @@ def plain_rows(table: pa.Table) -> np.ndarray:
     for name in ("pdd_ms", *_SECONDS):
         if name in names:
             need(pc.or_kleene(pc.is_null(table[name]), pc.greater_equal(table[name], 0)))
-    when = pc.cast(table["dt"], pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    need(pc.and_(pc.greater_equal(when, DT_FROM_US), pc.less(when, DT_UNTIL_US)))
+    # In the column's own unit: a time past what microseconds hold (a millisecond column
+    # reaches the year 292 million) cannot be cast to them, and is out of the years anyway.
+    per_unit = _MICROSECONDS[table["dt"].type.unit]
+    when = table["dt"].cast(pa.int64())
+    need(pc.and_(pc.greater_equal(when, DT_FROM_US // per_unit),
+                 pc.less(when, DT_UNTIL_US // per_unit)))  # fmt: skip
     longest = pa.scalar(Decimal(MAX_DURATION), SECONDS)
     for name in _SECONDS:  # longer: the text path words the rejection
         if name in names:

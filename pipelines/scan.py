@@ -15,7 +15,14 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from schemas.cdr import DT_FROM_US, DT_UNTIL_US, INPUT_NAMES, MAX_DURATION
+from schemas.cdr import (
+    DT_FROM_US,
+    DT_UNTIL_US,
+    INPUT_NAMES,
+    MAX_DURATION,
+    MAX_UTC_OFFSET_MINUTES,
+    TEXT_NAMES,
+)
 
 # Line status.
 OK, SLOW, BLANK = 0, 1, 2
@@ -26,6 +33,7 @@ ABSENT, TEXT, BARE, ESCAPED, DOUBLED = 0, 1, 2, 3, 4  # BARE: a JSON number, or 
 FIELD = {name: i for i, name in enumerate(INPUT_NAMES)}
 N_FIELDS = len(INPUT_NAMES)
 MAX_DURATION_US = MAX_DURATION * 1_000_000  # longer: the slow path words the rejection
+MAX_CSV_FIELD = 131_072  # bytes; Python's csv module (the slow path) refuses a longer field
 NAMES_OFFSETS = np.cumsum([0] + [len(n) for n in INPUT_NAMES]).astype(np.int64)
 NAMES_DATA = np.frombuffer("".join(INPUT_NAMES).encode(), np.uint8).copy()
 
@@ -94,6 +102,46 @@ _PLAIN[_BACKSLASH] = False
 # Bytes that may run on in a bare JSON number: digits, sign, point and exponent.
 _NUMERIC = np.zeros(256, np.bool_)
 _NUMERIC[[*b"0123456789+-.eE"]] = True
+# What a bare JSON number may stand for, by field: NUMBER for a typed field (its text is
+# judged when typed), WHOLE for a text field (a whole number is its digits), NEVER for
+# ``callid`` (the key of idempotency is a string: 5, true or ["a"] is no callid).
+NUMBER, WHOLE, NEVER = 0, 1, 2
+BARE_RULE = np.array(
+    [NEVER if n == "callid" else WHOLE if n in TEXT_NAMES else NUMBER for n in INPUT_NAMES],
+    np.int8,
+)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _past_digits(data, i, b):
+    while i < b and 48 <= data[i] <= 57:
+        i += 1
+    return i
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _json_number(data, a, b):
+    """What ``data[a:b]`` is by JSON's grammar: 0 no number (``05``, ``1.``, ``1e``), 1 an
+    integer, 2 a number with a fraction or an exponent."""
+    i = a + 1 if a < b and data[a] == 45 else a
+    if i >= b or not 48 <= data[i] <= 57:
+        return 0
+    i = i + 1 if data[i] == 48 else _past_digits(data, i, b)
+    kind = 1
+    if i < b and data[i] == 46:
+        j = _past_digits(data, i + 1, b)
+        if j == i + 1:
+            return 0
+        i, kind = j, 2
+    if i < b and (data[i] == 101 or data[i] == 69):
+        i += 1
+        if i < b and (data[i] == 43 or data[i] == 45):
+            i += 1
+        j = _past_digits(data, i, b)
+        if j == i:
+            return 0
+        i, kind = j, 2
+    return kind if i == b else 0
 
 
 @nb.njit(cache=True, nogil=True)
@@ -163,6 +211,16 @@ def scan_json(
                 vb = j
                 i = j
                 kind = BARE
+                number = _json_number(data, va, vb)
+                if number == 0:
+                    break  # not JSON: the slow path says so
+                if field >= 0:
+                    rule = BARE_RULE[field]
+                    # A whole number as text: its digits, as DuckDB writes them (not -0,
+                    # and within 64 bits); anything else the slow path judges.
+                    whole = number == 1 and data[va] != 45 and vb - va <= 18
+                    if rule == NEVER or (rule == WHOLE and not whole):
+                        break
             elif (
                 c == 110
                 and i + 4 <= b
@@ -200,8 +258,9 @@ def scan_json(
 @nb.njit(cache=True, nogil=True)
 def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
     """Split each CSV line into its fields (``columns[k]``: the SPEC field of header column
-    k, or -1). A field may be quoted; a quote inside one (``""``), or a line of the wrong
-    width, needs the slow path."""
+    k, or -1). A field may be quoted (``""`` inside stands for a quote); a quote in unquoted
+    text, a carriage return outside quotes that does not end the line, a field longer than
+    Python's csv module reads, or a line of the wrong width, needs the slow path."""
     width = columns.size
     for r in range(line_offsets.size - 1):
         a, b = line_offsets[r], line_offsets[r + 1]
@@ -244,12 +303,15 @@ def scan_csv(data, line_offsets, columns, starts, ends, kinds, status):
                 i = j + 1
             else:
                 fa = i
-                while i < b and data[i] != _COMMA and data[i] != _QUOTE:
+                while i < b and data[i] != _COMMA and data[i] != _QUOTE and data[i] != _CR:
                     i += 1
-                if i < b and data[i] == _QUOTE:
-                    bad = True
+                if i < b and data[i] != _COMMA:
+                    bad = True  # a quote in the text, or a CR not ending the line: slow path
                     break
                 fb = i
+            if fb - fa > MAX_CSV_FIELD:
+                bad = True
+                break
             f = columns[k]
             if f >= 0 and fb > fa:
                 starts[f, r] = fa
@@ -285,12 +347,15 @@ def _digits(data, a, b):
 
 @nb.njit(cache=True, nogil=True)
 def _micro(data, a, b):
-    """A non-negative decimal with at most 6 places, in millionths; -1 when not one."""
+    """A non-negative decimal with at most 6 places, in millionths; -1 when not one (a
+    point alone is none)."""
     dot = -1
     for k in range(a, b):
         if data[k] == 46:
             dot = k
             break
+    if dot >= 0 and b - a == 1:
+        return -1
     if dot < 0:
         whole = _digits(data, a, b)
         return whole * 1_000_000 if 0 <= whole < 10**12 else -1
@@ -321,8 +386,8 @@ _MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.i
 
 @nb.njit(cache=True, nogil=True)
 def _time_us(data, a, b):
-    """Epoch milliseconds, or ``YYYY-MM-DD[T ]HH:MM:SS[.f]`` with ``Z`` or ``±HH:MM`` (or
-    none: UTC), as microseconds; (False, 0) for anything else."""
+    """Epoch milliseconds, or ``YYYY-MM-DD[T ]HH:MM:SS[.f]`` with ``Z`` or ``±HH:MM`` (a
+    real offset, at most 14:00; or none: UTC), as microseconds; (False, 0) for anything else."""
     if b - a <= 15:
         ms = _digits(data, a, b)
         if ms >= 0:
@@ -380,7 +445,7 @@ def _time_us(data, a, b):
             return False, 0
         oh = _digits(data, i + 1, i + 3)
         om = _digits(data, i + 4, i + 6)
-        if oh < 0 or om < 0 or oh > 23 or om > 59:
+        if oh < 0 or om < 0 or om > 59 or oh * 60 + om > MAX_UTC_OFFSET_MINUTES:
             return False, 0
         offset = (oh * 60 + om) * 60_000_000
         if data[i] == 45:

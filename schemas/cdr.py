@@ -46,8 +46,13 @@ MAX_DURATION = 1_000_000_000
 FIRST_YEAR, LAST_YEAR = 2000, 2099
 DT_FROM_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z
 DT_UNTIL_US = 4_102_444_800_000_000  # 2100-01-01T00:00:00Z
+# The UTC offsets a ``dt`` may carry: the world's run from -12:00 to +14:00; -25:00 or
+# +01:60 is a broken clock or a typo, not a place, and read as given it moves the call by a day.
+MAX_UTC_OFFSET_MINUTES = 14 * 60
 INPUT_NAMES: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS)
 REQUIRED: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS if not f.nullable)
+# The fields that are text: JSON gives them as strings (or, but for ``callid``, whole numbers).
+TEXT_NAMES: tuple[str, ...] = tuple(f.name for f in INPUT_FIELDS if pa.types.is_string(f.type))
 
 # Where a record came from: a file and its line (or row), or a topic, partition and offset.
 ORIGIN_FIELDS: tuple[pa.Field, ...] = (

@@ -23,10 +23,17 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        """One line, whatever the input it quotes: a header cell whose quote never closes
+        holds the rest of its file, line breaks and all."""
         place = self.where if self.line is None else f"{self.where}:{self.line}"
-        if self.column:
-            return f"{place}: column {self.column}: {self.message}"
-        return f"{place}: {self.message}"
+        column = self.column or ""
+        if len(column) > COLUMN_SHOWN:
+            column = column[:COLUMN_SHOWN] + "…"
+        text = f"{place}: column {column}: {self.message}" if column else f"{place}: {self.message}"
+        return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+COLUMN_SHOWN = 80  # characters of a column's name a problem shows
 
 
 class ValidationError(CdrflowError):

@@ -4,8 +4,11 @@ no text, the record rejected as ``invalid`` naming its field."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -92,7 +95,7 @@ def test_a_value_with_no_text_is_an_invalid_record_naming_its_field(tmp_path: Pa
     assert first["reject_detail"] == (
         "dest_number: a Parquet struct<digits: string> value, not text, a number or a time"
     )
-    assert json.loads(first["raw"])["dest_number"] == '{"digits":"442071234567"}'
+    assert json.loads(first["raw"])["dest_number"] == {"digits": "442071234567"}
     # The second row's dest_number is null (missing); its duration is the list.
     assert second["reject_detail"] == (
         "duration: a Parquet list<element: int64> value, not text, a number or a time"
@@ -217,3 +220,130 @@ def test_a_dt_out_of_the_years_is_filed_under_the_day_it_was_rejected(tmp_path: 
     assert rejected["dt"] is None and '"dt": 0' in rejected["raw"]
     [folder] = (home / "lake" / "rejected").glob("date=*")
     assert folder.name == f"date={rejected['rejected_at'].date().isoformat()}"
+
+
+def _csv_line(callid: str, **fields: str) -> bytes:
+    row = {k: str(v[0]) for k, v in GOOD.items()} | {"callid": callid} | fields
+    return ",".join(row.values()).encode()
+
+
+CSV_HEADER = ",".join(GOOD).encode() + b"\n"
+
+
+def test_a_carriage_return_in_a_csv_record_is_invalid_naming_its_field(tmp_path: Path) -> None:
+    """A CR that ends no line (a stray one in a value, lines of an old Mac file pasted into
+    another, gzip bytes) stopped the run with ``_csv.Error``. Outside quotes it makes its
+    record invalid, naming the field; inside quotes it is text; CRLF ends a line."""
+    home = new_home(tmp_path, "home")
+    path = tmp_path / "cr.csv"
+    path.write_bytes(
+        CSV_HEADER
+        + _csv_line("a", customer_id="ac\rme") + b"\n"  # a stray CR
+        + _csv_line("b") + b"\r" + _csv_line("c") + b"\r\n"  # two lines ended by CR alone
+        + _csv_line("d", customer_id='"acme"').replace(b'"acme"', b'"ac\rme"') + b"\n"
+        + _csv_line("e") + b"\r\n"
+        + b"\r\n"  # a blank line
+        + _csv_line("f") + b"\n"
+    )  # fmt: skip
+    summary = rate_files(home, [path])
+    assert (summary.records, summary.blank_lines) == (5, 1)
+    rejected = sorted(lake(home, "rejected").to_pylist(), key=lambda r: r["line"])
+    assert [(r["line"], r["reject_reason"], r["reject_detail"]) for r in rejected] == [
+        (2, "invalid", "customer_id: a carriage return (CR) outside quotes; CSV lines end "
+                       "with LF or CRLF, and a CR inside a value needs quotes"),
+        (3, "invalid", "customer_id: a carriage return (CR) outside quotes; CSV lines end "
+                       "with LF or CRLF, and a CR inside a value needs quotes"),
+        (4, "unknown_customer", "no customer matches customer_id ac\rme, source_ip -, sip_user -"),
+    ]  # fmt: skip
+    assert rejected[0]["raw"] == _csv_line("a", customer_id="ac\rme").decode()
+    assert sorted(lake(home, "rated")["line"].to_pylist()) == [5, 7]
+
+
+def test_a_csv_file_whose_lines_end_with_cr_alone_is_refused_naming_it(tmp_path: Path) -> None:
+    """Its header line is the whole file: no header to read the records by."""
+    home = new_home(tmp_path, "home")
+    path = tmp_path / "mac.csv"
+    path.write_bytes(CSV_HEADER.rstrip(b"\n") + b"\r" + _csv_line("a") + b"\r")
+    assert Cli(home).refused("rate", str(path)) == (
+        f"{path}:1: the CSV header holds a carriage return (CR) that ends no line; cdrflow "
+        "reads lines that end with LF or CRLF (convert a file whose lines end with CR alone, "
+        r"e.g. with tr '\r' '\n')"
+    )
+    assert landed_nothing(home)
+
+
+def test_gzip_bytes_named_csv_are_refused_or_rejected_never_a_traceback(tmp_path: Path) -> None:
+    """A compressed file named .csv is refused, saying so; compressed bytes after a plain
+    header (a file concatenated from two) are records rejected with reasons."""
+    home = new_home(tmp_path, "home")
+    packed = gzip.compress(random.Random(7).randbytes(4000), mtime=0)
+    whole = tmp_path / "packed.csv"
+    whole.write_bytes(packed)
+    assert Cli(home).refused("rate", str(whole)) == (
+        f"{whole}: gzip-compressed data, not CSV text; decompress it (gunzip) and rate the result"
+    )
+    assert b"\r" in packed and b"\n" in packed  # the bytes that stopped the run
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes(CSV_HEADER + _csv_line("a") + b"\n" + packed + b"\n" + _csv_line("b") + b"\n")
+    summary = rate_files(home, [mixed])
+    rejected = lake(home, "rejected")
+    assert summary.rated == 2 and rejected.num_rows == summary.records - 2 > 0
+    assert set(rejected["reject_reason"].to_pylist()) == {"invalid"}
+    assert all(rejected["reject_detail"].to_pylist()) and all(rejected["raw"].to_pylist())
+
+
+def test_a_rejected_parquet_row_keeps_the_values_the_file_holds(tmp_path: Path) -> None:
+    """Its ``raw`` (a Parquet row has no text) showed what validation made of it: "dt":null
+    for a time out of the years or with no real offset, a null SIP code for 200.5."""
+    home = new_home(tmp_path, "home")
+    when = [datetime(2026, 11, 1, 10, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC)]
+    typed = tmp_path / "typed.parquet"
+    pq.write_table(
+        pa.table({**GOOD, "dt": pa.array(when, pa.timestamp("ms", tz="UTC")),
+                  "sip_code": pa.array([200.5, 486.0]), "duration": pa.array([61.5, 0.0])}),
+        typed,
+    )  # fmt: skip
+    text = tmp_path / "text.parquet"
+    pq.write_table(pa.table({**GOOD, "callid": ["c", "d"],
+                             "dt": ["2026-11-01T10:00:00-25:00", "2026-11-01T10:00:00Z"]}),
+                   text)  # fmt: skip
+    summary = rate_files(home, [typed, text])
+    assert (summary.records, summary.rejected["invalid"], summary.rated) == (4, 3, 1)
+    rejected = lake(home, "rejected")
+    raws = {r["reject_detail"].split(":")[0] + str(r["line"]): json.loads(r["raw"])
+            for r in rejected.to_pylist()}  # fmt: skip
+    assert raws == {
+        "sip_code1": {"callid": "a", "dt": "2026-11-01T10:00:00.000Z",
+                      "dest_number": "442071234567", "sip_code": 200.5, "duration": 61.5,
+                      "customer_id": "acme"},
+        "dt2": {"callid": "b", "dt": "1970-01-01T00:00:00.000Z", "dest_number": "442071234568",
+                "sip_code": 486.0, "duration": 0.0, "customer_id": "acme"},
+        "dt1": {"callid": "c", "dt": "2026-11-01T10:00:00-25:00",
+                "dest_number": "442071234567", "sip_code": 200, "duration": "61",
+                "customer_id": "acme"},
+    }  # fmt: skip
+
+
+def test_a_parquet_time_past_what_microseconds_hold_is_invalid_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A millisecond column reaches the year 146 million; cast to microseconds to check its
+    years, such a value stopped the run with ArrowInvalid."""
+    home = new_home(tmp_path, "home")
+    millis = [1_761_991_200_000, 2**62, -(2**62)]
+    path = tmp_path / "far.parquet"
+    table = pa.table({  # typed as the Parquet fast path takes them
+        "callid": ["a", "b", "c"],
+        "dt": pa.array(millis, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "dest_number": GOOD["dest_number"][:1] * 3,
+        "sip_code": pa.array([200] * 3, pa.int16()),
+        "customer_id": GOOD["customer_id"][:1] * 3,
+    })  # fmt: skip
+    pq.write_table(table, path)
+    summary = rate_files(home, [path])
+    assert (summary.rated, summary.rejected["invalid"]) == (1, 2)
+    rejected = sorted(lake(home, "rejected").to_pylist(), key=lambda r: r["line"])
+    assert [(r["reject_detail"], json.loads(r["raw"])["dt"]) for r in rejected] == [
+        (f"dt: {2**62} ms from 1970 is not in the years 2000 to 2099", str(2**62)),
+        (f"dt: {-(2**62)} ms from 1970 is not in the years 2000 to 2099", str(-(2**62))),
+    ]

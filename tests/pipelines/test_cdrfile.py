@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -339,3 +340,41 @@ def test_all_input_columns_come_out(con: duckdb.DuckDBPyConnection, tmp_path: Pa
     path.write_text(json.dumps(full) + "\n")
     valid, _, _ = _read(con, path)
     assert valid.column_names[: len(INPUT_NAMES)] == list(INPUT_NAMES)
+
+
+def test_every_kafka_message_is_one_record_read_as_sent(con: duckdb.DuckDBPyConnection) -> None:
+    """A message of white space alone was taken for a blank line and dropped: no record,
+    rated or rejected. A line break inside a message became a space, so that a raw line
+    break inside a JSON string (which JSON forbids) was read as a space and rated."""
+    good = json.dumps(GOOD).encode()
+    values = [
+        good,
+        b"  ",
+        b"\t\r\n",
+        b"\x0b",
+        b"",
+        None,
+        good.replace(b'"a"', b'"a\nb"'),  # a raw line break in a string: no JSON
+        good.replace(b'"a"', b'"c"').replace(b", ", b",\r\n "),  # between values: white space
+        good.replace(b'"a"', b'"d\rx"'),
+    ]
+    partitions = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0], np.int64)
+    offsets = np.array([10, 20, 11, 21, 12, 22, 13, 23, 14], np.int64)
+    blocks = cdrfile.read_messages(con, values, partitions, offsets, lambda p: f"kafka:t/{p}")
+    places = {}
+    for block in blocks.values():
+        for row in block.valid.select(["callid", "line", "source"]).to_pylist():
+            places[row["line"]] = (row["source"], row["callid"])
+        for row in block.invalid.select(["invalid", "line", "source", "raw"]).to_pylist():
+            places[row["line"]] = (row["source"], row["invalid"], row["raw"].rstrip("\n"))
+    assert places == {
+        10: ("kafka:t/0", "a"),
+        20: ("kafka:t/1", "not a JSON object", cdrfile.EMPTY_MESSAGE.decode()),
+        11: ("kafka:t/0", "not a JSON object", cdrfile.EMPTY_MESSAGE.decode()),
+        21: ("kafka:t/1", "not a JSON object", cdrfile.EMPTY_MESSAGE.decode()),
+        12: ("kafka:t/0", "not a JSON object", cdrfile.EMPTY_MESSAGE.decode()),
+        22: ("kafka:t/1", "not a JSON object", cdrfile.EMPTY_MESSAGE.decode()),
+        13: ("kafka:t/0", "not a JSON object", values[6].decode()),
+        23: ("kafka:t/1", "c"),
+        14: ("kafka:t/0", "not a JSON object", values[8].decode()),
+    }

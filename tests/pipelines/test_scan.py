@@ -81,6 +81,7 @@ EDGES = [
     '{"callid":"y","dt":"2026-11-01","dest_number":"44","sip_code":200}',
     '{"callid":"z","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"release_reason":"Q.850;cause=16;text=\\"NORMAL_CLEARING\\""}',
     '{"callid":"√","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"switch":"zürich"}',
+    '\r\t{"callid":"cr","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200}',
     "{}",
     "{",
     '{"callid":"trailing","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200} x',
@@ -108,6 +109,10 @@ def test_edge_cases_of_csv(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> No
         "f,yesterday,4420,200,1,,,\n"
         "\n"
         "g,2026-11-01T10:00:00Z,44 20,200,1,,,\r\n"
+        "h,2026-11-01T10:00:00Z,4420,200,1,,a\rb,\n"  # a CR outside quotes: invalid
+        'i,2026-11-01T10:00:00Z,4420,200,1,,"a\rb",\n'  # inside quotes: text
+        "j,2026-11-01T10:00:00Z,4420,200,1,\r,,\n"
+        f"k,2026-11-01T10:00:00Z,4420,200,1,,,{'x' * 131_073}\n"  # longer than csv reads
     )
     assert_same_both_ways(con, path)
 
@@ -403,3 +408,138 @@ def test_a_line_that_is_not_utf8_is_read_with_replacement_characters(
     )
     table = assert_same_both_ways(con, path)
     assert table["sip_reason"].to_pylist() == ["caf\ufffd", "ok"]
+
+
+def _json(**fields: object) -> str:
+    record = {"callid": "a", "dt": "2026-11-01T10:00:00Z", "dest_number": "44", "sip_code": 200}
+    return json.dumps({**record, **fields})
+
+
+NOT_A_CODE = "is not a SIP response code (100-699)"
+NOT_SECONDS = "is not a number of seconds >= 0"
+NO_OFFSET = "has no real UTC offset (they run from -14:00 to +14:00)"
+# Values DuckDB's casts would take as something else (200.5 as 201, 1_000 as 1000), values of
+# the wrong JSON type, and offsets no clock has: each is invalid, naming the field.
+COERCED_JSON = [
+    (_json(sip_code=200.5), f"sip_code: '200.5' {NOT_A_CODE}"),
+    (_json(sip_code=200.0), f"sip_code: '200.0' {NOT_A_CODE}"),
+    (_json(sip_code="2e2"), f"sip_code: '2e2' {NOT_A_CODE}"),
+    ('{"callid":"a","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":2e2}',
+     f"sip_code: '200.0' {NOT_A_CODE}"),
+    (_json(sip_code="+200"), f"sip_code: '+200' {NOT_A_CODE}"),
+    (_json(duration="1_000"), f"duration: '1_000' {NOT_SECONDS}"),
+    (_json(duration="+5"), f"duration: '+5' {NOT_SECONDS}"),
+    (_json(duration="0x10"), f"duration: '0x10' {NOT_SECONDS}"),
+    (_json(duration="."), f"duration: '.' {NOT_SECONDS}"),
+    (_json(ring_duration="1_0"), f"ring_duration: '1_0' {NOT_SECONDS}"),
+    (_json(pdd_ms=1.5), "pdd_ms: '1.5' is not a whole number of milliseconds >= 0"),
+    (_json(pdd_ms="1e3"), "pdd_ms: '1e3' is not a whole number of milliseconds >= 0"),
+    (_json(callid=True), "callid: true is not a JSON string"),
+    (_json(callid=["a"]), 'callid: ["a"] is not a JSON string'),
+    (_json(callid=5), "callid: 5 is not a JSON string"),
+    (_json(callid={"id": "a"}), 'callid: {"id":"a"} is not a JSON string'),
+    (_json(customer_id=True), "customer_id: true is not a JSON string or whole number"),
+    (_json(source_cli=4.5), "source_cli: 4.5 is not a JSON string or whole number"),
+    (_json(switch=[1]), "switch: [1] is not a JSON string or whole number"),
+    (_json(dt="2026-11-01T10:00:00-25:00"), f"dt: '2026-11-01T10:00:00-25:00' {NO_OFFSET}"),
+    (_json(dt="2026-11-01T10:00:00+14:30"), f"dt: '2026-11-01T10:00:00+14:30' {NO_OFFSET}"),
+    (_json(dt="2026-11-01T10:00:00+01:60"), f"dt: '2026-11-01T10:00:00+01:60' {NO_OFFSET}"),
+    (_json(dt="2026-11-01T10:00:00-0099"), f"dt: '2026-11-01T10:00:00-0099' {NO_OFFSET}"),
+    (_json(dt="2026-11-01T10:00:00+99"), f"dt: '2026-11-01T10:00:00+99' {NO_OFFSET}"),
+    # Not JSON at all, though the scanner's number loop would have read them.
+    ('{"callid":"a","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":0200}',
+     "not a JSON object"),
+    ('{"callid":"a","dt":"2026-11-01T10:00:00Z","dest_number":"44","sip_code":200,"duration":5.}',
+     "not a JSON object"),
+]  # fmt: skip
+# Written as numbers should be, they are read exactly, both ways.
+TAKEN_JSON = [
+    _json(duration=1e3), _json(duration="1e3"), _json(ring_duration="2.5E-1"),
+    _json(dt="2026-11-01T10:00:00+14:00"), _json(dt="2026-11-01T10:00:00-12:00"),
+    _json(dt="2026-11-01T10:00:00 America/St_Johns"), _json(customer_id=42),
+    _json(dest_number=447700900123), _json(duration="5."), _json(duration=".5"),
+]  # fmt: skip
+
+
+def test_no_value_is_coerced_into_another_both_ways(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "coerced.jsonl"
+    path.write_text("".join(line + "\n" for line, _ in COERCED_JSON)
+                    + "".join(line + "\n" for line in TAKEN_JSON))  # fmt: skip
+    (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
+    assert fast.to_pylist() == slow.to_pylist() and fast_bad == slow_bad
+    assert sorted((r["line"], r["invalid"]) for r in fast_bad) == [
+        (line, detail) for line, (_, detail) in enumerate(COERCED_JSON, 1)
+    ]
+    rows = fast.to_pylist()
+    assert [r["duration"] for r in rows[:2]] == [Decimal(1000)] * 2
+    assert rows[2]["ring_duration"] == Decimal("0.25")
+    assert [r["dt"].hour for r in rows[3:6]] == [20, 22, 13]  # 10:00 at +14, -12, -03:30
+    assert (rows[6]["customer_id"], rows[7]["dest_number"]) == ("42", "447700900123")
+    assert [r["duration"] for r in rows[8:]] == [Decimal(5), Decimal("0.5")]
+
+
+def test_no_csv_value_is_coerced_into_another_both_ways(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "coerced.csv"
+    path.write_text(
+        "callid,dt,dest_number,sip_code,duration,pdd_ms\n"
+        "a,2026-11-01T10:00:00Z,44,200.5,1,\n"
+        "b,2026-11-01T10:00:00Z,44,200,1_000,\n"
+        "c,2026-11-01T10:00:00Z,44,200,1,1_500\n"
+        "d,2026-11-01T10:00:00-25:00,44,200,1,\n"
+        "e,2026-11-01T10:00:00Z,44,200,1e3,\n"
+        "f,2026-11-01T10:00:00Z,44,200,5,0x10\n"
+    )
+    (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
+    assert fast.to_pylist() == slow.to_pylist() and fast_bad == slow_bad
+    assert sorted((r["line"], r["invalid"]) for r in fast_bad) == [
+        (2, f"sip_code: '200.5' {NOT_A_CODE}"),
+        (3, f"duration: '1_000' {NOT_SECONDS}"),
+        (4, "pdd_ms: '1_500' is not a whole number of milliseconds >= 0"),
+        (5, f"dt: '2026-11-01T10:00:00-25:00' {NO_OFFSET}"),
+        (7, "pdd_ms: '0x10' is not a whole number of milliseconds >= 0"),
+    ]
+    assert fast.select(["callid", "duration"]).to_pylist() == [
+        {"callid": "e", "duration": Decimal(1000)}
+    ]
+
+
+def test_no_parquet_value_is_coerced_into_another_both_ways(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """Typed columns: a callid that is not text, a text field that is neither text nor a
+    whole number, a SIP code with a fraction, a time with no real offset."""
+    n = 4
+    path = tmp_path / "typed.parquet"
+    pq.write_table(
+        pa.table({
+            "callid": pa.array([True, False, True, False]),
+            "dt": ["2026-11-01T10:00:00Z", "2026-11-01T10:00:00-25:00",
+                   "2026-11-01T10:00:00+14:00", "2026-11-01T10:00:00Z"],
+            "dest_number": ["44"] * n,
+            "sip_code": pa.array([200.5, 200.0, 200.0, 486.0]),
+            "customer_id": pa.array([None, None, None, 1.5]),
+            "source_cli": pa.array([None, None, 4420, None], pa.int64()),
+        }),
+        path,
+    )  # fmt: skip
+    (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
+    assert fast.to_pylist() == slow.to_pylist() and fast.num_rows == 0
+    assert fast_bad == slow_bad
+    assert fast_bad == [{"line": k, "invalid": "callid: a Parquet bool value, not text"}
+                        for k in range(1, n + 1)]  # fmt: skip
+    pq.write_table(pq.read_table(path).set_column(0, "callid", pa.array(["a", "b", "c", "d"])),
+                   path)  # fmt: skip
+    (fast, fast_bad), (slow, slow_bad) = both_ways(con, path)
+    assert fast.to_pylist() == slow.to_pylist() and fast_bad == slow_bad
+    assert sorted((r["line"], r["invalid"]) for r in fast_bad) == [
+        (1, f"sip_code: '200.5' {NOT_A_CODE}"),
+        (2, f"dt: '2026-11-01T10:00:00-25:00' {NO_OFFSET}"),
+        (4, "customer_id: a Parquet double value, not text or a whole number"),
+    ]
+    assert fast.select(["callid", "sip_code", "source_cli"]).to_pylist() == [
+        {"callid": "c", "sip_code": 200, "source_cli": "4420"}
+    ]
