@@ -26,7 +26,7 @@ from __future__ import annotations
 import getpass
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -52,11 +52,13 @@ from pipelines.rate import (
 )
 from rating.engine import finish, price
 from rating.tables import Tables
-from schemas.cdr import INPUT_NAMES, RATED, VALID
+from schemas.cdr import INPUT_NAMES, RATED, SECONDS, VALID
 from schemas.errors import CdrflowError
 
 # Seconds a re-rate waits for another writer of the lake before it stops (SPEC §7.6).
 LOCK_WAIT = 10.0
+# recalc's default --max-duration: calls of an hour or more (SPEC §7.4).
+MAX_DURATION = Decimal(3600)
 MONEY_COLUMNS = ("charge", "tax", "provider_charge")
 
 
@@ -66,6 +68,11 @@ class Totals(Summary):
 
     before: dict[str, str] = field(default_factory=dict)
     after: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # an adjustment's counts
+
+
+# A change to the rows to rate again (``recalc``'s durations), and its counts for the record.
+Adjust = Callable[[pa.Table], tuple[pa.Table, dict[str, Any]]]
 
 
 def rerate(
@@ -76,10 +83,12 @@ def rerate(
     *,
     kind: str = "rerate",
     details: dict[str, Any] | None = None,
+    adjust: Adjust | None = None,
 ) -> dict[str, Any]:
     """Rate the rows of [``start``, ``end``) (``customers``' only, when given) again, and
     the rest of every package period that range touches; returns the run's record
-    (``kind`` names the run, ``details`` adds to the record)."""
+    (``kind`` names the run, ``details`` adds to the record). ``adjust`` may change the
+    rows (``RATED`` columns) before they are priced, and adds its counts to the record."""
     if end <= start:
         raise CdrflowError(f"--to {end.isoformat()} is not after --from {start.isoformat()}")
     now = datetime.now(UTC)
@@ -105,7 +114,7 @@ def rerate(
         con.execute("SET TimeZone = 'UTC'")
         staging = Staging(home, run)
         try:
-            summary = _rerate(con, home, tables, staging, start, last, chosen, now)
+            summary = _rerate(con, home, tables, staging, start, last, chosen, now, adjust)
             record.update(_counts(summary))
             staging.commit(record)
         except BaseException:
@@ -126,6 +135,7 @@ def _rerate(
     last: date,
     customers: list[str],
     now: datetime,
+    adjust: Adjust | None,
 ) -> Totals:
     summary = Totals(staging.run_id)
     lake = rated_lake(home)
@@ -148,6 +158,8 @@ def _rerate(
         con, home, tables, [Path(f) for f in whole_runs(lake)], where=(f"NOT ({terms})", params)
     )
     rows = old.filter(selected)
+    if adjust is not None:
+        rows, summary.extra = adjust(rows)
     index = pa.array(np.arange(rows.num_rows, dtype=np.int64))
     batch = pa.Table.from_arrays(
         [*(rows[name] for name in INPUT_NAMES), rows["source"], rows["line"], index],
@@ -159,6 +171,10 @@ def _rerate(
     if failed.any():
         _stage_rating_rejects(con, staging, tables, priced.select(failed), None, stamp, summary)
     rerated = finish(tables, priced, usage, stamp)
+    # What rating does not compute stays as stored (finish writes it null).
+    at = RATED.get_field_index("original_duration")
+    kept = rows["original_duration"].filter(pa.array(~failed))
+    rerated = rerated.set_column(at, RATED.field(at), kept)
     summary.after = _money(rerated)
     days = _days(old["dt"])
     in_affected = pc.is_in(days, pa.array(sorted(affected), pa.date32()))
@@ -211,6 +227,7 @@ def _counts(summary: Totals) -> dict[str, Any]:
         "rejected": dict(summary.rejected),
         "before": summary.before,
         "after": summary.after,
+        **summary.extra,
     }
 
 
@@ -277,4 +294,51 @@ def effective_last(
     return max(asked_last, min(furthest, newest))
 
 
-__all__ = ["LOCK_WAIT", "conform", "effective_last", "read_rated", "rerate"]
+def recalc(
+    home: Path,
+    day: date,
+    new_duration: Decimal,
+    customer: str | None = None,
+    max_duration: Decimal = MAX_DURATION,
+) -> dict[str, Any]:
+    """ConnexCS's "Recalculate CDR" (SPEC §7.4, §7.6): the answered calls of the UTC ``day``
+    (``customer``'s only, when given) whose stored duration is at least ``max_duration``
+    get ``new_duration``, keeping the first original in ``original_duration``; then the
+    day is re-rated as ``rerate`` does (other calls change only through package draws)."""
+    if not 0 <= new_duration <= max_duration:
+        raise CdrflowError(
+            f"--new-duration {new_duration} must be between 0 and --max-duration {max_duration}"
+        )
+
+    def shorten(rows: pa.Table) -> tuple[pa.Table, dict[str, Any]]:
+        long = pc.and_(
+            pc.and_(
+                pc.equal(rows["sip_code"], 200),
+                pc.greater_equal(rows["duration"], pa.scalar(max_duration, SECONDS)),
+            ),
+            pc.equal(_days(rows["dt"]), pa.scalar(day, pa.date32())),
+        )
+        long = pc.fill_null(long, False)
+        original = pc.if_else(
+            long,
+            pc.coalesce(rows["original_duration"], rows["duration"]),
+            rows["original_duration"],
+        )
+        duration = pc.if_else(long, pa.scalar(new_duration, SECONDS), rows["duration"])
+        rows = rows.set_column(rows.schema.get_field_index("duration"), "duration", duration)
+        at = rows.schema.get_field_index("original_duration")
+        rows = rows.set_column(at, RATED.field(at), original)
+        return rows, {"recalculated": pc.sum(long.cast(pa.int64())).as_py() or 0}
+
+    details = {
+        "day": day.isoformat(),
+        "max_duration": str(max_duration),
+        "new_duration": str(new_duration),
+    }
+    customers = [customer] if customer else []
+    return rerate(
+        home, day, day + timedelta(1), customers, kind="recalc", details=details, adjust=shorten
+    )
+
+
+__all__ = ["LOCK_WAIT", "conform", "effective_last", "read_rated", "recalc", "rerate"]

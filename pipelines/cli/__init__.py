@@ -150,6 +150,7 @@ app.command("call")(stats_module.call)
 app.command("dialogs")(stats_module.dialogs)
 app.command("report")(report_module.report)
 app.command("rerate")(rerate_module.rerate)
+app.command("recalc")(rerate_module.recalc)
 app.command("stream")(stream_module.stream)
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 

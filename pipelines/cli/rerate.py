@@ -1,8 +1,10 @@
-"""``cdrflow rerate``: rate a range of the lake's rows again with the catalog as it is now."""
+"""``cdrflow rerate`` and ``cdrflow recalc``: rate the lake's rows again with the catalog as it
+is now (recalc: after shortening a day's overlong calls)."""
 
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
@@ -42,6 +44,47 @@ def rerate(
     show_record(record, fmt)
 
 
+def option_seconds(text: str, option: str) -> Decimal:
+    """A number of seconds given to ``option``."""
+    from schemas.errors import CdrflowError
+
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise CdrflowError(f"{option}: {text!r} is not a number of seconds (e.g. 3600 or 59.5)")
+    return value
+
+
+@operator_errors
+def recalc(
+    ctx: typer.Context,
+    day: Annotated[str, typer.Option("--day", help="the UTC day (YYYY-MM-DD)")],
+    new_duration: Annotated[
+        str, typer.Option("--new-duration", help="seconds the long calls get (0 … max)")
+    ],
+    customer: Annotated[str | None, typer.Option("--customer", help="only this customer")] = None,
+    max_duration: Annotated[
+        str, typer.Option("--max-duration", help="answered calls this long or longer change")
+    ] = "3600",
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Give the answered calls of a UTC day that lasted at least --max-duration seconds the
+    duration --new-duration (the first original kept in original_duration), then re-rate
+    them as rerate does."""
+    from pipelines.rerate import recalc as recalc_day
+
+    record = recalc_day(
+        home_of(ctx),
+        option_day(day, "--day"),
+        option_seconds(new_duration, "--new-duration"),
+        customer,
+        option_seconds(max_duration, "--max-duration"),
+    )
+    show_record(record, fmt)
+
+
 def flat(record: dict[str, Any]) -> dict[str, Any]:
     """A run's record as one row: names and values (money as exact decimal text)."""
     row: dict[str, Any] = {
@@ -54,7 +97,8 @@ def flat(record: dict[str, Any]) -> dict[str, Any]:
         "effective_to": record["effective"]["to"],
         "customers": " ".join(record["customers"]) or "(all)",
     }
-    row.update({k: v for k, v in record.items() if k in ("day", "max_duration", "new_duration")})
+    details = ("day", "max_duration", "new_duration", "recalculated")
+    row.update({k: v for k, v in record.items() if k in details})
     row["rerated"] = record["rerated"]
     row["now_rejected"] = sum(record["rejected"].values())
     for when in ("before", "after"):

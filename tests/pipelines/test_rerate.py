@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 import pipelines.rerate
@@ -25,8 +26,9 @@ from pipelines.cli.demo import sample_catalog
 from pipelines.home import rated_lake
 from pipelines.lakefiles import read_again_if_swapped
 from pipelines.rate import load_tables, package_usage, rate_files
-from pipelines.rerate import read_rated, rerate
+from pipelines.rerate import read_rated, recalc, rerate
 from schemas.errors import CdrflowError
+from stats.calls import find_call
 from stats.scope import RATED_FILES, Scope
 from tests.pipelines.test_rate import kill_when, new_home
 from tests.pipelines.workload import START, records, write_jsonl
@@ -412,3 +414,85 @@ def test_a_stream_worker_reloads_usage_after_a_rerate(tmp_path: Path, path: Path
     lake = drawn(package_usage(worker.con, home, worker.tables))
     assert drawn(worker.usage) == lake
     assert worker.cursor == commitlog.head(home / "lake").seq
+
+
+def long_calls(found: list[dict[str, Any]], day: date, at_least: Decimal) -> set[str]:
+    return {
+        r["callid"]
+        for r in found
+        if r["customer_id"] == "acme"
+        and r["dt"].date() == day
+        and r["sip_code"] == 200
+        and r["duration"] >= at_least
+    }
+
+
+def test_recalc_shortens_exactly_the_long_calls_of_the_day_and_keeps_the_first_original(
+    tmp_path: Path, path: Path
+) -> None:
+    day = date(2026, 11, 10)
+    home = rated_home(tmp_path, "home", path)
+    before = rows(home)
+    long = long_calls(before, day, Decimal(300))
+    assert long and all(r["original_duration"] is None for r in before)
+    record = recalc(home, day, Decimal(60), "acme", Decimal(300))
+    assert record["recalculated"] == len(long) and record["run"].startswith("recalc-")
+    assert record["effective"] == {"from": "2026-11-10", "to": "2026-12-01"}
+    after = rows(home)
+    was = {r["callid"]: r for r in before}
+    for r in after:
+        if r["callid"] in long:
+            assert r["duration"] == 60 and r["original_duration"] == was[r["callid"]]["duration"]
+        else:
+            assert r["duration"] == was[r["callid"]]["duration"] and r["original_duration"] is None
+    # Rated as a fresh rating of the shortened calls would be (draws included) ...
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    shortened = [{**x, "duration": 60} if x["callid"] in long else x for x in lines]
+    (tmp_path / "in").mkdir()
+    fresh = rated_home(tmp_path, "fresh", write_jsonl(tmp_path / "in" / path.name, shortened))
+    in_range = [r for r in after if r["customer_id"] == "acme" and r["dt"].date() >= day]
+    theirs = [r for r in rows(fresh) if r["customer_id"] == "acme" and r["dt"].date() >= day]
+    skip = ("rated_at", "original_duration", "source")
+    assert keyed([r for r in in_range if r["dt"].date() < date(2026, 12, 1)], skip) == keyed(
+        [r for r in theirs if r["dt"].date() < date(2026, 12, 1)], skip
+    )
+    # ... and nothing else changed.
+    outside = [r for r in after if not (r["customer_id"] == "acme" and r["dt"].date() >= day)]
+    kept = {r["callid"] for r in outside}
+    assert keyed(outside) == keyed([r for r in before if r["callid"] in kept])
+    assert sum(r["charge"] for r in after) != sum(r["charge"] for r in before)
+
+    # A second recalc (the 60 s calls are long by its measure) keeps the first original; a
+    # re-rate keeps what recalc stored.
+    again = recalc(home, day, Decimal(30), "acme", Decimal(50))
+    assert again["recalculated"] == len(long_calls(after, day, Decimal(50)))
+    rerate(home, FROM, TO, ["acme"])
+    for r in rows(home):
+        if r["callid"] in long:
+            assert r["duration"] == 30 and r["original_duration"] == was[r["callid"]]["duration"]
+
+
+def test_recalc_refuses_a_new_duration_beyond_the_maximum(tmp_path: Path, path: Path) -> None:
+    home = rated_home(tmp_path, "home", path)
+    for new in (Decimal(3601), Decimal(-1)):
+        with pytest.raises(CdrflowError, match=r"--new-duration .* must be between 0 and"):
+            recalc(home, date(2026, 11, 10), new)
+
+
+def test_lake_files_written_before_original_duration_still_read(tmp_path: Path, path: Path) -> None:
+    """A lake of files without the column, and with: re-rated, and read whole by `call`."""
+    home = rated_home(tmp_path, "home", path)
+    for file in rated_lake(home).glob("date=2026-11-0*/*.parquet"):
+        table = pq.read_table(file)
+        pq.write_table(table.drop_columns(["original_duration"]), file)
+    before = rows(home)
+    day = date(2026, 11, 5)
+    record = recalc(home, day, Decimal(1), "acme", Decimal(100))
+    assert record["recalculated"] == len(long_calls(before, day, Decimal(100))) > 0
+    old_day = next(r["callid"] for r in rows(home) if r["dt"].date() == date(2026, 11, 2))
+    new_day = next(iter(long_calls(before, day, Decimal(100))))
+    with duckdb.connect() as con:
+        for callid, original in ((old_day, None), (new_day, "set")):
+            kind, table = find_call(con, rated_lake(home), callid)
+            [row] = table.to_pylist()
+            assert kind == "rated" and (row["original_duration"] is None) == (original is None)

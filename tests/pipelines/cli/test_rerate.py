@@ -31,3 +31,15 @@ def test_rerate_refuses_a_bad_range_in_one_line(cli: Cli, sample: Catalog) -> No
         "rerate", "--from", "2026-11-05", "--to", "2026-11-05"
     )
     assert "not a day" in cli.refused("rerate", "--from", "2026-11-5x", "--to", "2026-11-06")
+
+
+def test_recalc_prints_its_record_and_refuses_bad_durations(
+    cli: Cli, sample: Catalog, tmp_path: Path
+) -> None:
+    rate_files(cli.home, [workload(tmp_path)])
+    args = ["recalc", "--day", "2026-11-10", "--customer", "acme", "--max-duration", "300"]
+    [row] = cli.json(*args, "--new-duration", "60")
+    assert row["recalculated"] > 0 and row["day"] == "2026-11-10"
+    assert (row["max_duration"], row["new_duration"]) == ("300", "60")
+    assert "must be between 0 and --max-duration 300" in cli.refused(*args, "--new-duration", "301")
+    assert "is not a number of seconds" in cli.refused(*args, "--new-duration", "an hour")
