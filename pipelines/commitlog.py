@@ -58,15 +58,18 @@ def set_head(root: Path, value: Head) -> None:
     _write_json(root / HEAD, {"seq": value.seq, "publishing": value.publishing})
 
 
-def append(root: Path, run: str, author: str, rated: list[str]) -> int:
+def append(
+    root: Path, run: str, author: str, rated: list[str], replaces: list[str] | None = None
+) -> int:
     """Log a run about to commit, as publishing (call under the lake lock, before the run's
-    commit point): its rated files (relative to ``root``) and who wrote them. Returns the
-    entry's number."""
+    commit point): its rated files (relative to ``root``), who wrote them, and the lake
+    files its commit removes (a re-rate's). Returns the entry's number."""
     seq = head(root).seq + 1
     log = root / LOG
     log.mkdir(exist_ok=True)
     _write_json(
-        log / f"{seq:012d}.json", {"seq": seq, "run": run, "author": author, "rated": rated}
+        log / f"{seq:012d}.json",
+        {"seq": seq, "run": run, "author": author, "rated": rated, "replaces": replaces or []},
     )
     set_head(root, Head(seq, run))
     (log / f"{seq - KEEP:012d}.json").unlink(missing_ok=True)
@@ -86,6 +89,7 @@ class Entry:
     run: str
     author: str
     rated: list[str]
+    replaces: list[str]
 
 
 def since(root: Path, cursor: int) -> list[Entry] | None:
@@ -98,5 +102,16 @@ def since(root: Path, cursor: int) -> list[Entry] | None:
             data = json.loads((root / LOG / f"{seq:012d}.json").read_text())
         except FileNotFoundError:
             return None
-        out.append(Entry(seq, data["run"], data["author"], list(data["rated"])))
+        out.append(
+            Entry(seq, data["run"], data["author"], list(data["rated"]), data.get("replaces", []))
+        )
     return out
+
+
+def replaces(root: Path, seq: int) -> bool:
+    """Whether entry ``seq`` is of a run that removes files of the lake (a re-rate)."""
+    try:
+        data = json.loads((root / LOG / f"{seq:012d}.json").read_text())
+    except FileNotFoundError:
+        return False
+    return bool(data.get("replaces"))

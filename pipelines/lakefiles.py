@@ -9,6 +9,13 @@ the log's head says that no run is publishing. Whoever next takes the home's lak
 finishes that move for a committed run (roll forward) and deletes the staging of a run that
 never committed (roll back). A reader never sees a partial file, and cdrflow's readers list
 the lake with ``whole_runs``, which never returns part of a run.
+
+A run may also replace files (a re-rate, ``pipelines.rerate``): its manifest and its log
+entry name them (``replaces``), and publishing unlinks them after the new files are in
+place. ``whole_runs`` never lists around such a run (it waits, or recovers it); a reader
+that listed the old files just before the swap finds one gone and starts its query over
+(``read_again_if_swapped``). A plain glob over the lake may, for the milliseconds of a
+swap, see both a day's old and new files, or list an old file that is gone when opened.
 """
 
 from __future__ import annotations
@@ -17,14 +24,16 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -32,6 +41,7 @@ import xxhash
 
 from pipelines import commitlog
 from pipelines.home import make_home, rated_lake, writing
+from schemas.errors import CdrflowError
 
 FINGERPRINT_CHUNK = 16 << 20
 # Prefix of a whole-content fingerprint; a run's inputs recorded before it (a hash of a
@@ -40,6 +50,9 @@ FINGERPRINT_CHUNK = 16 << 20
 FINGERPRINT_KIND = "xxh3-128:"
 # Looks at a publishing run before a reader lists around it (10 ms apart).
 PUBLISH_WAIT_TRIES = 1000
+# Times a query starts over when a re-rate swapped away a file it had listed.
+SWAP_RETRIES = 5
+T = TypeVar("T")
 # Columns with about as many values as rows: a dictionary page would only cost time.
 UNIQUE_COLUMNS = frozenset(
     {"callid", "dt", "dest_number", "source_cli", "number", "duration", "ring_duration"}
@@ -89,8 +102,10 @@ def lake_root(home: Path) -> Path:
 
 
 @contextmanager
-def lake_lock(home: Path, on_wait: Any = None) -> Iterator[None]:
-    """One writer of the lake at a time; a second waits (``on_wait`` is told)."""
+def lake_lock(home: Path, on_wait: Any = None, timeout: float | None = None) -> Iterator[None]:
+    """One writer of the lake at a time; a second waits (``on_wait`` is told), at most
+    ``timeout`` seconds when given, then stops with an error naming the holder. The holder
+    writes its pid and command line into the lock file."""
     root = lake_root(home)
     make_home(home)
     root.mkdir(parents=True, exist_ok=True)
@@ -100,11 +115,33 @@ def lake_lock(home: Path, on_wait: Any = None) -> Iterator[None]:
         except BlockingIOError:
             if on_wait is not None:
                 on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            if timeout is None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            else:
+                _lock_within(handle, root / ".lock", timeout)
         try:
+            os.ftruncate(handle.fileno(), 0)
+            handle.write(f"{os.getpid()} {' '.join(sys.argv)}\n")
+            handle.flush()
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_within(handle: Any, path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = path.read_text().strip() or "another process"
+                raise CdrflowError(
+                    f"{path.parent}: another writer has held the lake for more than "
+                    f"{timeout:g} s (pid and command: {holder}); try again when it is done"
+                ) from None
+            time.sleep(0.05)
 
 
 def file_state(path: Path) -> tuple[int, int]:
@@ -163,7 +200,9 @@ def whole_runs(lake: Path, days: Callable[[date], bool] | None = None) -> list[s
     """The Parquet files of ``lake`` (``lake/rated`` or ``lake/rejected``) in the partitions
     whose day ``days`` accepts (all without it), every run's files or none of them: a run
     that is moving its files into place is waited for, and one a crash left half moved is
-    finished first when no writer holds the lock (else its files are left out)."""
+    finished first when no writer holds the lock (else its files are left out). A run that
+    replaces files is never listed around: it is waited for while a writer holds the lock,
+    and a reader that may not finish it stops with an error."""
     root = lake.parent
     tries = 0
     while True:
@@ -171,17 +210,55 @@ def whole_runs(lake: Path, days: Callable[[date], bool] | None = None) -> list[s
         partial: list[str] = []
         if before.publishing is not None:
             tries += 1
-            state = _recover_if_idle(root) if tries <= PUBLISH_WAIT_TRIES else "cannot"
+            replacing = commitlog.replaces(root, before.seq)
+            limit = tries <= PUBLISH_WAIT_TRIES or replacing
+            state = _recover_if_idle(root) if limit else "cannot"
             if state == "recovered":
                 continue
-            if state == "busy":
+            if state == "busy" or (state == "cannot" and replacing and _lock_held(root)):
                 time.sleep(0.01)
                 continue
+            if replacing:
+                raise CdrflowError(
+                    f"{root}: the lake holds a half-published re-rate ({before.publishing}) "
+                    "that this user may not finish; run any writing cdrflow command (such as "
+                    "cdrflow rate with no new file) as the home's owner"
+                )
             staging = root / "_staging"
             partial = [f"part-{p.name}-" for p in staging.iterdir()] if staging.is_dir() else []
         files = _listing(lake, days, tuple(partial))
         if commitlog.head(root) == before:
             return files
+
+
+def _lock_held(root: Path) -> bool:
+    """Whether a writer holds the lake lock (probed through a read-only handle)."""
+    try:
+        with (root / ".lock").open("r") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return False
+
+
+def read_again_if_swapped(read: Callable[[], T]) -> T:
+    """``read()`` (a query that lists the lake itself), started over when a re-rate removed
+    a file it had listed (DuckDB's IO error naming a missing file, or Python's)."""
+    for attempt in range(SWAP_RETRIES + 1):
+        try:
+            return read()
+        except (duckdb.IOException, FileNotFoundError) as exc:
+            text = str(exc)
+            missing = isinstance(exc, FileNotFoundError) or any(
+                words in text for words in ("No such file", "No files found")
+            )
+            if not missing or attempt == SWAP_RETRIES:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _listing(
@@ -223,12 +300,16 @@ LAKE_KINDS = ("rated", "rejected")
 
 
 def _publish(run_dir: Path, root: Path) -> None:
-    """Move a committed run's lake files into their partitions (nothing else it staged)."""
+    """Move a committed run's lake files into their partitions (nothing else it staged),
+    then remove the files it replaces (again harmlessly when recovery repeats it)."""
     staged_files = [f for kind in LAKE_KINDS for f in (run_dir / kind).glob("date=*/*.parquet")]
     for staged in sorted(staged_files):
         target = root / staged.relative_to(run_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, target)
+    manifest = json.loads((root / "_runs" / f"{run_dir.name}.json").read_text())
+    for name in manifest.get("replaces", []):
+        (root / name).unlink(missing_ok=True)
 
 
 class Staging:
@@ -245,6 +326,8 @@ class Staging:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sequence = 0
         self.files: list[str] = []
+        # Lake files (relative to the lake root) that the commit removes (a re-rate's).
+        self.replaces: list[str] = []
         self.file_rows = file_rows
         self.committed = False
         # Parquet is written on a thread of its own (Arrow releases the GIL meanwhile).
@@ -305,8 +388,11 @@ class Staging:
             with (self.dir / name).open("rb") as f:
                 os.fsync(f.fileno())
         rated = [name for name in self.files if name.startswith("rated/")]
-        self.seq = commitlog.append(self.root, self.run_id, self.author, rated)
-        write_manifest(self.root, {**manifest, "run": self.run_id, "files": self.files})
+        self.seq = commitlog.append(self.root, self.run_id, self.author, rated, self.replaces)
+        write_manifest(
+            self.root,
+            {**manifest, "run": self.run_id, "files": self.files, "replaces": self.replaces},
+        )
         self.committed = True
         _publish(self.dir, self.root)
         shutil.rmtree(self.dir)

@@ -107,9 +107,11 @@ def package_usage(
     tables: Tables,
     files: list[Path] | None = None,
     usage: Usage | None = None,
+    where: tuple[str, Sequence[Any]] = ("TRUE", ()),
 ) -> Usage:
     """Package seconds already drawn, from the lake (the truth of usage, SPEC §5.3): over
-    all its rated files, or the draws of ``files`` added to ``usage``."""
+    all its rated files, or the draws of ``files`` added to ``usage``; of the rows that
+    ``where`` (an SQL condition and its parameters) accepts."""
     if files is None:
         lake = rated_lake(home)
         paths = [str(p) for p in sorted(lake.glob("date=*/*.parquet"))]
@@ -118,15 +120,15 @@ def package_usage(
     if not tables.allot_package or not paths:
         return usage_from(tables, [], usage)
     rows = con.execute(
-        """
+        f"""
         SELECT customer_id, d.package_id, strftime(d.start_date, '%Y-%m-%d'), d.period_start,
                sum(d.seconds)
         FROM (SELECT customer_id, unnest(package_draws) AS d
               FROM read_parquet(?::VARCHAR[], hive_partitioning = false)
-              WHERE len(package_draws) > 0)
+              WHERE len(package_draws) > 0 AND ({where[0]}))
         GROUP BY ALL
         """,
-        [paths],
+        [paths, *where[1]],
     ).fetchall()
     return usage_from(tables, rows, usage)
 

@@ -313,14 +313,20 @@ class Worker:
     def _catch_up(self) -> None:
         """Add to usage and billed callids what the other writers of the home committed
         since this worker last looked (under the lake lock, before a batch is rated); read
-        them from the lake again when the log no longer goes back that far or the catalog's
-        version changed. A crashed writer's committed run is put in place first."""
+        them from the lake again when the log no longer goes back that far, the catalog's
+        version changed, or a run replaced files (a re-rate: draws and callids it removed
+        are not to be subtracted one by one). A crashed writer's committed run is put in
+        place first."""
         for line in recover(self.home):
             log.info("recovered: %s", line)
         assert self.tables is not None
         root = lake_root(self.home)
         entries = commitlog.since(root, self.cursor)
-        if entries is None or self.usage_version != self.tables.version:
+        if (
+            entries is None
+            or self.usage_version != self.tables.version
+            or any(entry.replaces for entry in entries)
+        ):
             self._load()
             return
         # A file that is not there belongs to a run that failed before its commit point.

@@ -694,6 +694,7 @@ def _rated_table(
         columns[name] = (
             p.batch[name] if name in p.batch.column_names else pa.nulls(n, RATED.field(name).type)
         )
+    columns["original_duration"] = pa.nulls(n, RATED.field("original_duration").type)
     return pa.table([columns[f.name] for f in RATED], schema=RATED)
 
 

@@ -97,6 +97,10 @@ RATED_FIELDS: tuple[pa.Field, ...] = (
     pa.field("profit", MONEY),
     pa.field("rated_at", TIME),
     *ORIGIN_FIELDS,
+    # The duration the switch reported, kept by ``cdrflow recalc`` when it set another one
+    # (SPEC §7.4); null otherwise. Files written before it lack the column: read the lake
+    # with ``union_by_name = true`` wherever all columns are read.
+    pa.field("original_duration", SECONDS),
 )
 RATED = pa.schema(RATED_FIELDS)
 

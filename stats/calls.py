@@ -82,7 +82,9 @@ def find_call(con: duckdb.DuckDBPyConnection, lake: Path, callid: str) -> tuple[
         if not files:
             continue
         table = con.sql(
-            f"SELECT * FROM {RATED_FILES} WHERE callid = ? ORDER BY dt",
+            # Every column, of files written before and after a column was added.
+            "SELECT * FROM read_parquet(?::VARCHAR[], hive_partitioning = false, "
+            "union_by_name = true) WHERE callid = ? ORDER BY dt",
             params=[files, callid],
         ).to_arrow_table()
         if table.num_rows:

@@ -13,6 +13,7 @@ from pipelines.cli import demo as demo_module
 from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
 from pipelines.cli import report as report_module
+from pipelines.cli import rerate as rerate_module
 from pipelines.cli import stats as stats_module
 from pipelines.cli import stream as stream_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
@@ -149,6 +150,8 @@ app.command("calls")(stats_module.calls)
 app.command("call")(stats_module.call)
 app.command("dialogs")(stats_module.dialogs)
 app.command("report")(report_module.report)
+app.command("rerate")(rerate_module.rerate)
+app.command("recalc")(rerate_module.recalc)
 app.command("stream")(stream_module.stream)
 app.command("balance")(billing_module.balance)
 app.add_typer(billing_module.invoices, name="invoices")

@@ -17,6 +17,7 @@ from pipelines.cli.context import home_of, operator_errors
 from pipelines.cli.entities import FormatOption
 from pipelines.cli.output import Format, emit, say
 from pipelines.home import rated_lake
+from pipelines.lakefiles import read_again_if_swapped
 from schemas.errors import CdrflowError
 from schemas.fields import Money
 from stats.calls import codes as codes_of
@@ -110,11 +111,13 @@ def stats(
     # The first query of a day summarises it (seconds a day at millions of CDRs; then kept).
     with connect() as con, Progress(transient=True, disable=fmt is not Format.table) as bar:
         task = bar.add_task("reading the days' summaries", total=None)
-        table = metrics(
-            con,
-            scope,
-            keys,
-            progress=lambda done, days: bar.update(task, completed=done, total=days),
+        table = read_again_if_swapped(
+            lambda: metrics(
+                con,
+                scope,
+                keys,
+                progress=lambda done, days: bar.update(task, completed=done, total=days),
+            )
         )
     show(table, fmt, _title("stats", scope))
 
@@ -134,7 +137,7 @@ def codes(
     keys = parse_by(by)
     scope = _scope(ctx, start, end, customer or [])
     with connect() as con:
-        table = codes_of(con, scope, keys)
+        table = read_again_if_swapped(lambda: codes_of(con, scope, keys))
     show(table, fmt, _title("SIP codes", scope))
 
 
@@ -150,7 +153,7 @@ def calls(
     """The latest rated calls, newest first."""
     scope = _scope(ctx, start, end, customer or [])
     with connect() as con:
-        table = latest_calls(con, scope, limit)
+        table = read_again_if_swapped(lambda: latest_calls(con, scope, limit))
     show(table, fmt, _title("latest calls", scope))
 
 
@@ -163,7 +166,7 @@ def call(
     """One CDR in full: every column of the rated record (or of the rejected ones)."""
     lake = rated_lake(home_of(ctx))
     with connect() as con:
-        kind, table = find_call(con, lake, callid)
+        kind, table = read_again_if_swapped(lambda: find_call(con, lake, callid))
     if table.num_rows == 0:
         raise CdrflowError(f"no CDR with callid {callid!r} in the lake")
     rows = rows_of(table)
@@ -191,7 +194,7 @@ def dialogs(
         instant = parse_time(at, "--at") if at else newest_instant(con, scope.lake)
         if instant is None:
             raise CdrflowError("the lake holds no calls")
-        table = dialogs_at(con, scope, instant)
+        table = read_again_if_swapped(lambda: dialogs_at(con, scope, instant))
     per_customer = Counter(table["customer_id"].to_pylist())
     counts = ", ".join(f"{c} {n}" for c, n in per_customer.items()) or "none"
     say("calls up at {}: {} ({})", _plain(instant), table.num_rows, counts, fmt=fmt)

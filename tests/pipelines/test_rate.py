@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +27,8 @@ from pipelines.catalog import Catalog
 from pipelines.catalog.csvdir import import_directory
 from pipelines.cli.demo import sample_catalog
 from pipelines.rate import SNAPSHOT_ENTITIES, load_tables, rate_files
-from schemas.cdr import MONEY, RATED, REJECTED
+from pipelines.rerate import read_rated
+from schemas.cdr import MONEY, REJECTED
 from schemas.errors import CdrflowError
 from tests.pipelines.workload import records, write_jsonl
 
@@ -45,9 +47,9 @@ def lake(home: Path, kind: str) -> pa.Table:
     files = sorted((home / "lake" / kind).glob("date=*/*.parquet"))
     if not files:
         return pa.table({})
-    return pa.concat_tables(
-        pq.read_table(f, schema=RATED if kind == "rated" else REJECTED) for f in files
-    )
+    if kind == "rated":  # files of any age: a column they lack is null
+        return read_rated([str(f) for f in files])
+    return pa.concat_tables(pq.read_table(f, schema=REJECTED) for f in files)
 
 
 def content(home: Path, kind: str) -> list[tuple[object, ...]]:
@@ -223,6 +225,21 @@ def test_a_crash_before_the_commit_point_leaves_no_trace(
 
 
 @pytest.mark.slow
+def kill_when(command: list[str], reached: Callable[[], bool], env: dict[str, str]) -> bool:
+    """Run ``command`` and SIGKILL it once ``reached()`` (polled); whether it was killed
+    (False: it ended first)."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
+    while process.poll() is None and not reached():
+        time.sleep(0.002)
+    killed = process.poll() is None
+    if killed:
+        process.send_signal(signal.SIGKILL)
+    process.wait()
+    return killed
+
+
 def test_sigkill_at_any_moment_then_a_rerun_gives_the_uninterrupted_lake(tmp_path: Path) -> None:
     rows = records(60_000, seed=9)
     path = write_jsonl(tmp_path / "big.jsonl", rows, broken_every=1000)
@@ -243,15 +260,7 @@ def test_sigkill_at_any_moment_then_a_rerun_gives_the_uninterrupted_lake(tmp_pat
     # run starts, then as its first files are written (spilled held calls, lake parts).
     for files in (0, 1, 2, 3, 4):
         earlier = set(staging.glob("*")) if staging.is_dir() else set()
-        process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-        )
-        while process.poll() is None and staged(earlier) < files:
-            time.sleep(0.005)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            killed += 1
-        process.wait()
+        killed += kill_when(command, lambda e=earlier, n=files: staged(e) >= n, env)
     assert killed, "no run was killed: the workload is too small for this machine"
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
