@@ -641,10 +641,22 @@ class Worker:
                     continue
                 run = json.loads((runs / f"{name}.json").read_text())
                 tables: dict[str, list[pa.Table]] = defaultdict(list)
+                replaced = 0
                 for file in run["files"]:
                     kind = file.split("/", 1)[0]
-                    tables[kind].append(pq.read_table(lake_root(self.home) / file))
+                    path = lake_root(self.home) / file
+                    if not path.is_file():  # a re-rate replaced it since: its rows changed
+                        replaced += 1
+                        continue
+                    tables[kind].append(pq.read_table(path))
                 log.info("publishing %s again (landed, not known to be published)", name)
+                if replaced:
+                    log.warning(
+                        "%s: %d of its files were replaced by a re-rate since it landed; "
+                        "their CDRs are not published again",
+                        name,
+                        replaced,
+                    )
                 self._publish([(name, tables)])
 
     def _report(self) -> None:

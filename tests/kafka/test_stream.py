@@ -11,7 +11,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from pipelines.compiled import cached_tables
 from pipelines.kafka_broker import Broker
 from pipelines.lakefiles import committed_runs
 from pipelines.rate import load_tables, rate_files
+from pipelines.rerate import rerate
 from pipelines.stream import (
     CATALOG_CHECK,
     PUBLISHED_RAW,
@@ -727,4 +728,25 @@ def test_a_full_disk_stops_the_worker_with_one_line_and_the_batch_uncommitted(
     assert not list((home / "lake" / "_runs").glob(".*"))
     small_disk.free()
     finish(worker(home, kafka_broker.bootstrap, topic, "g13", "--idle-exit", "4"))
+    assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
+
+
+def test_a_batch_a_re_rate_replaced_before_it_was_published_does_not_stop_the_worker(
+    tmp_path: Path, kafka_broker: Broker, topic: str
+) -> None:
+    """A batch landed but not known to be published, whose rated file a re-rate has since
+    replaced: at the next assignment the worker publishes what is left of it and goes on."""
+    rows = records(600, seed=85)
+    values = lines(write_jsonl(tmp_path / "cdrs.jsonl", rows))
+    produce(kafka_broker.bootstrap, topic, values, partition=2)
+    home = new_home(tmp_path, "home")
+    stop(worker(home, kafka_broker.bootstrap, topic, "g16"), home, len(values))
+    for mark in (home / "lake" / "_runs").glob("*.published"):
+        mark.unlink()
+    days = sorted({r["dt"][:10] for r in rows})
+    rerate(home, date.fromisoformat(days[0]), date.fromisoformat(days[-1]) + timedelta(days=1))
+    after = content(home, "rated")
+    log = finish(worker(home, kafka_broker.bootstrap, topic, "g16", "--idle-exit", "3"))
+    assert "replaced by a re-rate since it landed" in log
+    assert content(home, "rated") == after
     assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
