@@ -474,7 +474,7 @@ catalog_text = (
     st.builds(
         str.__add__,
         st.sampled_from(FORMULA_STARTS),
-        st.text(st.characters(blacklist_characters="\r\n\x00"), max_size=30),
+        st.text(st.characters(codec="utf-8", exclude_characters="\r\n\x00"), max_size=30),
     ).map(lambda text: text.strip() or "x")  # as parsed: trimmed, and a name is required
 )
 # Text columns of the sample's rows, by entity and key (id: a contact's).
