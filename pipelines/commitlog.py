@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.home import writing
+
 LOG = "_log"
 HEAD = "_head.json"
 # Entries kept: a stream worker is at most a few batches behind the others; one idle longer
@@ -50,7 +52,12 @@ def head(root: Path) -> Head:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
+    try:
+        with writing(tmp):
+            tmp.write_text(json.dumps(data))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no trace
+        raise
     os.replace(tmp, path)
 
 

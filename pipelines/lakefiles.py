@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -405,4 +405,5 @@ class Staging:
         if not self.committed:
             shutil.rmtree(self.dir, ignore_errors=True)
             if self.seq:  # logged, then failed before its commit point
-                commitlog.published(self.root)
+                with suppress(OSError):  # else the next writer's recovery says so
+                    commitlog.published(self.root)

@@ -706,8 +706,10 @@ def test_a_full_disk_stops_the_worker_with_one_line_and_the_batch_uncommitted(
     assert w.returncode == 1, said[-3000:]
     [line] = [line for line in said.splitlines() if line.startswith("error: ")]
     assert re.fullmatch(
-        # A staged file, or the manifest (the commit point) when the batch's files fitted.
-        rf"error: could not write {re.escape(str(home))}/lake/(_staging/|_runs/\.)stream-\S+\.tmp: "
+        # A staged file, or when the batch's files fitted, its commit log entry, the log's
+        # head or its manifest (the commit point).
+        rf"error: could not write {re.escape(str(home))}/lake/"
+        r"(_staging/\S+|_log/\.\d+\.json|\._head\.json|_runs/\.stream-\S+\.json)\.tmp: "
         "No space left on device; the batch in hand was not committed: the lake is as before, "
         "and the worker given its partition rates it again",
         line,
@@ -726,6 +728,7 @@ def test_a_full_disk_stops_the_worker_with_one_line_and_the_batch_uncommitted(
     assert landed(home) == whole
     assert not any((home / "lake" / "_staging").iterdir())
     assert not list((home / "lake" / "_runs").glob(".*"))
+    assert not list((home / "lake").glob("**/.*.tmp"))
     small_disk.free()
     finish(worker(home, kafka_broker.bootstrap, topic, "g13", "--idle-exit", "4"))
     assert landed(home) == every_message(kafka_broker.bootstrap, topic, len(values))
