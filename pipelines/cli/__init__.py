@@ -17,6 +17,7 @@ from pipelines.cli import rerate as rerate_module
 from pipelines.cli import stats as stats_module
 from pipelines.cli import stream as stream_module
 from pipelines.cli import summaries as summaries_module
+from pipelines.cli import ui as ui_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.entities import FormatOption, register
 from pipelines.cli.output import Format, emit, say
@@ -157,6 +158,7 @@ app.command("stream")(stream_module.stream)
 app.command("balance")(billing_module.balance)
 app.add_typer(billing_module.invoices, name="invoices")
 app.add_typer(summaries_module.summaries, name="summaries")
+app.command("ui")(ui_module.ui)
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 
