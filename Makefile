@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 
 demo: $(STAMP) pango
 	$(VENV)/bin/cdrflow demo
+	@echo 'Billing in Dagster (summaries, invoices, re-rating): $(VENV)/bin/cdrflow ui, then open http://127.0.0.1:3000 (Ctrl-C stops it)'
 
 test: $(STAMP) chromium pango kafka-jars
 	$(VENV)/bin/ruff check .

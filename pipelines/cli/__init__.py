@@ -16,6 +16,8 @@ from pipelines.cli import report as report_module
 from pipelines.cli import rerate as rerate_module
 from pipelines.cli import stats as stats_module
 from pipelines.cli import stream as stream_module
+from pipelines.cli import summaries as summaries_module
+from pipelines.cli import ui as ui_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
 from pipelines.cli.entities import FormatOption, register
 from pipelines.cli.output import Format, emit, say
@@ -155,6 +157,8 @@ app.command("recalc")(rerate_module.recalc)
 app.command("stream")(stream_module.stream)
 app.command("balance")(billing_module.balance)
 app.add_typer(billing_module.invoices, name="invoices")
+app.add_typer(summaries_module.summaries, name="summaries")
+app.command("ui")(ui_module.ui)
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 
