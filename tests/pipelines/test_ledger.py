@@ -21,6 +21,7 @@ from pipelines.catalog.documents import get, listing, sequence_of
 from pipelines.home import invoices_dir
 from pipelines.ledger import balances_at, build_month, document_files, from_scratch
 from pipelines.rate import rate_files
+from pipelines.rerate import rerate
 from schemas.errors import CdrflowError
 from tests.pipelines.billed import (
     DECEMBER,
@@ -329,3 +330,49 @@ def test_two_builds_at_once_number_without_gaps_or_repeats(home: Path) -> None:
     )
     issued = [n for _, builds in results for docs in builds for n, _ in docs]
     assert sorted(issued) == sorted(d.number for d in docs)
+
+
+def test_a_rerate_after_a_rate_change_issues_a_note_of_the_change(
+    home: Path, catalog: Catalog
+) -> None:
+    """An invoiced month re-rated after a rate was corrected keeps its invoice; the next
+    build issues a note per customer whose usage is exactly what the re-rate changed."""
+    build_month(home, catalog, NOVEMBER, NOW)
+
+    def charges() -> dict[str, Decimal]:
+        rows = lake_query(
+            home,
+            "SELECT customer_id, sum(charge) FROM rated WHERE dt >= ? AND dt < ? "
+            "AND billed_duration > 0 GROUP BY ALL",
+            [datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)],
+        )
+        return {customer: D(total) for customer, total in rows}
+
+    before = charges()
+    catalog.add(
+        "rates",
+        {
+            "card_id": "retail-usd",
+            "prefix": "447",
+            "name": "United Kingdom Mobile",
+            "rate": "0.0450",
+            "effective_from": "2026-11-01T00:00:00Z",
+        },
+    )
+    issued = listing(catalog)
+    rerate(home, date(2026, 11, 1), date(2026, 12, 1))
+    assert listing(catalog) == issued  # the re-rate leaves every issued document alone
+    after = charges()
+    changed = {c: after.get(c, D(0)) - before.get(c, D(0)) for c in set(before) | set(after)}
+    changed = {c: d for c, d in changed.items() if d}
+    assert changed  # the new rate costs more than the one it replaces for some calls
+    notes = build_month(home, catalog, NOVEMBER, NOW)
+    # A customer whose calls kept their charge (a package's) but not their billed minutes
+    # gets a note of those minutes that adds up to nothing.
+    assert {d.customer_id: d.usage for d in notes if d.usage} == changed
+    for doc in notes:
+        assert doc.kind == (CREDIT_NOTE if doc.total < 0 else DEBIT_NOTE)
+        assert doc.fees == 0 and {line.kind for line in doc.lines} == {CALLS}
+    assert_month_restored(home, catalog, NOVEMBER)
+    rerate(home, date(2026, 11, 1), date(2026, 12, 1))  # again: nothing more to bill
+    assert build_month(home, catalog, NOVEMBER, NOW) == []
