@@ -101,8 +101,11 @@ class Entry:
 
 def since(root: Path, cursor: int) -> list[Entry] | None:
     """The entries after number ``cursor``, oldest first (call under the lake lock); None when
-    some of them are no longer kept (read the lake again instead)."""
+    some of them are no longer kept, or the log is behind ``cursor`` (a lake made anew):
+    read the lake again instead."""
     newest = head(root).seq
+    if cursor > newest:
+        return None
     out = []
     for seq in range(cursor + 1, newest + 1):
         try:

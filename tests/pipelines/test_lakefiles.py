@@ -166,6 +166,7 @@ def test_the_commit_log_names_each_run_s_rated_files_and_forgets_the_oldest(
         assert entry.rated and all((root / name).is_file() for name in entry.rated)
         assert all(f"part-{entry.run}-" in name for name in entry.rated)
     assert commitlog.since(root, 3) == []
+    assert commitlog.since(root, 4) is None  # a log behind its reader: a lake made anew
 
 
 def test_a_run_that_fails_at_its_commit_point_leaves_the_head_at_rest(
