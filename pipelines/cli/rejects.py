@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from pipelines.cli.context import home_of, operator_errors
-from pipelines.cli.entities import FormatOption
+from pipelines.cli.entities import FormatOption, WideOption
 from pipelines.cli.output import Format, emit, say
 from pipelines.cli.rerate import option_day
 from schemas.cdr import REJECT_REASONS
@@ -27,6 +27,10 @@ TABLE_COLUMNS = (
     "source",
     "line",
 )
+# What a narrow terminal keeps (the issue's "reason, detail, source and line"), and what it
+# leaves out first.
+TABLE_KEY = ("reject_reason", "reject_detail", "source", "line")
+TABLE_DROP = ("customer_id", "date", "callid")
 
 Reasons = Annotated[
     list[str] | None,
@@ -98,6 +102,7 @@ def listing(
             show_default=False,
         ),
     ] = None,
+    wide: WideOption = False,
     fmt: FormatOption = Format.table,
 ) -> None:
     """Rejected records with their reason, detail, source and line (in the order of their day,
@@ -136,7 +141,16 @@ def listing(
     if fmt is not Format.table:
         emit(rows, fmt, columns=list(queries.LIST_COLUMNS))
         return
-    emit(rows, fmt, columns=list(TABLE_COLUMNS), right=("line",), title="rejected records")
+    emit(
+        rows,
+        fmt,
+        columns=list(TABLE_COLUMNS),
+        key=TABLE_KEY,
+        drop=TABLE_DROP,
+        wide=wide,
+        right=("line",),
+        title="rejected records",
+    )
     if len(rows) < total:
         say(
             "{:,} of {:,} shown; --limit 0 shows all, --summary counts them, --format csv|json "

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -182,7 +182,8 @@ def test_a_replay_after_adding_the_missing_customer_gives_the_lake_a_right_catal
     assert content(home, "rated") == content(clean, "rated")
     assert content(home, "rejected") == content(clean, "rejected")
     newco = [r for r in table(home, "rated") if r["customer_id"] == "newco"]
-    assert record["moved"] == len(newco) and record["moved_from"] == {"unknown_customer": len(newco)}
+    assert record["moved"] == len(newco)
+    assert record["moved_from"] == {"unknown_customer": len(newco)}
     assert sum(r["package_seconds"] for r in newco) > 0  # the package was drawn on, and used up
     assert any(r["package_seconds"] == 0 and r["billed_duration"] > 0 for r in newco)
     assert record["replayed"] == sum(first.rejected.values())
@@ -271,14 +272,13 @@ def land_messages(home: Path, messages: list[bytes], topic: str = "cdrs") -> Non
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         offsets = np.arange(len(messages), dtype=np.int64)
+        partitions = np.zeros(len(messages), np.int64)
         [block] = read_messages(
-            con, messages, np.zeros(len(messages), np.int64), offsets, lambda p: f"kafka:{topic}/{p}"
+            con, messages, partitions, offsets, lambda p: f"kafka:{topic}/{p}"
         ).values()
         staging = Staging(home, f"stream-{topic}-p00000-o0")
         usage = package_usage(con, home, tables)
-        rate_block(
-            con, tables, block, staging, BilledCallids(home), usage, 0, Summary("s"), None
-        )
+        rate_block(con, tables, block, staging, BilledCallids(home), usage, 0, Summary("s"), None)
         staging.commit({})
 
 

@@ -16,7 +16,7 @@ import pytest
 import pipelines.rejects
 from pipelines.catalog import Catalog
 from pipelines.rate import rate_files
-from tests.pipelines.cli.driver import Cli
+from tests.pipelines.cli.driver import Cli, narrow, shown
 from tests.pipelines.test_rejects import NEWCO_IP, cdrs, write_csv
 from tests.pipelines.workload import write_jsonl
 
@@ -113,6 +113,20 @@ def test_a_table_shows_the_first_records_and_says_how_to_see_all(
     assert len(cli.csv("rejects")) == total  # machines get them all
 
 
+def test_in_80_columns_the_reason_detail_source_and_line_stay(
+    cli: Cli, rated: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    narrow(monkeypatch, 80)
+    table = shown(cli.ok("rejects", "--reason", "no_route", "--limit", "5").stdout)
+    assert table.headers[-4:] == ["reject_reason", "reject_detail", "source", "line"]
+    assert table.hidden and set(table.hidden) <= {"customer_id", "date", "callid"}
+    columns = ["date", "callid", "customer_id", "reject_reason", "reject_detail", "source", "line"]
+    assert sorted(table.headers + table.hidden, key=columns.index) == columns
+    assert table.headers == [c for c in columns if c not in table.hidden]
+    wide = shown(cli.ok("rejects", "--reason", "no_route", "--limit", "5", "--wide").stdout)
+    assert wide.hidden == [] and "callid" in wide.headers
+
+
 def test_bad_options_are_refused_in_one_line(cli: Cli, rated: dict[str, Path]) -> None:
     assert "--reason 'no_customer' is not a reason; use one of invalid, duplicate" in cli.refused(
         "rejects", "--reason", "no_customer"
@@ -127,8 +141,7 @@ def test_replay_after_adding_the_customer_on_the_command_line(
     cli: Cli, rated: dict[str, Path]
 ) -> None:
     unknown = {
-        (r["source"], r["line"])
-        for r in cli.json("rejects", "--reason", "unknown_customer")
+        (r["source"], r["line"]) for r in cli.json("rejects", "--reason", "unknown_customer")
     }
     cli.ok("customers", "add", "--customer-id", "newco", "--name", "NewCo", "--status",
            "active", "--currency", "USD")  # fmt: skip
