@@ -80,6 +80,7 @@ class LiveSettings:
     web_port: int = 6066
     max_seconds_cap: int = 10_800
     app_id: str = "cdrflow-live"
+    config_file: Path | None = None  # SMTP and webhook settings (pipelines.live.deliver)
 
 
 def usage_topic(topic: str) -> str:
@@ -413,7 +414,7 @@ class Live:
             self.progress[CURSOR] = entry.seq
 
     async def _tick(self) -> None:
-        if not self._ready():
+        if not self.ready():
             return
         async with self._lock:
             try:
@@ -422,8 +423,9 @@ class Live:
             except Exception as exc:  # one line, and the next tick tries again
                 log.warning("live tick: %s", one_line(exc))
 
-    def _ready(self) -> bool:
-        """Whether the tables are recovered (the timer runs from the worker's start)."""
+    def ready(self) -> bool:
+        """Whether the tables are recovered and no rebalance is under way: timers and
+        views run from the worker's start, and should do nothing before."""
         app: Any = self.app
         return bool(
             app.tables.recovery.completed.is_set() and not app.in_recovery and not app.rebalancing
@@ -455,7 +457,7 @@ class Live:
         @self.app.page("/customers", name="customers")
         async def customers(web: View, request: Request) -> Response:
             del request
-            if not live._ready():
+            if not live.ready():
                 return web.json({"error": "the live tables are being recovered"}, status=503)
             try:
                 books = live._books()
@@ -468,7 +470,7 @@ class Live:
         @self.app.page("/customers/{customer_id}", name="customer")
         async def customer(web: View, request: Request, customer_id: str) -> Response:
             del request
-            if not live._ready():
+            if not live.ready():
                 return web.json({"error": "the live tables are being recovered"}, status=503)
             try:
                 found = live.customer_json(customer_id)
@@ -554,4 +556,7 @@ def build(settings: LiveSettings) -> Live:
         value_serializer="json",
     )
     live = Live(app, settings, partitions)
+    from pipelines.live import alerting  # the modules that plug in, each with its install
+
+    alerting.install(live)
     return live
