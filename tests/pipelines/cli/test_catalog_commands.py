@@ -253,6 +253,10 @@ def test_demo_in_a_new_home(cli: Cli, home: Path) -> None:
     route = cli.json("routes", "list", "--customer", "demo-voip")
     assert keys(route, "card_id") == ["retail-usd"]
     assert (home / "export" / "customers.csv").is_file()
+    # It ends by pointing at the next commands, on this home.
+    ending = text[text.index("Next:") :]
+    for command in ("customers show demo-voip", "rejects --summary", "stats --by", "report"):
+        assert f"cdrflow --home {home} {command}" in ending, ending
     # A second run in the same home is fine: it holds only the demo's customers.
     assert "round trip identical" in " ".join(cli.ok("demo").stdout.split())
 
