@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pipelines.cli import billing as billing_module
+from pipelines.cli import card as card_module
 from pipelines.cli import demo as demo_module
 from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
@@ -102,6 +103,7 @@ def catalog_info(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
 
 groups = register(app)
 cards = groups["cards"]
+groups["customers"].command("show")(card_module.show)
 
 
 @cards.command("import")

@@ -166,7 +166,7 @@ def demo(
     if cdrs:
         _traffic(home, catalog, cdrs)
     say(
-        "\ncatalog version {0}; try: cdrflow --home {1} customers list, "
+        "\ncatalog version {0}; try: cdrflow --home {1} customers show acme, "
         "cdrflow --home {1} stats --by customer,hour, "
         "cdrflow --home {1} report --out report.html",
         catalog.version(),
