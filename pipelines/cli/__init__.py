@@ -11,6 +11,7 @@ import typer
 from pipelines.cli import billing as billing_module
 from pipelines.cli import card as card_module
 from pipelines.cli import demo as demo_module
+from pipelines.cli import live as live_module
 from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
 from pipelines.cli import report as report_module
@@ -20,7 +21,7 @@ from pipelines.cli import stream as stream_module
 from pipelines.cli import summaries as summaries_module
 from pipelines.cli import ui as ui_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
-from pipelines.cli.entities import FormatOption, register
+from pipelines.cli.entities import LISTINGS, FormatOption, WideOption, register
 from pipelines.cli.output import Format, emit, say
 from pipelines.home import catalog_path, private_umask
 from schemas.catalog import RATES
@@ -131,6 +132,7 @@ def cards_rates(
         str | None, typer.Option(help="only rows whose prefix starts with this")
     ] = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """List the rate rows of one card."""
     catalog = catalog_of(ctx)
@@ -142,7 +144,9 @@ def cards_rates(
     ]
     rows.sort(key=lambda r: (r["prefix"], r["effective_from"] or ""))
     columns = [c.name for c in RATES.columns if c.name != "card_id"]
-    emit(rows, fmt, entity=RATES, columns=columns, title=f"rates of {card_id} ({len(rows)})")
+    listing = LISTINGS["rates"]
+    title = f"rates of {card_id} ({len(rows)})"
+    emit(rows, fmt, entity=RATES, columns=columns, title=title, key=listing.key, wide=wide)
 
 
 app.command("demo")(demo_module.demo)
@@ -161,6 +165,7 @@ app.command("balance")(billing_module.balance)
 app.add_typer(billing_module.invoices, name="invoices")
 app.add_typer(summaries_module.summaries, name="summaries")
 app.command("ui")(ui_module.ui)
+app.add_typer(live_module.live, name="live")
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 
