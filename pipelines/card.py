@@ -60,7 +60,8 @@ class Traffic:
 @dataclass(frozen=True)
 class Firings:
     """The customer's alert firings in ``<home>/lake/alerts/`` (newest first, at most the
-    card's ``latest``), how many there are, and why they could not be read (``problem``)."""
+    card's ``latest``), how many there are, or why they could not be read (``problem``,
+    and no ``rows``)."""
 
     folder: Path
     rows: pa.Table | None
@@ -245,57 +246,53 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def alerts_folder(home: Path) -> Path:
-    """Where the alerts fired are appended (SPEC §2)."""
-    return home / "lake" / "alerts"
+# The settled delivery of no firing: the shape of ``schemas.alerts.DELIVERED``'s columns read.
+_NO_DELIVERIES = (
+    "(SELECT NULL::VARCHAR AS alert_id, NULL::BIGINT AS crossing, NULL::VARCHAR AS status, "
+    "NULL::BIGINT AS tries, NULL::VARCHAR AS error WHERE false)"
+)
+_DELIVERIES = "read_parquet(?::VARCHAR[], hive_partitioning = false)"
 
 
 def alert_firings(
     con: duckdb.DuckDBPyConnection, home: Path, customer_id: str, latest: int
 ) -> Firings | None:
-    """The customer's latest alert firings from ``<home>/lake/alerts/`` (None when the home
-    has no such folder). Its files are read as records of the SPEC §9 firing (alert_id,
-    customer_id, name, area, operator, threshold, value, at): Parquet, or JSON Lines
-    (``.jsonl``, ``.ndjson``, ``.json``), in any folders below it but those whose names
-    start with ``_`` or ``.`` (a writer's staging). Files that cannot be read that way make
-    a ``problem``, not a failed card."""
-    folder = alerts_folder(home)
+    """The customer's latest alert firings, newest first, from ``lake/alerts/``
+    (``pipelines.live.firings``: a file a firing, ``schemas.alerts.FIRED``), each with how
+    its delivery was settled (``lake/alert_deliveries/``: delivered or failed, and the
+    tries) or ``pending`` while the live app still tries. None when the home has no
+    ``lake/alerts/`` (no live app ever ran on it). Files that do not read as firings make a
+    ``problem``, not a failed card."""
+    from pipelines.live.firings import deliveries_root, fired_root
+
+    folder = fired_root(home)
     if not folder.is_dir():
         return None
-    kinds: dict[str, list[str]] = {"parquet": [], "json": []}
-    for path in sorted(folder.rglob("*")):
-        hidden = any(p.startswith(("_", ".")) for p in path.relative_to(folder).parts)
-        if hidden or not path.is_file():
-            continue
-        if path.suffix == ".parquet":
-            kinds["parquet"].append(str(path))
-        elif path.suffix in (".jsonl", ".ndjson", ".json"):
-            kinds["json"].append(str(path))
-    # Each reader's ``at`` as a time (text in one file, a time in another: one type).
-    at = 'REPLACE (TRY_CAST("at" AS TIMESTAMPTZ) AS "at")'
-    readers = []
-    if kinds["parquet"]:
-        readers.append(
-            f"SELECT * {at} FROM read_parquet(?::VARCHAR[], hive_partitioning = false, "
-            "union_by_name = true)"
-        )
-    if kinds["json"]:
-        readers.append(
-            f"SELECT * {at} FROM read_json_auto(?::VARCHAR[], "
-            "format = 'newline_delimited', union_by_name = true)"
-        )
-    if not readers:
-        return Firings(folder, None, 0)
-    params = [files for files in kinds.values() if files]
-    source = " UNION ALL BY NAME ".join(f"({r})" for r in readers)
-    sql = (
-        f"SELECT *, count(*) OVER () AS firings_total FROM ({source}) WHERE customer_id = ? "
-        'ORDER BY "at" DESC NULLS LAST LIMIT ?'
-    )
+    fired = _parquet_files(folder)
+    if not fired:
+        return Firings(folder, pa.table({}), 0)
+    delivered = _parquet_files(deliveries_root(home))
+    sql = f"""
+        SELECT f.alert_id, f.crossing, f.name, f.area, f.operator, f.threshold, f.value,
+               f.fired_at AS at, f.recipient, coalesce(d.status, 'pending') AS delivery,
+               d.tries, d.error, count(*) OVER () AS firings_total
+        FROM read_parquet(?::VARCHAR[], hive_partitioning = false) AS f
+        LEFT JOIN {_DELIVERIES if delivered else _NO_DELIVERIES} AS d
+            ON d.alert_id = f.alert_id AND d.crossing = f.crossing
+        WHERE f.customer_id = ?
+        ORDER BY f.fired_at DESC, f.alert_id, f.crossing DESC
+        LIMIT ?
+    """
+    params = [fired, *([delivered] if delivered else []), customer_id, latest]
     try:
-        rows = con.sql(sql, params=[*params, customer_id, latest]).to_arrow_table()
+        rows = con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as exc:
         reason = str(exc).splitlines()[0]
-        return Firings(folder, None, 0, f"could not read {folder}: {reason}")
+        return Firings(folder, None, 0, f"could not read the alert firings in {folder}: {reason}")
     total = rows["firings_total"][0].as_py() if rows.num_rows else 0
     return Firings(folder, rows.drop_columns(["firings_total"]), total)
+
+
+def _parquet_files(root: Path) -> list[str]:
+    """The files of ``root``'s day partitions (not a writer's hidden temporary files)."""
+    return [str(p) for p in sorted(root.glob("date=*/*.parquet")) if not p.name.startswith(".")]

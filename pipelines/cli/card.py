@@ -167,7 +167,7 @@ def render(doc: Mapping[str, Any]) -> RenderableType:
         parts.append(Text(""))
         rows = doc[name]
         if name == "alert_firings" and rows is None:
-            note = "; ".join(doc["problems"]) or "none (this home has no lake/alerts/)"
+            note = "; ".join(doc["problems"]) or "none (no live app keeps this home's alerts)"
             parts.append(_line(title, note))
             continue
         shown = _title(title, len(rows), counts.get(name), name in LATEST_OF)
@@ -332,9 +332,8 @@ _LAYOUT: tuple[tuple[str, str, list[Column]], ...] = (
         _col("recipient"),
     ]),
     ("alert_firings", "alert firings", [
-        Column("at", lambda r: _short_time(r.get("at")), key=True),
-        _col("alert_id", "alert", key=True),
-        _col("area"), _col("value", number=True),
+        Column("at", lambda r: _short_time(r["at"]), key=True),
+        _col("alert_id", "alert", key=True), _col("value", number=True), _col("delivery"),
     ]),
     ("contracts", "contracts", [
         _col("contract_id", "contract", key=True), _col("name"), _col("provider_id", "provider"),

@@ -173,7 +173,7 @@ def demo(
     if cdrs:
         _traffic(home, catalog, cdrs)
     say(
-        "\ncatalog version {0}; try: cdrflow --home {1} customers show acme, "
+        "\ncatalog version {0}; try: cdrflow --home {1} customers list, "
         "cdrflow --home {1} stats --by customer,hour, "
         "cdrflow --home {1} report --out report.html",
         catalog.version(),

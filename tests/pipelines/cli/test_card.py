@@ -12,14 +12,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from pipelines.catalog import Catalog
 from pipelines.cli.demo import sample_catalog
 from pipelines.cli.output import jsonable
 from pipelines.ledger import build_month
+from pipelines.live.alerts import Firing
+from pipelines.live.firings import Ledger, Settled, deliveries_root, fired_root
 from pipelines.rate import rate_files
 from schemas.catalog import BY_NAME
 from tests.pipelines.billed import NOVEMBER, lake_query
@@ -302,7 +302,7 @@ def test_a_customer_without_traffic_says_so_briefly(cli: Cli, card_home: Path) -
         empty += ["payments", "alerts", "contracts", "calls", "invoices and notes"]
         for title in empty:
             assert f"\n{title}: none\n" in shown, title
-        assert "alert firings: none (this home has no lake/alerts/)" in shown
+        assert "alert firings: none (no live app keeps this home's alerts)" in shown
         assert "─" not in shown.split("traffic (UTC)")[0], "no empty tables"
     finally:
         cli.ok("customers", "delete", "quiet")
@@ -368,56 +368,65 @@ def test_passwords_are_never_shown(cli: Cli, catalog: Catalog) -> None:
     assert "password" in outputs[0]
 
 
-def write_firings(folder: Path, name: str, rows: list[dict[str, Any]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), folder / name)
+def firing(alert: str, crossing: int, customer: str, value: str, at: datetime) -> Firing:
+    return Firing(
+        alert_id=alert,
+        crossing=crossing,
+        customer_id=customer,
+        name=f"{alert} alert",
+        area="asr",
+        operator="<",
+        threshold=Decimal(35),
+        value=Decimal(value),
+        at=at,
+        recipient="noc@acme-telecom.example",
+    )
 
 
-def firing(alert: str, customer: str, value: str, at: datetime) -> dict[str, Any]:
-    return {
-        "alert_id": alert,
-        "customer_id": customer,
-        "name": alert,
-        "area": "asr",
-        "operator": "<",
-        "threshold": "35",
-        "value": value,
-        "at": at.isoformat().replace("+00:00", "Z"),
-    }
-
-
-def test_alert_firings_from_the_homes_alerts_folder(cli: Cli, card_home: Path) -> None:
-    folder = card_home / "lake" / "alerts"
+def test_alert_firings_are_those_the_live_app_recorded(cli: Cli, card_home: Path) -> None:
+    doc = card(cli, "acme")
+    assert doc["alert_firings"] is None and doc["counts"]["alert_firings"] is None
+    shown = cli.ok("customers", "show", "acme").stdout
+    assert "alert firings: none (no live app keeps this home's alerts)" in shown
+    base = datetime(2026, 12, 5, 10, tzinfo=UTC)
+    asr = [
+        firing("acme-asr", n, "acme", f"3{n}.5", base + timedelta(minutes=n)) for n in (1, 2, 3, 4)
+    ]
+    ledger = Ledger(card_home)
+    balance = firing("acme-low-balance", 1, "acme", "99.10", base + timedelta(hours=1))
+    ledger.record([*asr, balance, firing("globex-channels", 1, "globex", "460", base)])
+    settled = base + timedelta(minutes=30)
+    ledger.settle(asr[0], Settled("email", "delivered", 1, None, settled))
+    ledger.settle(asr[1], Settled("email", "failed", 5, "connection refused", settled))
     try:
-        base = datetime(2026, 12, 5, 10, tzinfo=UTC)
-        write_firings(
-            folder / "date=2026-12-05",
-            "part-1.parquet",
-            [firing("acme-asr", "acme", f"3{i}", base + timedelta(minutes=i)) for i in range(4)]
-            + [firing("globex-channels", "globex", "460", base)],
-        )
-        # JSON Lines beside Parquet; a writer's staging is left out.
-        (folder / "more.jsonl").write_text(
-            json.dumps(firing("acme-low-balance", "acme", "99", base + timedelta(hours=1))) + "\n"
-        )
-        write_firings(folder / "_staging", "x.parquet", [firing("acme-asr", "acme", "1", base)])
         doc = card(cli, "acme", "--latest", "3")
-        assert doc["counts"]["alert_firings"] == 5
-        assert [(f["alert_id"], f["value"]) for f in doc["alert_firings"]] == [
-            ("acme-low-balance", "99"), ("acme-asr", "33"), ("acme-asr", "32"),
+        assert doc["counts"]["alert_firings"] == 5 and doc["problems"] == []
+        latest = doc["alert_firings"]
+        assert [(f["alert_id"], f["crossing"], f["value"], f["delivery"]) for f in latest] == [
+            ("acme-low-balance", 1, "99.10", "pending"),
+            ("acme-asr", 4, "34.5", "pending"),
+            ("acme-asr", 3, "33.5", "pending"),
         ]  # fmt: skip
-        assert doc["problems"] == []
+        assert doc["alert_firings"][0]["at"] == "2026-12-05T11:00:00Z"
+        oldest = card(cli, "acme", "--latest", "10")["alert_firings"][-2:]
+        assert [(f["crossing"], f["delivery"], f["tries"], f["error"]) for f in oldest] == [
+            (2, "failed", 5, "connection refused"),
+            (1, "delivered", 1, None),
+        ]
         shown = cli.ok("customers", "show", "acme", "--latest", "3").stdout
         assert "alert firings (latest 3 of 5)" in shown and "2026-12-05 11:00:00" in shown
         assert card(cli, "initech")["alert_firings"] == []
-        # A file that is not a firing: the card says so and shows the rest.
-        (folder / "broken.parquet").write_text("not parquet")
+        assert "alert firings: none" in cli.ok("customers", "show", "initech").stdout
+        # A file that is not a firing: the card says so, and shows the rest.
+        (fired_root(card_home) / "date=2026-12-05" / "bad~1.parquet").write_text("not parquet")
         result = cli.ok("customers", "show", "acme")
-        assert "could not read" in result.stdout and "contracts (1)" in result.stdout
+        assert "alert firings: could not read the alert firings in" in result.stdout
+        assert "contracts (1)" in result.stdout
         doc = card(cli, "acme")
         assert doc["alert_firings"] is None and doc["problems"][0].startswith("could not read")
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(fired_root(card_home))
+        shutil.rmtree(deliveries_root(card_home))
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "csv"])
