@@ -104,7 +104,6 @@ def catalog_info(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
 
 groups = register(app)
 cards = groups["cards"]
-groups["customers"].command("show")(card_module.show)
 
 
 @cards.command("import")
@@ -174,6 +173,8 @@ def prose(doc: str) -> str:
     break, so a docstring wrapped at the source's width showed ragged lines."""
     return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
 
+
+groups["customers"].command("show", help=prose(card_module.show.__doc__ or ""))(card_module.show)
 
 for _command in app.registered_commands:
     if _command.help is None and _command.callback is not None and _command.callback.__doc__:
