@@ -17,6 +17,7 @@ is found by binary search over whole pulses, in integers, through the engine's o
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -143,18 +144,10 @@ class Authorizer:
         for row in rows["customers"]:
             if row["customer_id"] in index:
                 self.customer_limits[index[row["customer_id"]]] = _limit(row)
-        auth = rows["auth"]
-        if len(auth) != tables.auth_customer.size or any(
-            tables.customer_ids[c] != r["customer_id"]
-            for c, r in zip(tables.auth_customer.tolist(), auth, strict=True)
-        ):
-            raise CdrflowError(
-                "the auth rows are not those the rate tables were compiled from; "
-                "read both from one catalog version"
-            )
-        self.entry_limits = [_limit(row) for row in auth]
+        self.entry_keys, self.entry_limits = _entries(tables, rows["auth"])
         rules: dict[int, list[Row]] = {}
-        for rule in sorted(rows.get("cli_rules", ()), key=lambda r: r["id"]):
+        # Catalog order: by id where the rows carry one, else as given (a snapshot's order).
+        for rule in sorted(rows.get("cli_rules", ()), key=lambda r: r.get("id") or 0):
             if rule["customer_id"] in index:
                 rules.setdefault(index[rule["customer_id"]], []).append(rule)
         self.cli_rules = rules
@@ -170,6 +163,45 @@ class Authorizer:
 
 def _limit(row: Row) -> Limit:
     return Limit(channels=row.get("channels"), cps=row.get("cps"))
+
+
+def _entries(tables: Tables, auth: Sequence[Row]) -> tuple[list[str], list[Limit]]:
+    """Each compiled auth entry's key (kind|value|tech prefix: what makes an entry unique,
+    and names it across catalog versions) and limits, from its catalog row, matched on the
+    key so that the rows may come in any order."""
+    tech = tables.auth_tech_prefix
+    n = tables.auth_customer.size
+
+    def tech_of(e: int) -> str:
+        return bytes(tech.data[tech.offsets[e] : tech.offsets[e + 1]]).decode()
+
+    keys: list[tuple[str, Any, str] | None] = [None] * n
+    for networks in tables.ip_networks.values():
+        for network, entries in networks.items():
+            for e in entries:
+                keys[e] = ("ip", network, tech_of(e))
+    for name, entries in tables.user_entries.items():
+        for e in entries:
+            keys[e] = ("user", name, tech_of(e))
+    by_key: dict[tuple[str, Any, str], Row] = {}
+    for given in auth:
+        value = ipaddress.ip_network(given["value"]) if given["kind"] == "ip" else given["value"]
+        by_key[(given["kind"], value, given.get("tech_prefix") or "")] = given
+    names, limits = [], []
+    for e, key in enumerate(keys):
+        row = None if key is None else by_key.get(key)
+        if (
+            key is None
+            or row is None
+            or tables.customer_index.get(row["customer_id"]) != int(tables.auth_customer[e])
+        ):
+            raise CdrflowError(
+                "the auth rows are not those the rate tables were compiled from; "
+                "read both from one catalog version"
+            )
+        names.append(f"{key[0]}|{key[1]}|{key[2]}")
+        limits.append(_limit(row))
+    return names, limits
 
 
 def problem(call: Any) -> str | None:

@@ -573,3 +573,28 @@ def test_each_call_of_a_batch_sees_all_the_package_seconds_left() -> None:
     got = decide_many(Authorizer.of(tables, snapshot), calls, NOW, funds("0.30", usage))
     assert [d.package_seconds for d in got] == [40, 10, 40, 40]
     assert [d.max_seconds for d in got] == [66, 36, 66, 66]
+
+
+def test_limits_follow_the_auth_rows_in_any_order_and_rows_without_ids() -> None:
+    """A snapshot's rows may come in another order than the compiled entries, and without
+    ids (the catalog's order is then the order given)."""
+    snapshot = catalog()
+    snapshot["auth"] = [
+        _auth(1, "c", "ip", "10.0.0.0/24"),
+        _auth(2, "c", "ip", "10.0.0.7", tech="99#"),
+        _auth(3, "c", "user", "alice"),
+    ]
+    snapshot["cli_rules"] = [
+        {"id": 1, "customer_id": "c", "pattern": "44", "action": "deny"},
+        {"id": 2, "customer_id": "c", "pattern": "4420", "action": "allow"},
+    ]
+    tables = compile_tables(snapshot)
+    rows = {
+        **snapshot,
+        "auth": [{k: v for k, v in r.items() if k != "id"} for r in reversed(snapshot["auth"])],
+        "cli_rules": [{k: v for k, v in r.items() if k != "id"} for r in snapshot["cli_rules"]],
+    }
+    a = Authorizer.of(tables, rows)
+    assert [limit.channels for limit in a.entry_limits] == [1, 2, 3]
+    call = {"callid": "x", "dest_number": NUMBER, "customer_id": "c", "source_cli": "4420"}
+    assert decide(a, call, NOW, funds("1")).reason == "cli_denied"
