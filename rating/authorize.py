@@ -362,57 +362,62 @@ def packages_left(
 ) -> dict[int, int]:
     """The package seconds each of ``calls`` (indexes into the arrays: customer, UTC day,
     dialled number and where the rated number starts in it) could still draw (SPEC §5.3),
-    after what each customer has ``drawn``: the engine's own draw of every second there
-    is, on copies of the usage. A customer's calls are drawn in separate rounds, each on
-    a fresh copy, so that each call sees all that is left (nothing is reserved); calls of
-    one customer to one rated number are drawn once."""
+    after what each customer has ``drawn``: the engine's own ``draw`` of every second there
+    is. Nothing is reserved between the calls, so each gets its own copy of its customer's
+    allotments (as if it were a customer of its own), their usage seeded from ``drawn``,
+    and one draw serves them all."""
     left = dict.fromkeys(calls, 0)
-    texts = dest_number.to_pylist() if calls else []
-    first: dict[tuple[int, str], int] = {}
-    same: dict[int, int] = {}
-    rounds: list[list[int]] = []
-    per_customer: dict[int, int] = {}
-    for i in calls:
-        c = int(customer[i])
-        if tables.allot_count[c] == 0:
+    chosen = [i for i in calls if tables.allot_count[customer[i]] > 0]
+    if not chosen:
+        return left
+    rows = np.array(chosen, np.int64)
+    firsts, counts = tables.allot_first[customer[rows]], tables.allot_count[customer[rows]]
+    # Copy v of the allotments is real allotment real[v]; call k owns copies from first[k].
+    real = np.concatenate([np.arange(f, f + c) for f, c in zip(firsts, counts, strict=True)])
+    first = np.zeros(rows.size, np.int64)
+    np.cumsum(counts[:-1], out=first[1:])
+    view = replace(
+        tables,
+        allot_first=first,
+        allot_count=counts,
+        **{name: getattr(tables, name)[real] for name in _ALLOT_ARRAYS},
+    )
+    own = np.full(customer.size, -1, np.int64)
+    own[rows] = np.arange(rows.size)
+    billed = np.zeros(customer.size, np.int64)
+    billed[rows] = _ALL
+    usage = Usage()
+    for k, i in enumerate(chosen):
+        used = drawn.get(int(customer[i]))
+        if used is None:
             continue
-        key = (c, texts[i][int(start[i]) :])
-        if key in first:
-            same[i] = first[key]
-            continue
-        first[key] = i
-        r = per_customer.get(c, 0)
-        per_customer[c] = r + 1
-        if r == len(rounds):
-            rounds.append([])
-        rounds[r].append(i)
-    for members in rounds:
-        chosen = np.array(members, np.int64)
-        billed = np.zeros(customer.size, np.int64)
-        billed[chosen] = _ALL
-        usage = _merged(tables, {int(customer[i]): drawn.get(int(customer[i])) for i in members})
-        draws = draw(tables, customer, days, dest_number, start, billed, None, usage)
-        for i in members:
-            left[i] = int(draws.seconds[i])
-    for i, j in same.items():
-        left[i] = left[j]
+        for v in range(int(first[k]), int(first[k] + counts[k])):
+            a = int(real[v])
+            period = int(
+                kernels.period_start(
+                    int(days[i]), int(tables.allot_freq[a]), int(tables.allot_start[a])
+                )
+            )
+            seconds = _used(used, a * _KEY + period)
+            if seconds:
+                usage.add(v * _KEY + period, seconds)
+    draws = draw(view, own, days, dest_number, start, billed, None, usage)
+    for i in chosen:
+        left[i] = int(draws.seconds[i])
     return left
 
 
-def _merged(tables: Tables, usages: Mapping[int, Usage | None]) -> Usage:
-    """A new usage holding, of each customer's ``usages``, the seconds drawn on that
-    customer's own allotments (so that one usage handed to every customer, or a usage of
-    everyone's draws, counts once)."""
-    merged = Usage()
-    for c, usage in usages.items():
-        if usage is None:
-            continue
-        used = usage.keys != -1
-        keys, values = usage.keys[used], usage.values[used]
-        mine = tables.allot_customer[keys >> 32] == c
-        for key, value in zip(keys[mine].tolist(), values[mine].tolist(), strict=True):
-            merged.add(key, value)
-    return merged
+# The per-allotment arrays of ``Tables`` that ``draw`` reads, and ``Usage``'s key: allotment
+# × 2^32 + period start day.
+_ALLOT_ARRAYS = ("allot_start", "allot_end", "allot_freq", "allot_seconds", "allot_pfx_first",
+                 "allot_pfx_count")  # fmt: skip
+_KEY = 4294967296
+
+
+def _used(usage: Usage, key: int) -> int:
+    """Seconds ``usage`` holds under ``key`` (0: none)."""
+    slot = kernels.usage_slot(usage.keys, key)
+    return int(usage.values[slot]) if usage.keys[slot] == key else 0
 
 
 def cost(tables: Tables, customer: int, card: int, row: int, billed: int, free: int) -> int:

@@ -21,9 +21,10 @@ from rating.authorize import (
     decide_many,
     max_seconds,
     micro_of,
+    packages_left,
     problem,
 )
-from rating.engine import Usage, charges, price, usage_from
+from rating.engine import Usage, charges, draw, price, usage_from
 from rating.tables import compile_tables
 from schemas.cdr import INPUT
 
@@ -598,3 +599,68 @@ def test_limits_follow_the_auth_rows_in_any_order_and_rows_without_ids() -> None
     assert [limit.channels for limit in a.entry_limits] == [1, 2, 3]
     call = {"callid": "x", "dest_number": NUMBER, "customer_id": "c", "source_cli": "4420"}
     assert decide(a, call, NOW, funds("1")).reason == "cli_denied"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    used=st.lists(st.integers(0, 200), min_size=3, max_size=3),
+    numbers=st.lists(st.sampled_from(["4477", "4420", "1212", "3312"]), min_size=1, max_size=8),
+)
+def test_packages_left_is_each_calls_own_draw_of_everything(
+    used: list[int], numbers: list[str]
+) -> None:
+    """One draw for a batch gives each call what a draw of that call alone (on a fresh copy
+    of the usage) would give."""
+    snapshot = _with_package(catalog())
+    base = snapshot["packages"][0]
+    snapshot["packages"] = [
+        {**base, "package_id": "P1", "seconds": 100, "prefixes": "44"},
+        {**base, "package_id": "P2", "seconds": 150, "prefixes": "4477|1", "frequency": "daily"},
+        {**base, "package_id": "P3", "seconds": 90, "prefixes": None, "frequency": "weekly"},
+    ]
+    cp = snapshot["customer_packages"][0]
+    snapshot["customer_packages"] = [{**cp, "package_id": p} for p in ("P1", "P2", "P3")]
+    tables = compile_tables(snapshot)
+    usage = usage_from(
+        tables,
+        [
+            ("c", "P1", "2026-01-01", date(2026, 11, 1), used[0]),
+            ("c", "P2", "2026-01-01", date(2026, 11, 18), used[1]),
+            ("c", "P3", "2026-01-01", date(2026, 11, 16), used[2]),
+        ],
+    )
+    calls = [
+        {"callid": str(i), "dest_number": n + "555", "customer_id": "c"}
+        for i, n in enumerate(numbers)
+    ]
+    priced = price(tables, _batch_of(calls))
+    together = packages_left(
+        tables,
+        priced.customer,
+        priced.days,
+        priced.batch["dest_number"],
+        priced.start,
+        range(len(calls)),
+        {0: usage},
+    )
+    for i in range(len(calls)):
+        alone = Usage(usage.keys.size)
+        alone.keys, alone.values = usage.keys.copy(), usage.values.copy()
+        billed = np.zeros(len(calls), np.int64)
+        billed[i] = 10**9
+        mine = draw(
+            tables,
+            priced.customer,
+            priced.days,
+            priced.batch["dest_number"],
+            priced.start,
+            billed,
+            None,
+            alone,
+        )
+        assert together[i] == mine.seconds[i]
+
+
+def _batch_of(calls: list[dict[str, Any]]) -> pa.Table:
+    rows = [{**c, "dt": NOW, "sip_code": 200} for c in calls]
+    return pa.Table.from_pylist(rows, schema=INPUT)
