@@ -20,7 +20,7 @@ from pipelines.cli import stream as stream_module
 from pipelines.cli import summaries as summaries_module
 from pipelines.cli import ui as ui_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
-from pipelines.cli.entities import FormatOption, register
+from pipelines.cli.entities import LISTINGS, FormatOption, WideOption, register
 from pipelines.cli.output import Format, emit, say
 from pipelines.home import catalog_path, private_umask
 from schemas.catalog import RATES
@@ -130,6 +130,7 @@ def cards_rates(
         str | None, typer.Option(help="only rows whose prefix starts with this")
     ] = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """List the rate rows of one card."""
     catalog = catalog_of(ctx)
@@ -141,7 +142,9 @@ def cards_rates(
     ]
     rows.sort(key=lambda r: (r["prefix"], r["effective_from"] or ""))
     columns = [c.name for c in RATES.columns if c.name != "card_id"]
-    emit(rows, fmt, entity=RATES, columns=columns, title=f"rates of {card_id} ({len(rows)})")
+    listing = LISTINGS["rates"]
+    title = f"rates of {card_id} ({len(rows)})"
+    emit(rows, fmt, entity=RATES, columns=columns, title=title, key=listing.key, wide=wide)
 
 
 app.command("demo")(demo_module.demo)

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from pipelines.cli.context import catalog_of, home_of, operator_errors, option_time
-from pipelines.cli.entities import FormatOption
+from pipelines.cli.entities import FormatOption, WideOption
 from pipelines.cli.output import Format, emit, say
 
 if TYPE_CHECKING:
@@ -24,6 +24,13 @@ DOCUMENT_COLUMNS = [
     "number", "kind", "refers_to", "customer_id", "month", "currency", "usage", "fees",
     "subtotal", "tax", "total", "payments", "balance_due", "issued_at",
 ]  # fmt: skip
+# What a narrow terminal keeps of a balance and of a document, and the order the rest go in.
+BALANCE_KEY = ("customer_id", "currency", "balance", "available")
+BALANCE_DROP = ("fees", "payments", "usage", "debit_limit")
+DOCUMENT_KEY = ("number", "kind", "customer_id", "month", "currency", "total")
+DOCUMENT_DROP = (
+    "issued_at", "refers_to", "usage", "fees", "subtotal", "tax", "payments", "balance_due",
+)  # fmt: skip
 LINE_COLUMNS = ["kind", "description", "calls", "minutes", "amount"]
 MONEY = ("usage", "fees", "subtotal", "tax", "total", "payments", "balance_due")
 
@@ -51,6 +58,7 @@ def balance(
         ),
     ] = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Each customer's balance and credit available (SPEC §7.2).
 
@@ -73,7 +81,16 @@ def balance(
         for b in found
     ]
     title = f"balances at {_iso(moment)}" if moment else "balances now"
-    emit(rows, fmt, columns=BALANCE_COLUMNS, title=title, wide=True, right=BALANCE_COLUMNS[2:])
+    emit(
+        rows,
+        fmt,
+        columns=BALANCE_COLUMNS,
+        title=title,
+        key=BALANCE_KEY,
+        drop=BALANCE_DROP,
+        wide=wide,
+        right=BALANCE_COLUMNS[2:],
+    )
 
 
 def _document_row(doc: Document) -> dict[str, Any]:
@@ -92,9 +109,18 @@ def _document_row(doc: Document) -> dict[str, Any]:
     }
 
 
-def _show_documents(docs: list[Document], fmt: Format, title: str) -> None:
+def _show_documents(docs: list[Document], fmt: Format, title: str, wide: bool) -> None:
     rows = [_document_row(d) for d in docs]
-    emit(rows, fmt, columns=DOCUMENT_COLUMNS, title=title, wide=True, right=MONEY)
+    emit(
+        rows,
+        fmt,
+        columns=DOCUMENT_COLUMNS,
+        title=title,
+        key=DOCUMENT_KEY,
+        drop=DOCUMENT_DROP,
+        wide=wide,
+        right=MONEY,
+    )
 
 
 @invoices.command("build")
@@ -104,6 +130,7 @@ def invoices_build(
     month: Annotated[str, typer.Option("--month", help="the month to invoice (YYYY-MM)")],
     customer: Customer = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Invoice a month that has ended: an invoice per customer with calls, fees or payments
     in it, and for a month already invoiced whose calls, fees or payments changed since, one
@@ -123,7 +150,7 @@ def invoices_build(
     else:
         folder = escape(str(invoices_dir(home)))  # a path is text, never markup
         say(f"issued {len(issued)} document(s) for {month}, written to {folder}", fmt=fmt)
-    _show_documents(issued, fmt, f"issued for {month}")
+    _show_documents(issued, fmt, f"issued for {month}", wide)
 
 
 @invoices.command("list")
@@ -133,13 +160,15 @@ def invoices_list(
     customer: Customer = None,
     month: Month = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Issued invoices and notes, in number order."""
     from pipelines.catalog.documents import listing
     from pipelines.ledger import parse_month
 
     first = parse_month(month) if month else None
-    _show_documents(listing(catalog_of(ctx), customer, first), fmt, "invoices and notes")
+    found = listing(catalog_of(ctx), customer, first)
+    _show_documents(found, fmt, "invoices and notes", wide)
 
 
 @invoices.command("show")

@@ -20,6 +20,7 @@ import typer
 from rich.progress import Progress
 
 from pipelines.cli.context import catalog_of, home_of, operator_errors
+from pipelines.cli.entities import listing_of
 from pipelines.cli.output import Format, emit, say
 from pipelines.cli.rate import show_summary
 from pipelines.home import rated_lake
@@ -78,6 +79,9 @@ def demo(
         entity=CUSTOMERS,
         columns=["customer_id", "name", "status", "currency", "tax_percent", "debit_limit"],
         title="customers",
+        key=listing_of(CUSTOMERS).key,
+        drop=listing_of(CUSTOMERS).drop,
+        hint="cdrflow customers list --wide",
     )
 
     say(
@@ -140,6 +144,9 @@ def demo(
         Format.table,
         entity=ROUTES,
         title="routes of demo-voip",
+        key=listing_of(ROUTES).key,
+        drop=listing_of(ROUTES).drop,
+        hint="cdrflow routes list --wide",
     )
 
     say("\n[bold]3.[/bold] a refused change: a customer's currency is fixed once it exists")

@@ -787,7 +787,18 @@ def test_alerts_refusals(cli: Cli, sample: Catalog) -> None:
     message = cli.refused("alerts", "edit", "acme-asr", "--operator", "=")
     assert message == "alert acme-asr: column operator: '=' is not one of <, <=, >, >="
     message = cli.refused("alerts", "edit", "acme-asr", "--recipient", "noc")
-    assert message == "alert acme-asr: column recipient: 'noc' is not an e-mail address"
+    assert message == (
+        "alert acme-asr: column recipient: 'noc' is not an e-mail address or an http(s):// URL"
+    )
+    message = cli.refused("alerts", "edit", "acme-asr", "--recipient", "https://")
+    assert (
+        message
+        == "alert acme-asr: column recipient: 'https://' is not an http(s):// URL with a host"
+    )
+    hook = cli.json(
+        "alerts", "edit", "acme-asr", "--recipient", "https://noc.acme.example/hook?t=1"
+    )
+    assert hook["recipient"] == "https://noc.acme.example/hook?t=1"
     assert cli.json("alerts", "show", "acme-asr")["name"] == "ASR under 35%"
 
 
