@@ -5,6 +5,9 @@ kept across a restart), and bad input answered in JSON, never a 500, never a sto
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -20,7 +23,8 @@ from pipelines.catalog import Catalog
 from pipelines.catalog.csvdir import import_directory
 from pipelines.kafka_broker import Broker
 from tests.kafka.reader import unique_name
-from tests.live.process import LiveWorker
+from tests.kafka.test_stream import produce, settled
+from tests.live.process import CDRFLOW, PATIENCE, LiveWorker, _default_signals, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +104,7 @@ def live(tmp_path: Path, kafka_broker: Broker, topic: str) -> Any:
         worker = LiveWorker(
             home, kafka_broker.bootstrap, topic, app_id, env={"CDRFLOW_NOW": now.isoformat()}
         )
+        worker.home = home  # type: ignore[attr-defined]
         started.append(worker)
         worker.ready()
         return worker
@@ -179,6 +184,52 @@ def test_a_hold_outlives_a_restart_and_ends_after_max_seconds_and_a_minute(live:
     second.stop()
     third = live(NOW + timedelta(seconds=65))
     assert ask(third.url, callid="t2", customer_id="tiny")["allow"]
+
+
+def rate_on_the_stream(home: Path, bootstrap: str, topic: str, cdrs: list[dict[str, Any]]) -> None:
+    """Produce ``cdrs`` and let a real stream worker rate them into the lake and publish
+    them (rated, rejected and usage), then stop it."""
+    produce(bootstrap, topic, [json.dumps(c).encode() for c in cdrs])
+    rater = subprocess.Popen(
+        [CDRFLOW, "--home", str(home), "stream", "--bootstrap", bootstrap, "--topic", topic,
+         "--group", unique_name("raters"), "--batch", "400", "--wait", "0.3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_default_signals,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: settled(home, len(cdrs)), f"{len(cdrs)} CDRs rated and published")
+    finally:
+        os.killpg(rater.pid, signal.SIGTERM)
+        rater.wait(PATIENCE)
+
+
+def test_a_channel_is_freed_when_its_cdr_arrives_rated_or_rejected(
+    live: Any, kafka_broker: Broker, topic: str
+) -> None:
+    worker = live()
+    url = worker.url
+    assert ask(url, callid="rated-1", customer_id="tiny")["allow"]
+    assert ask(url, callid="rated-2", customer_id="tiny")["reason"] == "channels"
+    assert ask(url, callid="rejected-1", source_ip="10.1.1.1")["allow"]
+    assert ask(url, callid="rejected-2", source_ip="10.1.1.1")["reason"] == "channels"
+    cdr = {"dt": NOW.isoformat(), "sip_code": 200, "duration": "3"}
+    rate_on_the_stream(
+        worker.home,
+        kafka_broker.bootstrap,
+        topic,
+        [
+            {**cdr, "callid": "rated-1", "dest_number": UK, "customer_id": "tiny"},
+            # No route for 33: rejected, and its channel is freed all the same.
+            {**cdr, "callid": "rejected-1", "dest_number": "33123456", "source_ip": "10.1.1.1"},
+        ],
+    )
+    wait_for(lambda: ask(url, callid="rated-2", customer_id="tiny")["allow"], "rated-1's CDR")
+    wait_for(
+        lambda: ask(url, callid="rejected-2", source_ip="10.1.1.1")["allow"], "rejected-1's CDR"
+    )
+    assert ask(url, callid="rated-3", customer_id="tiny")["reason"] == "channels"
 
 
 def test_bad_requests_get_json_errors_and_the_worker_keeps_running(live: Any) -> None:

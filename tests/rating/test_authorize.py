@@ -310,6 +310,9 @@ def test_rows_of_another_version_are_refused() -> None:
         # (→ 0.06) = 0.42.
         ({"mcd": 30, "pulse": 6, "tax": "17.5", "precision": 2}, "0.41", 30),
         ({"mcd": 30, "pulse": 6, "tax": "17.5", "precision": 2}, "0.42", 36),
+        # docs/live.md: 30 s with a connect fee and 20 % tax cost (0.30 + 0.05) × 1.2.
+        ({"mcd": 30, "pulse": 6, "connect_fee": "0.05", "tax": "20"}, "0.40", 0),
+        ({"mcd": 30, "pulse": 6, "connect_fee": "0.05", "tax": "20"}, "0.42", 30),
         # Free calls and plenty of money stop at the cap.
         ({"rate": "0"}, "0", 10_800),
         ({"mcd": 30, "pulse": 6}, "1000", 10_800),
@@ -393,6 +396,8 @@ def _drawn(snapshot: dict[str, Any], seconds: int, period: date = date(2026, 11,
         # 0.01 (B - 40) + 0.05 ≤ 0.30 → B ≤ 65 → 60.
         ({"connect_fee": "0.05"}, "0.30", 60),
         ({"connect_fee": "0.05"}, "0", 36),
+        # docs/live.md's worked example: with 20 % tax, 114 s cost 0.948 and 120 s 1.02.
+        ({"connect_fee": "0.05", "tax": "20"}, "1.00", 114),
     ],
 )
 def test_max_seconds_after_the_package_seconds_left(
