@@ -399,6 +399,16 @@ class Usage:
             for key, value in zip(old_keys, old_values, strict=True):
                 self.add(int(key), int(value))
 
+    @staticmethod
+    def key(allotment: int, period: date) -> int:
+        """The key of an allotment's period (its first day)."""
+        return allotment * 4294967296 + (period - EPOCH).days
+
+    def used(self, allotment: int, period: date) -> int:
+        """Seconds of an allotment's period drawn so far."""
+        hit = np.flatnonzero(self.keys == self.key(allotment, period))
+        return int(self.values[hit[0]]) if hit.size else 0
+
     def add(self, key: int, seconds: int) -> None:
         self.reserve(1)
         slot = kernels.usage_slot(self.keys, key)
@@ -453,7 +463,7 @@ def usage_from(
     for customer, package, start, period, seconds in draws:
         a = allotments.get((customer, package, start))
         if a is not None:
-            usage.add(a * 4294967296 + (period - EPOCH).days, int(seconds))
+            usage.add(Usage.key(a, period), int(seconds))
     return usage
 
 

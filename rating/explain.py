@@ -28,7 +28,7 @@ from rating.cli_rules import matches as cli_matches
 from rating.engine import Priced, Usage, finish, price
 from rating.kernels import MAX_DIGITS
 from rating.modes import Rounding, round_ratio
-from rating.tables import EPOCH, NEVER_AFTER, NEVER_BEFORE, Tables, micro
+from rating.tables import NEVER_AFTER, NEVER_BEFORE, Tables, micro
 from schemas.cdr import FIRST_YEAR, INPUT, INPUT_NAMES, LAST_YEAR, MAX_DURATION
 from schemas.errors import CdrflowError
 
@@ -650,8 +650,7 @@ def _period_start(frequency: str, day: date, start_date: str) -> date:
 def _used(usage: Usage, allotment: int, period: date) -> int:
     """Seconds of an allotment's period already drawn (the lake's draws, as the caller
     loaded them)."""
-    hit = np.flatnonzero(usage.keys == allotment * 4294967296 + (period - EPOCH).days)
-    return int(usage.values[hit[0]]) if hit.size else 0
+    return usage.used(allotment, period)
 
 
 def _allotments(rows: Rows, tables: Tables, customer_id: str) -> list[tuple[int, Row, Row]]:

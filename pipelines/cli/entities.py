@@ -335,18 +335,19 @@ def build_group(entity: Entity) -> typer.Typer:
         row = catalog_of(ctx).get(entity.name, ident)
         emit_record(row, fmt, entity=entity, title=f"{entity.singular} {ident}")
 
-    group.command("show", help=f"Show one {entity.singular}.")(
-        operator_errors(
-            _with_signature(
-                show,
-                [
-                    _param("ctx", typer.Context),
-                    _param("ident", ident_arg),
-                    _param("fmt", FormatOption, Format.table),
-                ],
+    if entity.name != "customers":  # a customer's is the card (pipelines.cli.card)
+        group.command("show", help=f"Show one {entity.singular}.")(
+            operator_errors(
+                _with_signature(
+                    show,
+                    [
+                        _param("ctx", typer.Context),
+                        _param("ident", ident_arg),
+                        _param("fmt", FormatOption, Format.table),
+                    ],
+                )
             )
         )
-    )
 
     def delete(ctx: typer.Context, ident: str, force: bool = False) -> None:
         catalog_of(ctx).delete(entity.name, ident, force=force)

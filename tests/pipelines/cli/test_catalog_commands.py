@@ -120,7 +120,7 @@ def test_import_that_removes_a_customer_with_history_needs_force(
     assert cli.json("routes", "list", "--customer", "hooli") == []
     assert cli.json("payments", "list", "--customer", "umbrella") == []
     # Imported columns that are absent take their defaults.
-    assert cli.json("customers", "show", "acme")["website"] is None
+    assert cli.json("customers", "show", "acme")["customer"]["website"] is None
 
 
 def test_import_of_a_missing_directory_is_refused(cli: Cli, tmp_path: Path) -> None:
