@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from rating.cli_rules import matches as cli_matches
 from rating.engine import Priced, Usage, finish, price
 from rating.kernels import MAX_DIGITS
 from rating.modes import Rounding, round_ratio
@@ -336,13 +337,6 @@ def _unknown(lines: list[str], given: str | None = None) -> Step:
 # -- CLI rules (informational) ------------------------------------------------------------------
 
 
-def _cli_matches(pattern: str, cli: str) -> bool:
-    """SPEC §3: a prefix, or a regex when the pattern starts with '^'."""
-    return (
-        re.search(pattern, cli) is not None if pattern.startswith("^") else cli.startswith(pattern)
-    )
-
-
 def _cli_step(rows: Rows, customer_id: str, cli: Any) -> Step:
     """The first of the customer's CLI rules (in the catalog's order) that the calling
     number matches. Shown, never applied: SPEC §5 rates a call whatever its CLI."""
@@ -361,7 +355,7 @@ def _cli_step(rows: Rows, customer_id: str, cli: Any) -> Step:
     lines = []
     for rule in rules:
         label = f"rule #{rule['id']} {rule['pattern']} {rule['action']}"
-        if _cli_matches(rule["pattern"], cli):
+        if cli_matches(rule["pattern"], cli):
             lines.append(f"{label}: matches {cli} (the first that does)")
             values.update(action=rule["action"], rule_id=rule["id"], pattern=rule["pattern"])
             detail = "\n".join([*lines, INFORMATIONAL])
