@@ -224,7 +224,7 @@ def _inbound_did(rows: Rows, cdr: Row) -> tuple[Row | None, str | None]:
 
 
 def _ip_candidates(rows: Rows, address: Any) -> list[tuple[Row, Any]]:
-    """The ip auth entries holding ``address``, in the order SPEC §5.1 and the README try
+    """The ip auth entries holding ``address``, in the order SPEC §5.1 and docs/rating.md try
     them: longest tech prefix, then the most specific network, then the oldest entry."""
     found = []
     for entry in rows["auth"]:
@@ -284,7 +284,7 @@ def _customer_label(rows: Rows, customer_id: str) -> str:
 
 
 def _customer_step(rows: Rows, tables: Tables, cdr: Row) -> tuple[Step, _Payer | None]:
-    """SPEC §5.1 step 1 and the README's order: a DID, then customer_id, then auth."""
+    """SPEC §5.1 step 1 and docs/rating.md's order: a DID, then customer_id, then auth."""
     dest, given = cdr["dest_number"], cdr["customer_id"]
     did, note = _inbound_did(rows, cdr)
     lines = [note] if note else []
@@ -810,7 +810,7 @@ def _tax_step(tables: Tables, customer: int, card: int, charge: int, tax: int) -
 
 def _provider_card(tables: Tables, cdr: Row, did: Row | None) -> tuple[int, str]:
     """The card that prices the carrier leg (-1: none) and where it came from: the CDR's
-    provider_card_id, else an inbound DID's provider card (README)."""
+    provider_card_id, else an inbound DID's provider card (docs/rating.md)."""
     named = cdr["provider_card_id"]
     if _given(named):
         if named not in tables.card_index:

@@ -142,7 +142,8 @@ def _given(entity: Entity, values: dict[str, Any]) -> dict[str, str | None]:
 def _announce_password(
     entity: Entity, ident: Any, password: str, fmt: Format = Format.table
 ) -> None:
-    # The one time a generated password is shown; only its hash is kept (README: Passwords).
+    # The one time a generated password is shown; only its hash is kept (docs/operating.md,
+    # "Passwords").
     # With --format csv/json it goes to stderr, so that stdout stays parseable.
     say(
         "password of {} {}: [bold]{}[/bold]  (shown once; only a hash is stored)",

@@ -202,7 +202,7 @@ def test_cards_import_refuses_a_bad_file_naming_line_and_column(
         "47,Norway,0.02,2026-01-01\n"
     )
     lines = cli.refused_lines("cards", "import", "premium-usd", str(rates))
-    # README: import reports every problem of every file, the repeated key included.
+    # docs/operating.md: import reports every problem of every file, the repeated key included.
     assert lines[:3] == [
         f"{rates}:2: column prefix: '44x' is not a prefix of digits only",
         f"{rates}:3: column rate: -1 is negative",
