@@ -74,6 +74,17 @@ def latest_calls(con: duckdb.DuckDBPyConnection, scope: Scope, limit: int) -> pa
     return con.sql(sql, params=[files, *params, limit]).to_arrow_table()
 
 
+def call_count(con: duckdb.DuckDBPyConnection, scope: Scope) -> int:
+    """How many rated calls the scope holds."""
+    files = scope.files()
+    if not files:
+        return 0
+    where, params = scope.where()
+    sql = f"SELECT count(*) FROM {RATED_FILES} WHERE {where}"
+    [(count,)] = con.sql(sql, params=[files, *params]).fetchall()
+    return int(count)
+
+
 def find_call(con: duckdb.DuckDBPyConnection, lake: Path, callid: str) -> tuple[str, pa.Table]:
     """Every record of ``callid``: ("rated", rows) if the rated lake has it, else
     ("rejected", rows) from the rejected lake (possibly empty)."""

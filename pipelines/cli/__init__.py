@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pipelines.cli import billing as billing_module
+from pipelines.cli import card as card_module
 from pipelines.cli import demo as demo_module
 from pipelines.cli import live as live_module
 from pipelines.cli import price as price_module
@@ -104,6 +105,7 @@ def catalog_info(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
 
 groups = register(app)
 cards = groups["cards"]
+groups["customers"].command("show")(card_module.show)
 
 
 @cards.command("import")
@@ -175,7 +177,13 @@ def prose(doc: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
 
 
-for _command in [*app.registered_commands, *rejects_module.rejects.registered_commands]:
+# Commands whose help is their docstring: prose, not lines wrapped at the source's width.
+_documented = [
+    *app.registered_commands,
+    *rejects_module.rejects.registered_commands,
+    *groups["customers"].registered_commands,
+]
+for _command in _documented:
     if _command.help is None and _command.callback is not None and _command.callback.__doc__:
         _command.help = prose(_command.callback.__doc__)
 _rejects = rejects_module.rejects.registered_callback

@@ -15,6 +15,7 @@ from pipelines.cli.entities import FormatOption, WideOption
 from pipelines.cli.output import Format, emit, say
 
 if TYPE_CHECKING:
+    from billing.balance import Balance
     from billing.invoices import Document
 
 BALANCE_COLUMNS = [
@@ -66,20 +67,12 @@ def balance(
     available = balance + debit limit. At --at: payments up to it, calls before it, fees due
     on or before its date. Without --at: every rated call and completed payment, and the fees
     due by today (UTC)."""
-    from billing.money import text
     from pipelines.clock import now
     from pipelines.ledger import balances_at
 
     moment = option_time(at, "--at") if at else None
     found = balances_at(home_of(ctx), catalog_of(ctx), moment, now(), customer)
-    rows = [
-        {
-            "customer_id": b.customer_id,
-            "currency": b.currency,
-            **{name: text(getattr(b, name)) for name in BALANCE_COLUMNS[2:]},
-        }
-        for b in found
-    ]
+    rows = [balance_row(b) for b in found]
     title = f"balances at {_iso(moment)}" if moment else "balances now"
     emit(
         rows,
@@ -93,7 +86,19 @@ def balance(
     )
 
 
-def _document_row(doc: Document) -> dict[str, Any]:
+def balance_row(b: Balance) -> dict[str, Any]:
+    """A balance as ``cdrflow balance`` prints it (money as exact text)."""
+    from billing.money import text
+
+    return {
+        "customer_id": b.customer_id,
+        "currency": b.currency,
+        **{name: text(getattr(b, name)) for name in BALANCE_COLUMNS[2:]},
+    }
+
+
+def document_row(doc: Document) -> dict[str, Any]:
+    """An invoice or note as ``cdrflow invoices list`` prints it."""
     from billing.money import text
 
     assert doc.issued_at is not None
@@ -110,7 +115,7 @@ def _document_row(doc: Document) -> dict[str, Any]:
 
 
 def _show_documents(docs: list[Document], fmt: Format, title: str, wide: bool) -> None:
-    rows = [_document_row(d) for d in docs]
+    rows = [document_row(d) for d in docs]
     emit(
         rows,
         fmt,
@@ -193,7 +198,7 @@ def invoices_show(
         }
         for line in doc.lines
     ]
-    row = _document_row(doc)
+    row = document_row(doc)
     if fmt is Format.json:
         sys.stdout.write(json.dumps({**row, "lines": lines}, indent=2, ensure_ascii=False) + "\n")
     elif fmt is Format.csv:

@@ -142,7 +142,8 @@ def _given(entity: Entity, values: dict[str, Any]) -> dict[str, str | None]:
 def _announce_password(
     entity: Entity, ident: Any, password: str, fmt: Format = Format.table
 ) -> None:
-    # The one time a generated password is shown; only its hash is kept (README: Passwords).
+    # The one time a generated password is shown; only its hash is kept (docs/operating.md,
+    # "Passwords").
     # With --format csv/json it goes to stderr, so that stdout stays parseable.
     say(
         "password of {} {}: [bold]{}[/bold]  (shown once; only a hash is stored)",
@@ -335,18 +336,19 @@ def build_group(entity: Entity) -> typer.Typer:
         row = catalog_of(ctx).get(entity.name, ident)
         emit_record(row, fmt, entity=entity, title=f"{entity.singular} {ident}")
 
-    group.command("show", help=f"Show one {entity.singular}.")(
-        operator_errors(
-            _with_signature(
-                show,
-                [
-                    _param("ctx", typer.Context),
-                    _param("ident", ident_arg),
-                    _param("fmt", FormatOption, Format.table),
-                ],
+    if entity.name != "customers":  # a customer's is the card (pipelines.cli.card)
+        group.command("show", help=f"Show one {entity.singular}.")(
+            operator_errors(
+                _with_signature(
+                    show,
+                    [
+                        _param("ctx", typer.Context),
+                        _param("ident", ident_arg),
+                        _param("fmt", FormatOption, Format.table),
+                    ],
+                )
             )
         )
-    )
 
     def delete(ctx: typer.Context, ident: str, force: bool = False) -> None:
         catalog_of(ctx).delete(entity.name, ident, force=force)

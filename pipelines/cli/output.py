@@ -155,6 +155,14 @@ def _hidden(
     return [c for c in sizes if c in hidden]
 
 
+def jsonable(row: Mapping[str, Any], entity: Entity) -> dict[str, Any]:
+    """A row of ``entity`` as JSON carries it: money as exact text."""
+    columns = list(row)
+    return {
+        c: k.jsonable(row.get(c)) for c, k in zip(columns, _kinds(entity, columns), strict=True)
+    }
+
+
 def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: str) -> None:
     """One row, shown as field/value pairs in a table (one object in JSON)."""
     columns = list(row)
@@ -167,8 +175,7 @@ def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: s
             table.add_row(RichText(visible(c)), RichText(visible(k.render(row.get(c)))))
         console.print(table)
     elif fmt is Format.json:
-        payload = {c: k.jsonable(row.get(c)) for c, k in zip(columns, kinds, strict=True)}
-        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(jsonable(row, entity), indent=2, ensure_ascii=False) + "\n")
     else:
         emit([row], fmt, entity=entity, columns=columns)
 

@@ -128,7 +128,9 @@ def listing(
                 lambda: queries.summary(con, selection.files(lake), selection)
             )
             rows = rows_of(table)
+            # The days go first in a narrow terminal: the source stays whole.
             emit(rows, fmt, columns=list(queries.SUMMARY_COLUMNS), right=("records",),
+                 key=("reject_reason", "source", "records"), wide=wide,
                  title="rejected records by reason and source")  # fmt: skip
             if fmt is Format.table and rows:
                 say("{:,} records in all", sum(r["records"] for r in rows))

@@ -40,6 +40,7 @@ from billing.money import ZERO, text
 from pipelines import clock, commitlog
 from pipelines.compiled import stored_state
 from pipelines.lakefiles import lake_root
+from pipelines.live import alerting, gate
 from pipelines.live.seed import Books, LakeSeed, Rows, read_catalog, read_lake
 from pipelines.live.state import (
     CustomerState,
@@ -556,7 +557,7 @@ def build(settings: LiveSettings) -> Live:
         value_serializer="json",
     )
     live = Live(app, settings, partitions)
-    from pipelines.live import alerting  # the modules that plug in, each with its install
-
+    # The modules that plug in, each from its own install().
+    gate.install(live)
     alerting.install(live)
     return live

@@ -127,6 +127,18 @@ def test_in_80_columns_the_reason_detail_source_and_line_stay(
     assert wide.hidden == [] and "callid" in wide.headers
 
 
+def test_the_summary_keeps_reason_source_and_count_in_80_columns(
+    cli: Cli, rated: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    narrow(monkeypatch, 80)
+    table = shown(cli.ok("rejects", "--summary").stdout)
+    assert table.headers[:3] == ["reject_reason", "source", "records"]
+    assert table.hidden and set(table.hidden) <= {"first_day", "last_day"}
+    wide = shown(cli.ok("rejects", "--summary", "--wide").stdout)
+    assert wide.headers == ["reject_reason", "source", "records", "first_day", "last_day"]
+    assert wide.hidden == []
+
+
 def test_bad_options_are_refused_in_one_line(cli: Cli, rated: dict[str, Path]) -> None:
     assert "--reason 'no_customer' is not a reason; use one of invalid, duplicate" in cli.refused(
         "rejects", "--reason", "no_customer"
