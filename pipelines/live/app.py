@@ -21,7 +21,6 @@ is, so a second worker of the same app would split them.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import socket
@@ -48,6 +47,7 @@ from pipelines.live.state import (
     CustomerState,
     Record,
     Seed,
+    copied,
     count,
     customer_state,
     draws_until,
@@ -346,16 +346,11 @@ class Live:
             if customer_id:
                 record = records.get(customer_id)
                 if record is None:
-                    record = self.customers.get(customer_id) or new_record(seed)
-                # A copy: a message that fails half-way leaves the record as it was.
-                trial = copy.deepcopy(record)
-                try:
-                    counted = count(trial, message, floor)
-                except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-                    log.warning("skipped a usage message of %s (%s)", customer_id, exc)
-                    continue
+                    stored = self.customers.get(customer_id)
+                    record = new_record(seed) if stored is None else copied(stored)
+                    records[customer_id] = record
+                counted = count(record, message, floor)
                 if counted:
-                    records[customer_id] = trial
                     changed.add(customer_id)
                     self.totals["counted"] += 1
                 else:
