@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -42,6 +43,17 @@ def worker(
             "--app-id", help="the app's name in Kafka (its consumer group and table topics)"
         ),
     ] = "cdrflow-live",
+    alerts_topic: Annotated[
+        str, typer.Option("--alerts-topic", help="the topic alert firings are published to")
+    ] = "alerts",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="a TOML file of SMTP and webhook settings (default: <home>/live.toml when "
+            "there is one); it wins over the CDRFLOW_SMTP_* variables",
+        ),
+    ] = None,
 ) -> None:
     """Run the live app: balances, available credit, ASR/ACD/PDD, channels and CPS per
     customer in changelog-backed tables, kept from the raters' <topic>.usage and the lake;
@@ -61,6 +73,8 @@ def worker(
         web_port=web_port,
         max_seconds_cap=max_seconds_cap,
         app_id=app_id,
+        alerts_topic=alerts_topic,
+        config_file=config,
     )
     app = build(settings)
     worker = faust.Worker(app.app, loglevel="INFO", quiet=True, redirect_stdouts=False)

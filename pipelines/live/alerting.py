@@ -24,11 +24,12 @@ from typing import Any, Protocol
 from pipelines.live.alerts import Alert, Firing, State, by_customer, evaluate
 from pipelines.live.deliver import Deliverer, DeliverySettings, delivery_settings
 from pipelines.live.firings import Ledger
-from pipelines.live.outbox import TOPIC, KafkaPublisher, Outbox, Publisher
+from pipelines.live.outbox import KafkaPublisher, Outbox, Publisher
 
 log = logging.getLogger("cdrflow.live.alerts")
 TABLE = "alert_states"
 CHECK = 1.0  # seconds between looks for alerts the catalog added or edited
+START_WAIT = 60.0  # seconds a batch waits for the lake's firings to be read at the start
 
 Values = Mapping[str, Decimal | int | None]
 
@@ -158,15 +159,21 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
     ``settings`` default to ``delivery_settings`` of the live home and its config file."""
     home = Path(live.settings.home)
     if settings is None:
-        settings = delivery_settings(home, getattr(live.settings, "config_file", None))
-    publisher = KafkaPublisher(
-        live.settings.bootstrap,
-        getattr(live.settings, "alerts_topic", TOPIC),
-        getattr(live.settings, "kafka_config", None),
-    )
+        settings = delivery_settings(home, live.settings.config_file)
+    publisher = KafkaPublisher(live.settings.bootstrap, live.settings.alerts_topic)
     alerting = Alerting(home, live.table(TABLE), publisher, Deliverer(settings), live.now)
 
     async def after_batch(changed: dict[str, dict[str, Decimal | int]]) -> None:
+        if not alerting.ready.is_set():
+            # The outbox task reads the lake's firings at the worker's start: moments.
+            try:
+                await asyncio.wait_for(alerting.ready.wait(), START_WAIT)
+            except TimeoutError:
+                log.error(
+                    "alerts: not evaluated for %d customers: the lake's firings are not read",
+                    len(changed),
+                )
+                return
         await alerting.on_values(_alert_rows(live), changed)
 
     live.after_batch.append(after_batch)
@@ -187,7 +194,10 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
 
     async def outbox() -> None:
         with contextlib.suppress(asyncio.CancelledError):
-            await alerting.run()
+            try:
+                await alerting.run()
+            except Exception:  # alerts stop; the balances and authorization go on
+                log.exception("alerts: the outbox stopped")
 
     live.app.task(outbox)
     return alerting

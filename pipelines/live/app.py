@@ -38,6 +38,7 @@ from faust.web import Request, Response, View
 from billing.money import ZERO, text
 from pipelines import clock
 from pipelines.compiled import stored_state
+from pipelines.live import alerting
 from pipelines.live.seed import Books, LakeSeed, Rows, read_catalog, read_lake
 from pipelines.live.state import (
     CustomerState,
@@ -76,6 +77,10 @@ class LiveSettings:
     web_port: int = 6066
     max_seconds_cap: int = 10_800
     app_id: str = "cdrflow-live"
+    # Alerts (pipelines.live.alerting): the topic firings are published to, and the TOML
+    # file of delivery settings (None: <home>/live.toml when there is one).
+    alerts_topic: str = "alerts"
+    config_file: Path | None = None
 
 
 def usage_topic(topic: str) -> str:
@@ -477,4 +482,5 @@ def build(settings: LiveSettings) -> Live:
         value_serializer="json",
     )
     live = Live(app, settings, partitions)
+    alerting.install(live)
     return live
