@@ -50,8 +50,9 @@ def worker(
         Path | None,
         typer.Option(
             "--config",
-            help="a TOML file of SMTP and webhook settings (default: <home>/live.toml when "
-            "there is one); it wins over the CDRFLOW_SMTP_* variables",
+            help="alert delivery settings (SMTP, webhooks; default <home>/live.toml if there; "
+            "it wins over the CDRFLOW_SMTP_* variables): secrets go there or in the "
+            "variables, never on the command line",
         ),
     ] = None,
 ) -> None:

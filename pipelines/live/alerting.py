@@ -155,7 +155,7 @@ class LiveApp(Protocol):
 
     def now(self) -> datetime: ...
 
-    def _ready(self) -> bool: ...
+    def ready(self) -> bool: ...
 
 
 def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting:
@@ -192,7 +192,7 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
     live.after_batch.append(after_batch)
 
     async def catalog_check() -> None:
-        if not live._ready() or not alerting.ready.is_set():
+        if not live.ready() or not alerting.ready.is_set():
             return
         try:
             rows = _alert_rows(live)
@@ -209,8 +209,8 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
             try:
                 await writable()
                 await alerting.run()
-            except Exception:  # alerts stop; the balances and authorization go on
-                log.exception("alerts: the outbox stopped")
+            except Exception as exc:  # alerts stop; the balances and authorization go on
+                log.error("alerts: the outbox stopped (%s: %s)", type(exc).__name__, exc)
 
     live.app.task(outbox)
     return alerting

@@ -221,7 +221,7 @@ def test_auth_refuses_a_duplicate_kind_value_and_tech_prefix(cli: Cli, sample: C
 
 
 def test_auth_refuses_a_password_for_an_ip_entry(cli: Cli, sample: Catalog) -> None:
-    # README: only a kind=user entry has a password; reset-password must not give one.
+    # docs/operating.md: only a kind=user entry has a password; reset-password must not give one.
     entry = only(cli.json("auth", "list"), value="198.51.100.0/24")
     message = cli.refused("auth", "reset-password", str(entry["id"]))
     assert "only a kind=user entry has a password" in message
