@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,11 +24,12 @@ from typing import Any, Protocol
 from pipelines.live.alerts import Alert, Firing, State, by_customer, evaluate
 from pipelines.live.deliver import Deliverer, DeliverySettings, delivery_settings
 from pipelines.live.firings import Ledger
-from pipelines.live.outbox import TOPIC, KafkaPublisher, Outbox, Publisher
+from pipelines.live.outbox import KafkaPublisher, Outbox, Publisher
 
 log = logging.getLogger("cdrflow.live.alerts")
 TABLE = "alert_states"
 CHECK = 1.0  # seconds between looks for alerts the catalog added or edited
+START_WAIT = 60.0  # seconds a batch waits for the lake's firings to be read at the start
 
 Values = Mapping[str, Decimal | int | None]
 
@@ -48,9 +49,11 @@ class Alerting:
         publisher: Publisher,
         deliverer: Deliverer,
         now: Callable[[], datetime],
+        before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.home = Path(home)
         self.states = states
+        self.before_write = before_write
         self.publisher = publisher
         self.deliverer = deliverer
         self.now = now
@@ -117,6 +120,8 @@ class Alerting:
                         log.info("alert %s fired: %s", firing.key, firing.summary())
                 if moved:
                     kept.update({k: v.to_json() for k, v in moved.items()})
+                    if self.before_write is not None:
+                        await self.before_write()
                     self.states[customer_id] = kept
                 self.outbox.send(firings)
                 out.extend(firings)
@@ -158,15 +163,30 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
     ``settings`` default to ``delivery_settings`` of the live home and its config file."""
     home = Path(live.settings.home)
     if settings is None:
-        settings = delivery_settings(home, getattr(live.settings, "config_file", None))
-    publisher = KafkaPublisher(
-        live.settings.bootstrap,
-        getattr(live.settings, "alerts_topic", TOPIC),
-        getattr(live.settings, "kafka_config", None),
-    )
-    alerting = Alerting(home, live.table(TABLE), publisher, Deliverer(settings), live.now)
+        settings = delivery_settings(home, live.settings.config_file)
+    publisher = KafkaPublisher(live.settings.bootstrap, live.settings.alerts_topic)
+    states = live.table(TABLE)
+
+    known = asyncio.Event()
+
+    async def writable() -> None:
+        if not known.is_set():
+            await track_changelogs(live.app)
+            known.set()
+
+    alerting = Alerting(home, states, publisher, Deliverer(settings), live.now, writable)
 
     async def after_batch(changed: dict[str, dict[str, Decimal | int]]) -> None:
+        if not alerting.ready.is_set():
+            # The outbox task reads the lake's firings at the worker's start: moments.
+            try:
+                await asyncio.wait_for(alerting.ready.wait(), START_WAIT)
+            except TimeoutError:
+                log.error(
+                    "alerts: not evaluated for %d customers: the lake's firings are not read",
+                    len(changed),
+                )
+                return
         await alerting.on_values(_alert_rows(live), changed)
 
     live.after_batch.append(after_batch)
@@ -176,21 +196,43 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
             return
         try:
             rows = _alert_rows(live)
-        except Exception as exc:  # a catalog being replaced: the next tick
-            log.debug("alerts: the catalog is not readable now: %s", exc)
-            return
-        customers = alerting.unseen(rows)
-        if customers:
-            await alerting.on_values(rows, {c: live.values(c) for c in customers})
+            customers = alerting.unseen(rows)
+            if customers:
+                await alerting.on_values(rows, {c: live.values(c) for c in customers})
+        except Exception as exc:  # an exception in a faust timer would stop the app
+            log.warning("alerts: new or edited alerts not evaluated now: %s", exc)
 
     live.app.timer(CHECK, name="alerts_catalog")(catalog_check)
 
     async def outbox() -> None:
         with contextlib.suppress(asyncio.CancelledError):
-            await alerting.run()
+            try:
+                await writable()
+                await alerting.run()
+            except Exception as exc:  # alerts stop; the balances and authorization go on
+                log.error("alerts: the outbox stopped (%s: %s)", type(exc).__name__, exc)
 
     live.app.task(outbox)
     return alerting
+
+
+async def track_changelogs(app: Any) -> None:
+    """Make the producer's metadata cover every table's changelog topic.
+
+    faust finds a key's changelog partition (``use_partitioner``) synchronously, in the
+    producer's cluster metadata. aiokafka fetches metadata for every topic until it is asked
+    about one it does not know, and from then on only for the topics asked about. So a
+    changelog topic created after the producer's first fetch, once written, narrowed the
+    metadata to itself, and the next write to another table failed with a TypeError that
+    stopped the app. Tracking all of them at once, at start, keeps every table writable.
+    """
+    producer = app.producer._ensure_producer()
+    names = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    for name in names:
+        producer.client.add_topic(name)
+    await producer.client.force_metadata_update()
+    for name in names:
+        await producer.partitions_for(name)
 
 
 def _alert_rows(live: LiveApp) -> Sequence[Mapping[str, Any]]:

@@ -85,6 +85,7 @@ class LiveSettings:
     max_seconds_cap: int = 10_800
     app_id: str = "cdrflow-live"
     config_file: Path | None = None  # SMTP and webhook settings (pipelines.live.deliver)
+    alerts_topic: str = "alerts"  # where alert firings are published (SPEC §8)
 
 
 def usage_topic(topic: str) -> str:

@@ -132,9 +132,19 @@ class Ledger:
             newest = dict(self._newest)
         out = {}
         for alert_id, crossing in newest.items():
-            firing = self.read(f"{alert_id}{SEPARATOR}{crossing}")
-            out[alert_id] = State(armed=False, crossings=crossing, definition=firing.definition)
+            firing = self._readable(f"{alert_id}{SEPARATOR}{crossing}")
+            definition = "" if firing is None else firing.definition  # "": armed if seen
+            out[alert_id] = State(armed=False, crossings=crossing, definition=definition)
         return out
+
+    def _readable(self, key: str) -> Firing | None:
+        """The firing, or None (logged) when its file cannot be read: damage from outside
+        (a file is written whole or not at all) must not stop the alerts of the others."""
+        try:
+            return self.read(key)
+        except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+            log.error("alert firing %s: its lake file cannot be read: %s", key, exc)
+            return None
 
     def is_published(self, key: str) -> bool:
         with self._lock:
@@ -158,7 +168,8 @@ class Ledger:
         with self._lock:
             unpublished = [k for k in self._fired if k not in self._published]
             unsettled = [k for k in self._fired if k not in self._settled]
-        order = _by_time(self.read(k) for k in set(unpublished) | set(unsettled))
+        readable = (self._readable(k) for k in set(unpublished) | set(unsettled))
+        order = _by_time(f for f in readable if f is not None)
         return (
             [f for f in order if f.key in unpublished],
             [f for f in order if f.key in unsettled],

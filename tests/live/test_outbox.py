@@ -223,3 +223,20 @@ def test_a_failed_delivery_is_recorded_and_not_tried_again(
     run_outbox(home, publisher, DeliverySettings(retries=QUICK))
     assert len(webhook.posts) == 5
     assert len(messages(kafka_broker, topic, 1)) == 1
+
+
+def test_a_damaged_firing_file_stops_nothing_else(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger(home)
+    ledger.record([firing("a@b.example", 1), firing("a@b.example", 1, "other")])
+    damaged = next(fired_root(home).glob("date=*/acme-low~1.parquet"))
+    damaged.write_bytes(b"not parquet")
+    again = Ledger(home)
+    recorded = again.recorded()
+    # Its crossing is still taken; with no definition to compare, the alert counts as edited.
+    assert recorded["acme-low"] == State(armed=False, crossings=1, definition="")
+    assert recorded["other"].definition == firing("a@b.example").definition
+    unpublished, _ = again.pending()
+    assert [f.key for f in unpublished] == ["other~1"]
+    assert "alert firing acme-low~1: its lake file cannot be read" in caplog.text
