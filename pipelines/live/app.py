@@ -490,8 +490,8 @@ class Live:
                 books = live._books()
                 rows = [live.customer_json(c) for c in books.customers]
             except Exception as exc:
-                log.warning("GET /customers: %s", exc)
-                return web.json({"error": str(exc)}, status=500)
+                log.warning("GET /customers: %s", one_line(exc))
+                return web.json({"error": f"not available now: {one_line(exc)}"}, status=503)
             return web.json([r for r in rows if r is not None])
 
         @self.app.page("/customers/{customer_id}", name="customer")
@@ -502,8 +502,8 @@ class Live:
             try:
                 found = live.customer_json(customer_id)
             except Exception as exc:
-                log.warning("GET /customers/%s: %s", customer_id, exc)
-                return web.json({"error": str(exc)}, status=500)
+                log.warning("GET /customers/%s: %s", customer_id, one_line(exc))
+                return web.json({"error": f"not available now: {one_line(exc)}"}, status=503)
             if found is None:
                 return web.json({"error": f"there is no customer {customer_id!r}"}, status=404)
             return web.json(found)
