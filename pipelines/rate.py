@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +119,18 @@ def package_usage(
         paths = [str(p) for p in files]
     if not tables.allot_package or not paths:
         return usage_from(tables, [], usage)
+    return usage_from(tables, package_draws(con, paths, where), usage)
+
+
+def package_draws(
+    con: duckdb.DuckDBPyConnection,
+    paths: Sequence[str],
+    where: tuple[str, Sequence[Any]] = ("TRUE", ()),
+) -> list[tuple[str, str, str, date, int]]:
+    """The package draws recorded in the rated files ``paths``, summed: (customer_id,
+    package_id, start_date, period_start, seconds), of the rows that ``where`` accepts."""
+    if not paths:
+        return []
     rows = con.execute(
         f"""
         SELECT customer_id, d.package_id, strftime(d.start_date, '%Y-%m-%d'), d.period_start,
@@ -128,9 +140,9 @@ def package_usage(
               WHERE len(package_draws) > 0 AND ({where[0]}))
         GROUP BY ALL
         """,
-        [paths, *where[1]],
+        [list(paths), *where[1]],
     ).fetchall()
-    return usage_from(tables, rows, usage)
+    return [(c, p, s, d, int(n)) for c, p, s, d, n in rows]
 
 
 def rate_files(

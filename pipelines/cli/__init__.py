@@ -10,6 +10,7 @@ import typer
 
 from pipelines.cli import billing as billing_module
 from pipelines.cli import demo as demo_module
+from pipelines.cli import live as live_module
 from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
 from pipelines.cli import report as report_module
@@ -159,6 +160,7 @@ app.command("balance")(billing_module.balance)
 app.add_typer(billing_module.invoices, name="invoices")
 app.add_typer(summaries_module.summaries, name="summaries")
 app.command("ui")(ui_module.ui)
+app.add_typer(live_module.live, name="live")
 from pipelines.cli import simulate as simulate  # noqa: E402 (registers `cdrflow simulate`)
 
 

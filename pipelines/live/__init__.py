@@ -1,0 +1,1 @@
+"""The real-time app (SPEC §9): live balances, alerts and call authorization."""

@@ -1,0 +1,480 @@
+"""The live app (SPEC §9, §9.1): one faust-streaming worker that keeps each customer's balance,
+available credit and ASR/ACD/PDD, in changelog-backed tables a restarted worker recovers.
+
+It consumes ``<topic>.usage`` (one message per customer per batch the raters committed,
+``pipelines.usage``) in batches of at most a second, counting each batch once
+(``pipelines.live.state``), and follows the lake's commit log for the runs the stream does not
+carry (``cdrflow rate``; a re-rate or recalc reads the lake's usage again). The first start
+seeds the tables from the lake (``pipelines.live.seed``). Payments and fees come from the
+catalog as it is, read again when it changes and when the UTC date does.
+
+After each batch and each second, the customers whose values changed are handed to the
+``after_batch`` hooks (alerts); ``on_callids`` hooks hear every counted message's callids
+(channel holds); ``values_extra`` hooks add values of their own (channels, CPS). Other
+modules register there from their ``install(live)``, which ``build`` calls.
+
+One worker per cluster (per ``app_id``): the seed, the lake follower and the 1-second ticks
+are the whole app's, and the tables' keys (customers) are not partitioned as the usage topic
+is, so a second worker of the same app would split them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from billing.money import ZERO, text
+from pipelines import clock
+from pipelines.compiled import stored_state
+from pipelines.live.seed import Books, LakeSeed, Rows, read_catalog, read_lake
+from pipelines.live.state import (
+    CustomerState,
+    Record,
+    Seed,
+    count,
+    customer_state,
+    draws_until,
+    new_record,
+    newest_minute,
+    window_floor,
+)
+from rating.engine import Usage, usage_from
+from rating.tables import Tables
+from schemas.errors import CdrflowError
+
+log = logging.getLogger("cdrflow.live")
+
+# Most usage messages counted as one batch; a batch waits at most TAKE_WITHIN seconds.
+TAKE_MAX = 10_000
+TAKE_WITHIN = 1.0
+TICK = 1.0  # seconds between the lake follower's looks, the catalog's, and the hooks' calls
+# Keys of the progress table.
+SEED, CURSOR, NEWEST = "seed", "lake_cursor", "newest_minute"
+
+Values = dict[str, Decimal | int]
+AfterBatch = Callable[[dict[str, Values]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    home: Path
+    bootstrap: str
+    topic: str = "cdrs"
+    host: str = "127.0.0.1"
+    web_port: int = 6066
+    max_seconds_cap: int = 10_800
+    app_id: str = "cdrflow-live"
+
+
+def usage_topic(topic: str) -> str:
+    return f"{topic}.usage"
+
+
+def topic_partitions(settings: LiveSettings, timeout: float = 30.0) -> int:
+    """The usage topic's partition count (the tables' must equal it); the topic is created
+    like the input topic when no rater has made it yet."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    from pipelines.kafka_config import client_config
+
+    config = client_config(settings.bootstrap, None)
+    admin = AdminClient(dict(config))
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise CdrflowError(
+            f"cannot reach Kafka at {settings.bootstrap} within {timeout:.0f} s "
+            f"({exc.args[0].str()})"
+        ) from None
+    usage = usage_topic(settings.topic)
+    if usage in meta.topics:
+        return len(meta.topics[usage].partitions)
+    if settings.topic not in meta.topics:
+        raise CdrflowError(
+            f"Kafka topic {settings.topic!r} does not exist on {settings.bootstrap} "
+            "(the raters' input topic; --topic names it)"
+        )
+    partitions = len(meta.topics[settings.topic].partitions)
+    for future in admin.create_topics([NewTopic(usage, partitions)]).values():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:  # a rater made it first
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return partitions
+
+
+def parse_message(value: bytes | None) -> dict[str, Any] | None:
+    """One usage message (``pipelines.usage``'s format), or None (logged) when it is not one."""
+    try:
+        message = json.loads(value or b"")
+        source = message["source"]
+        if source["kind"] == "stream":
+            int(source["partition"]), int(source["first"]), int(source["last"])
+        elif source["kind"] == "lake":
+            int(source["seq"])
+        else:
+            raise ValueError(f"source kind {source['kind']!r}")
+    except (ValueError, KeyError, TypeError) as exc:
+        shown = (value or b"")[:120].decode("utf-8", "replace")
+        log.warning("skipped a usage message that is not one (%s): %r", exc, shown)
+        return None
+    return message  # type: ignore[no-any-return]
+
+
+class Live:
+    """The live app: its faust app, tables, agent, timer and views, and the hooks other
+    modules register into (see the module's docstring)."""
+
+    def __init__(self, app: faust.App, settings: LiveSettings, partitions: int) -> None:
+        self.app = app
+        self.settings = settings
+        self.partitions = partitions
+        self.on_callids: list[Callable[[list[str]], None]] = []
+        self.after_batch: list[AfterBatch] = []
+        self.values_extra: list[Callable[[str], dict[str, Any]]] = []
+        self.customers = self.table("customers")
+        self.progress = self.table("progress")
+        self.books: Books | None = None
+        self._today: date | None = None
+        self._fees: dict[str, Decimal] = {}
+        self._checked = 0.0
+        self._lock = asyncio.Lock()
+        self._sent: dict[str, Values] = {}  # the values last handed to after_batch
+        self._usage_cache: dict[str, Usage] = {}
+        self.topic = app.topic(
+            usage_topic(settings.topic), key_serializer="raw", value_serializer="raw"
+        )
+        app.agent(self.topic, name="usage")(self._consume)
+        app.timer(TICK, name="tick")(self._tick)
+        self._views()
+
+    # -- what other modules use ---------------------------------------------------------
+
+    def table(self, name: str, default: Callable[[], Any] | None = None) -> Any:
+        """A changelog-backed table of this app (JSON values), partitioned as the usage
+        topic and writable from timers and views as well as from the agent."""
+        return self.app.Table(
+            name,
+            default=default,
+            partitions=self.partitions,
+            use_partitioner=True,
+        )
+
+    def engine(self) -> tuple[Tables, Rows]:
+        """The compiled rate tables and the catalog's rows, of its current version."""
+        books = self._books()
+        return books.tables, books.rows
+
+    def now(self) -> datetime:
+        return clock.now()
+
+    def customer(self, customer_id: str) -> CustomerState | None:
+        """A catalog customer's live state; None for one the catalog does not have."""
+        books = self._books()
+        row = books.customers.get(customer_id)
+        if row is None:
+            return None
+        record = self.customers.get(customer_id)
+        return customer_state(
+            row,
+            record,
+            books.paid.get(customer_id, ZERO),
+            self._fees_of(books).get(customer_id, ZERO),
+            window_floor(self.progress.get(NEWEST)),
+        )
+
+    def package_seconds_left(self, customer_id: str, at: datetime) -> Usage:
+        """The package seconds a customer has drawn (the lake's draws at the seed, then the
+        stream's and the lake follower's), keyed as the engine's ``Usage`` is for the
+        current rate tables: what ``rating.engine.draw`` takes to give what is left."""
+        cached = self._usage_cache.get(customer_id)
+        if cached is None:
+            tables = self._books().tables
+            draws = draws_until(self.customers.get(customer_id), at.date())
+            cached = usage_from(tables, [(customer_id, *d) for d in draws])
+            self._usage_cache[customer_id] = cached
+        return cached
+
+    def values(self, customer_id: str) -> Values:
+        """The areas alerts watch (SPEC §9.1): balance, asr (%), acd (s), pdd (ms),
+        channels, cps; an area with no call in the window to give it is left out."""
+        state = self.customer(customer_id)
+        if state is None:
+            return {}
+        out: Values = {"balance": state.balance, "channels": 0, "cps": 0}
+        for area in ("asr", "acd", "pdd"):
+            value = getattr(state, area)
+            if value is not None:
+                out[area] = value
+        for extra in self.values_extra:
+            for key, value in extra(customer_id).items():
+                if key in ("channels", "cps"):
+                    out[key] = value
+        return out
+
+    def customer_json(self, customer_id: str) -> dict[str, Any] | None:
+        """``GET /customers/{id}``: the state, money as strings, and the extra values."""
+        state = self.customer(customer_id)
+        if state is None:
+            return None
+        out: dict[str, Any] = {
+            "customer_id": state.customer_id,
+            "name": state.name,
+            "status": state.status,
+            "currency": state.currency,
+        }
+        for name in ("payments", "usage", "fees", "balance", "debit_limit", "available"):
+            out[name] = text(getattr(state, name))
+        out["channels"] = 0
+        out["cps"] = 0
+        for area in ("asr", "acd", "pdd"):
+            value = getattr(state, area)
+            out[area] = None if value is None else str(value)
+        out["attempts"] = state.attempts
+        out["answered"] = state.answered
+        for extra in self.values_extra:
+            for key, value in extra(customer_id).items():
+                out[key] = str(value) if isinstance(value, Decimal) else value
+        return out
+
+    # -- the catalog ----------------------------------------------------------------------
+
+    def _books(self) -> Books:
+        if self.books is None:
+            self.books = read_catalog(self.settings.home)
+        return self.books
+
+    def _fees_of(self, books: Books) -> dict[str, Decimal]:
+        today = self.now().date()
+        if today != self._today:
+            self._fees = books.fees(today)
+            self._today = today
+        return self._fees
+
+    async def _catalog(self) -> None:
+        """The catalog again if it changed (checked every tick: a payment added through the
+        CLI reaches the balances within about a second)."""
+        state = stored_state(self.settings.home)
+        if self.books is not None and state is not None and state == self.books.state:
+            return
+        if self.books is not None and state is None and time.monotonic() - self._checked < 5:
+            return
+        self._checked = time.monotonic()
+        books = await asyncio.to_thread(read_catalog, self.settings.home)
+        if self.books is not None and books.state != self.books.state:
+            log.info("the catalog changed: now at version %d", books.version)
+        self.books = books
+        self._today = None  # the fees again, from the new schedules
+        self._usage_cache.clear()
+
+    # -- counting -------------------------------------------------------------------------
+
+    def _seed(self) -> Seed | None:
+        data = self.progress.get(SEED)
+        return None if data is None else Seed.of(data)
+
+    async def _ensure_seeded(self) -> None:
+        if self._seed() is None:
+            await self._reseed("first start: the tables are empty")
+
+    async def _reseed(self, why: str) -> None:
+        """Every customer's usage and draws from the lake, and the positions they cover."""
+        started = time.monotonic()
+        lake: LakeSeed = await asyncio.to_thread(
+            read_lake, self.settings.home, self.settings.topic, self.partitions
+        )
+        keys = set(lake.usage) | set(lake.draws) | set(self.customers.keys())
+        newest = self.progress.get(NEWEST)
+        floor = window_floor(newest)
+        for customer_id in sorted(keys):
+            old = self.customers.get(customer_id)
+            record = new_record(
+                lake.seed, lake.usage.get(customer_id, ZERO), lake.draws.get(customer_id)
+            )
+            if old is not None:
+                record["minutes"] = {
+                    k: v for k, v in old["minutes"].items() if floor is None or k >= floor
+                }
+            self.customers[customer_id] = record
+        self.progress[SEED] = lake.seed.json()
+        self.progress[CURSOR] = lake.seed.head
+        self._usage_cache.clear()
+        log.info(
+            "%s: seeded %d customers from the lake (commit log at %d, stream positions %s) "
+            "in %.1f s",
+            why,
+            len(keys),
+            lake.seed.head,
+            lake.seed.positions or "none",
+            time.monotonic() - started,
+        )
+
+    def _count(self, messages: list[dict[str, Any]]) -> set[str]:
+        """Count each message whose batch is new for its customer; the customers changed."""
+        seed = self._seed()
+        assert seed is not None
+        newest = newest_minute(messages, self.progress.get(NEWEST))
+        if newest is not None and newest != self.progress.get(NEWEST):
+            self.progress[NEWEST] = newest
+        floor = window_floor(newest)
+        records: dict[str, Record] = {}
+        changed: set[str] = set()
+        for message in messages:
+            customer_id = message.get("customer_id")
+            if customer_id:
+                record = records.get(customer_id)
+                if record is None:
+                    record = self.customers.get(customer_id) or new_record(seed)
+                # A copy: a message that fails half-way leaves the record as it was.
+                trial = copy.deepcopy(record)
+                try:
+                    counted = count(trial, message, floor)
+                except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+                    log.warning(
+                        "skipped a usage message of %s (%s): %s",
+                        customer_id,
+                        exc,
+                        json.dumps(message)[:200],
+                    )
+                    continue
+                if counted:
+                    records[customer_id] = trial
+                    changed.add(customer_id)
+            callids = message.get("callids") or []
+            if callids:
+                for hook in self.on_callids:
+                    try:
+                        hook(list(callids))
+                    except Exception as exc:  # a hook's bug must not stop the counting
+                        log.warning("on_callids hook %r failed: %s", hook, exc)
+        for customer_id in changed:
+            self.customers[customer_id] = records[customer_id]
+            self._usage_cache.pop(customer_id, None)
+        return changed
+
+    async def _consume(self, stream: Any) -> None:
+        async for values in stream.take(TAKE_MAX, within=TAKE_WITHIN):
+            messages = [m for v in values if (m := parse_message(v)) is not None]
+            async with self._lock:
+                await self._prepare()
+                self._count(messages)
+                await self._report()
+
+    async def _prepare(self) -> None:
+        await self._catalog()
+        await self._ensure_seeded()
+        await self._follow()
+
+    async def _follow(self) -> None:
+        """The lake's commit log after the cursor (runs the stream does not carry)."""
+        return None
+
+    async def _tick(self) -> None:
+        if not self._ready():
+            return
+        async with self._lock:
+            try:
+                await self._prepare()
+                await self._report()
+            except CdrflowError as exc:
+                log.warning("%s", exc)
+
+    def _ready(self) -> bool:
+        """Whether the tables are recovered (the timer runs from the worker's start)."""
+        app: Any = self.app
+        return bool(
+            app.tables.recovery.completed.is_set() and not app.in_recovery and not app.rebalancing
+        )
+
+    async def _report(self) -> None:
+        """The values that changed since they were last handed to the hooks, handed now."""
+        if self.books is None:
+            return
+        changed: dict[str, Values] = {}
+        for customer_id in self.books.customers:
+            values = self.values(customer_id)
+            if values != self._sent.get(customer_id):
+                changed[customer_id] = values
+        if not changed:
+            return
+        self._sent.update(changed)
+        for hook in self.after_batch:
+            try:
+                await hook(changed)
+            except Exception as exc:  # an alert's trouble is logged, never a stop
+                log.warning("after_batch hook %r failed: %s", hook, exc)
+
+    # -- the web views --------------------------------------------------------------------
+
+    def _views(self) -> None:
+        live = self
+
+        @self.app.page("/customers", name="customers")
+        async def customers(web: View, request: Request) -> Response:
+            del request
+            if not live._ready():
+                return web.json({"error": "the live tables are being recovered"}, status=503)
+            try:
+                books = live._books()
+                rows = [live.customer_json(c) for c in books.customers]
+            except Exception as exc:
+                log.warning("GET /customers: %s", exc)
+                return web.json({"error": str(exc)}, status=500)
+            return web.json([r for r in rows if r is not None])
+
+        @self.app.page("/customers/{customer_id}", name="customer")
+        async def customer(web: View, request: Request, customer_id: str) -> Response:
+            del request
+            if not live._ready():
+                return web.json({"error": "the live tables are being recovered"}, status=503)
+            try:
+                found = live.customer_json(customer_id)
+            except Exception as exc:
+                log.warning("GET /customers/%s: %s", customer_id, exc)
+                return web.json({"error": str(exc)}, status=500)
+            if found is None:
+                return web.json({"error": f"there is no customer {customer_id!r}"}, status=404)
+            return web.json(found)
+
+
+def broker_url(bootstrap: str) -> str:
+    """``host:port[,…]`` as faust's broker setting."""
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+def build(settings: LiveSettings) -> Live:
+    """The live app for ``settings``: its faust app, tables, agent, timer and views, with
+    every module that plugs into it installed."""
+    partitions = topic_partitions(settings)
+    datadir = settings.home / "live" / f"{settings.app_id}-data"
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=broker_url(settings.bootstrap),
+        store="memory://",
+        web_host=settings.host,
+        web_bind=settings.host,
+        web_port=settings.web_port,
+        datadir=str(datadir),
+        topic_partitions=partitions,
+        autodiscover=False,
+        key_serializer="json",  # the tables' keys and values
+        value_serializer="json",
+    )
+    live = Live(app, settings, partitions)
+    return live
