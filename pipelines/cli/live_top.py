@@ -110,7 +110,7 @@ def get_json(url: str, *, missing_ok: bool = False) -> Any:
     except urllib.error.HTTPError as exc:
         if missing_ok and exc.code == 404:
             return None
-        raise Unreachable(f"{url} answered HTTP {exc.code} {exc.reason}") from None
+        raise Unreachable(f"{url} answered HTTP {exc.code} {exc.reason}{_said(exc)}") from None
     except urllib.error.URLError as exc:
         raise Unreachable(f"{url} does not answer ({exc.reason}){HINT}") from None
     except (TimeoutError, OSError) as exc:
@@ -119,6 +119,15 @@ def get_json(url: str, *, missing_ok: bool = False) -> Any:
         return json.loads(body)
     except ValueError:
         raise Unreachable(f"{url} did not answer JSON") from None
+
+
+def _said(exc: urllib.error.HTTPError) -> str:
+    """The worker's own reason in an error answer (``{"error": "..."}``), if it gave one."""
+    try:
+        error = json.loads(exc.read(4096))["error"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f": {error}" if isinstance(error, str) else ""
 
 
 def _objects(value: Any, url: str) -> list[dict[str, Any]]:

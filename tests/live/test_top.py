@@ -26,13 +26,19 @@ import termios
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from confluent_kafka import Producer
 
+from pipelines.catalog import Catalog
 from pipelines.cli.live_top import COLUMNS, fitting
+from pipelines.kafka_broker import Broker
+from tests.kafka.reader import unique_name
+from tests.live.process import LiveWorker
 
 CDRFLOW = str(Path(sys.executable).parent / "cdrflow")
 PATIENCE = 120.0  # a bound against a hang, never a deadline
@@ -199,7 +205,8 @@ def test_names_are_shown_as_text_never_as_terminal_control(server: FixedServer) 
     [
         ("down", r"error: http://127\.0\.0\.1:\d+/customers does not answer \(.*refused\); is "
                  r"`cdrflow live worker` running there"),
-        ("500", r"error: http://127\.0\.0\.1:\d+/customers answered HTTP 500"),
+        ("500", r"error: http://127\.0\.0\.1:\d+/customers answered HTTP 500 Internal Server "
+                r"Error: broken"),
         ("html", r"error: http://127\.0\.0\.1:\d+/customers did not answer JSON"),
         ("object", r"error: http://127\.0\.0\.1:\d+/customers did not answer a JSON list"),
     ],
@@ -347,3 +354,66 @@ def test_the_view_follows_the_worker_until_ctrl_c(server: FixedServer) -> None:
     finally:
         status = interrupt(process, master)
     assert status == 0
+
+
+# -- against a real live worker -------------------------------------------------------------
+
+
+@pytest.fixture
+def live_worker(sample: Catalog, home: Path, kafka_broker: Broker, topic: str) -> Iterator[str]:
+    """``cdrflow live worker`` on the sample home, reading ``<topic>.usage``; its URL once its
+    views answer. Stopped by its PID whatever happens."""
+    worker = LiveWorker(home, kafka_broker.bootstrap, topic, unique_name("top"))
+    try:
+        worker.ready()
+        yield worker.url
+    finally:
+        worker.stop()
+
+
+def usage_message(topic: str, customer_id: str, money: str, callid: str) -> bytes:
+    """One batch's usage message of one answered call (``pipelines.usage``'s format)."""
+    return json.dumps(
+        {"batch": f"stream-{topic}-p00000-o0-0", "customer_id": customer_id, "currency": "USD",
+         "source": {"kind": "stream", "topic": topic, "partition": 0, "first": 0, "last": 0},
+         "minutes": [{"minute": "2026-12-07T10:15:00Z", "attempts": 1, "answered": 1,
+                      "duration": "60", "pdd_sum": 900, "pdd_count": 1, "money": money,
+                      "package_seconds": 0}],
+         "draws": [], "callids": [callid]}
+    ).encode()  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_top_shows_a_real_worker_and_follows_its_usage(
+    live_worker: str, sample: Catalog, home: Path, kafka_broker: Broker, topic: str
+) -> None:
+    url = live_worker
+    # --format json is the worker's own GET /customers, and the table shows the same.
+    customers = json.loads(top("--url", url, "--format", "json").stdout)
+    assert [c["customer_id"] for c in customers] == sorted(
+        c["customer_id"] for c in sample.list("customers")
+    )
+    done = top("--url", url, "--once")
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout)
+    for c in customers:
+        assert rows[c["customer_id"]][4:7] == [c["balance"], c["available"], str(c["channels"])]
+    acme = next(c for c in customers if c["customer_id"] == "acme")
+    # A switch's call rated and published: the view, already running, shows the balance move.
+    master, slave = terminal(rows=40, columns=160)
+    process = spawn(["--url", url, "--every", "0.5"], slave)
+    try:
+        read_until(master, lambda text: acme["balance"] in text)
+        producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
+        producer.produce(f"{topic}.usage", usage_message(topic, "acme", "1.5", "c1"), b"acme")
+        assert producer.flush(PATIENCE) == 0
+        moved = str(Decimal(acme["balance"]) - Decimal("1.5"))
+        screen = read_until(master, lambda text: f" {moved} " in text)
+        assert re.search(rf"acme .* {re.escape(moved)} .* 100\.00 .* 60\.00 .* 900\.00", screen)
+    finally:
+        status = interrupt(process, master)
+    assert status == 0
+    assert Decimal(json.loads(top("--url", url, "--format", "json").stdout)[0]["balance"]) == (
+        Decimal(acme["balance"]) - Decimal("1.5")
+    )
