@@ -62,8 +62,9 @@ PROPERTIES = "server.properties"
 LOG = "broker.log"
 START_MARK = "=== starting the broker"  # where each run begins in the log
 PID_FILE = "broker.pid"
-# SPEC §8's topics, made by ``start`` from the shell (the broker creates none by itself).
-SPEC_TOPICS = ("cdrs", "cdrs.rated", "cdrs.rejected", "alerts")
+# SPEC §8's topics and §9.1's ``cdrs.usage``, made by ``start`` from the shell (the broker
+# creates none by itself).
+SPEC_TOPICS = ("cdrs", "cdrs.rated", "cdrs.rejected", "cdrs.usage", "alerts")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 log = logging.getLogger("cdrflow.kafka")

@@ -5,8 +5,9 @@ partition that one poll brings are one batch; the batch is rated with the engine
 batch path and committed to the lake like a ``cdrflow rate`` run (staging, then a manifest
 as the commit point, under the lake lock), its run named after the topic, the partition and
 the offset range, so that every lake file of it carries them too. Only when all the
-poll's batches are in the lake are they published to ``<topic>.rated`` and
-``<topic>.rejected`` (one flush) and their offsets committed to Kafka. When a
+poll's batches are in the lake are they published to ``<topic>.rated``,
+``<topic>.rejected`` and ``<topic>.usage`` (SPEC §9.1, ``pipelines.usage``; one flush)
+and their offsets committed to Kafka. When a
 worker is given partitions (at start, and at every rebalance), it finishes or undoes what a
 crashed batch left, reads each partition's position from the manifests, and seeks there:
 Kafka's committed offsets are a hint, the lake decides. Package usage and the billed callids
@@ -41,7 +42,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from pipelines import commitlog
+from pipelines import commitlog, usage
 from pipelines.catalog import Catalog
 from pipelines.cdrfile import Block, read_messages
 from pipelines.compiled import cached_tables
@@ -213,6 +214,16 @@ class _Collecting(Staging):
         super().add(kind, table, days)
 
 
+@dataclass
+class Landed:
+    """A batch committed to the lake, to publish: its run's name, its source (the topic,
+    partition and offsets) and what it staged, by kind."""
+
+    name: str
+    source: dict[str, Any]
+    tables: dict[str, list[pa.Table]]
+
+
 class Worker:
     """One rater of a consumer group."""
 
@@ -246,6 +257,12 @@ class Worker:
                     "linger.ms": 50,
                     "compression.type": "lz4",
                     "acks": "all",
+                    # Retries after a broker's hiccup keep each partition's order (and add no
+                    # copies): a customer's usage messages are read in batch order.
+                    "enable.idempotence": True,
+                    # CRC32 of the key, as by default, but an empty key (a usage message of
+                    # no customer) to one partition too, not a random one.
+                    "partitioner": "consistent",
                     "on_delivery": self._delivered,
                     "delivery.report.only.error": True,
                 }
@@ -449,11 +466,8 @@ class Worker:
             log.warning("offsets not committed to Kafka (%s); the lake holds them", exc)
         self._done_since += len(polled.values)
 
-    def _land(
-        self, partition: int, first: int, last: int, block: Block
-    ) -> tuple[str, dict[str, list[pa.Table]]]:
-        """Rate one partition's batch and commit it to the lake: its run's name and what
-        it staged, by kind, for publishing."""
+    def _land(self, partition: int, first: int, last: int, block: Block) -> Landed:
+        """Rate one partition's batch and commit it to the lake: what to publish of it."""
         topic = self.settings.topic
         assert self.tables is not None
         name = run_name(topic, partition, first, last)
@@ -504,13 +518,16 @@ class Worker:
         self.totals.rated += summary.rated
         for reason, n in summary.rejected.items():
             self.totals.rejected[reason] = self.totals.rejected.get(reason, 0) + n
-        return name, staging.tables
+        source = {"kind": "stream", "topic": topic, "partition": partition}
+        return Landed(name, {**source, "first": first, "last": last}, staging.tables)
 
-    def _publish(self, batches: list[tuple[str, dict[str, list[pa.Table]]]]) -> None:
-        """Rated and rejected CDRs of landed batches (run name, tables by kind) as JSON
-        objects to the output topics, keyed by callid; once Kafka has them all, each batch is
-        marked published. A crash in between publishes them again at the next assignment:
-        the topics get every CDR at least once. Without publishing (``--no-publish``) the
+    def _publish(self, batches: list[Landed]) -> None:
+        """Rated and rejected CDRs of landed batches as JSON objects to the output topics,
+        keyed by callid, and each batch's usage messages (``pipelines.usage``) to
+        ``<topic>.usage``, keyed by customer; once Kafka has them all, each batch is marked
+        published. A crash in between publishes them again at the next assignment: the
+        topics get every CDR and every usage message at least once (a usage reader counts a
+        batch once by its source). Without publishing (``--no-publish``) the
         mark says the topics are owed nothing.
 
         While Kafka is away the worker waits for it (logging every ``PUBLISH_WAIT`` seconds),
@@ -520,7 +537,7 @@ class Worker:
         next assignment publishes them again. So does a stop asked for while waiting."""
         producer = self.producer
         if producer is not None:
-            names = ", ".join(name for name, _ in batches)
+            names = ", ".join(batch.name for batch in batches)
             self._failed.clear()
             if not (self._send(producer, batches) and self._flushed(producer, names)):
                 log.warning(
@@ -535,29 +552,43 @@ class Worker:
                     f"Kafka did not take the output of {names} ({errors}); the batches are in "
                     "the lake and are published again at the next assignment"
                 )
-        for name, _ in batches:
-            published_mark(self.home, name).touch()
+        for batch in batches:
+            published_mark(self.home, batch.name).touch()
 
-    def _send(
-        self, producer: Producer, batches: list[tuple[str, dict[str, list[pa.Table]]]]
-    ) -> bool:
+    def _send(self, producer: Producer, batches: list[Landed]) -> bool:
         """Hand every message of the batches to the producer; False if a stop was asked for
         while its queue was full (Kafka away: it drains when Kafka is back)."""
-        for _, tables in batches:
-            for kind, parts in tables.items():
+        for batch in batches:
+            for kind, parts in batch.tables.items():
                 target = f"{self.settings.topic}.{kind}"
                 for table in parts:
-                    keys, values = _json_rows(table)
-                    for key, value in zip(keys, values, strict=True):
-                        try:
-                            sent = self._produce(producer, target, value, key)
-                        except KafkaException as exc:
-                            if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
-                                raise
-                            sent = self._too_large(producer, target, value, key)
-                        if not sent:
-                            return False
-                    producer.poll(0)
+                    if not self._send_all(producer, target, *_json_rows(table)):
+                        return False
+            messages = usage.batch_messages(
+                batch.name,
+                batch.source,
+                batch.tables.get("rated", []),
+                batch.tables.get("rejected", []),
+            )
+            keys = [key for key, _ in messages]
+            values = [value for _, value in messages]
+            if not self._send_all(producer, f"{self.settings.topic}.usage", keys, values):
+                return False
+        return True
+
+    def _send_all(
+        self, producer: Producer, target: str, keys: list[bytes], values: list[bytes]
+    ) -> bool:
+        for key, value in zip(keys, values, strict=True):
+            try:
+                sent = self._produce(producer, target, value, key)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                sent = self._too_large(producer, target, value, key)
+            if not sent:
+                return False
+        producer.poll(0)
         return True
 
     def _produce(self, producer: Producer, topic: str, value: bytes, key: bytes) -> bool:
@@ -657,7 +688,8 @@ class Worker:
                         name,
                         replaced,
                     )
-                self._publish([(name, tables)])
+                source = {"kind": "stream", **run["stream"]}
+                self._publish([Landed(name, source, tables)])
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -728,7 +760,8 @@ def shortened(record: dict[str, Any], keep: int = PUBLISHED_RAW) -> bytes:
 
 
 def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
-    """``<topic>.rated`` and ``<topic>.rejected``, created like the input topic if absent."""
+    """``<topic>.rated``, ``<topic>.rejected`` and ``<topic>.usage``, created with the input
+    topic's partitions if absent."""
     admin = AdminClient(dict(config))
     try:
         meta = admin.list_topics(timeout=timeout)
@@ -740,7 +773,7 @@ def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -
     if topic not in meta.topics:
         raise CdrflowError(f"Kafka topic {topic!r} does not exist on {config['bootstrap.servers']}")
     partitions = len(meta.topics[topic].partitions)
-    wanted = [f"{topic}.{kind}" for kind in ("rated", "rejected")]
+    wanted = [f"{topic}.{kind}" for kind in ("rated", "rejected", "usage")]
     new = [NewTopic(t, partitions) for t in wanted if t not in meta.topics]
     for future in admin.create_topics(new).values() if new else []:
         try:

@@ -245,8 +245,11 @@ def test_a_message_too_large_found_after_waiting_for_room_is_shortened_too() -> 
     worker._stopping = lambda: False
     rejection = pa.table({"callid": ["r"], "reject_reason": ["invalid"], "raw": ["x" * 100_000]})
     producer = FullFirst(limit=80_000)
-    assert worker._send(producer, [("run", {"rejected": [rejection]})])  # type: ignore[arg-type]
-    [(topic, sent, key)] = producer.sent
+    landed = stream.Landed("run", {"kind": "stream"}, {"rejected": [rejection]})
+    assert worker._send(producer, [landed])  # type: ignore[arg-type]
+    [(topic, sent, key), (usage_topic, usage, usage_key)] = producer.sent
     assert (topic, key) == ("cdrs.rejected", b"r")
     assert sent == {"callid": "r", "reject_reason": "invalid",
                     "raw": "x" * stream.PUBLISHED_RAW, "raw_truncated": True}  # fmt: skip
+    # Its usage message too: no customer, so keyed "", with the callid that frees a hold.
+    assert (usage_topic, usage_key, usage["callids"]) == ("cdrs.usage", b"", ["r"])
