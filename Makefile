@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 
 demo: $(STAMP) pango
 	$(VENV)/bin/cdrflow demo
-	@echo 'Billing in Dagster (summaries, invoices, re-rating): $(VENV)/bin/cdrflow ui, then open http://127.0.0.1:3000 (Ctrl-C stops it)'
+	@echo '(cdrflow is $(VENV)/bin/cdrflow; ". $(VENV)/bin/activate" puts it on your PATH)'
+	@echo 'Billing in Dagster (summaries, invoices, re-rating): cdrflow ui, then open http://127.0.0.1:3000 (Ctrl-C stops it)'
 
 test: $(STAMP) chromium pango kafka-jars
 	$(VENV)/bin/ruff check .

@@ -37,7 +37,7 @@ repository):
    step (steps 1-3 hold the workload in memory): the way to measure the peak RSS target at
    the 20 million CDRs it is set for.
 
-Targets are reported, not asserted; see the README ("Benchmark").
+Targets are reported, not asserted; see docs/benchmarks.md.
 """
 
 from __future__ import annotations

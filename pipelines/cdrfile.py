@@ -770,13 +770,15 @@ def validate(con: duckdb.DuckDBPyConnection, block: pa.Table) -> tuple[pa.Table,
 class Block:
     """One block of a file, validated: typed records (``INPUT`` plus ``source``, ``line``
     and ``row``, the record's index in ``lines``), invalid ones with their detail and raw
-    text, the blank lines skipped, and the block's raw lines (None for Parquet)."""
+    text, the blank lines skipped, the block's raw lines (None for Parquet), and for a CSV
+    file its header line (which a rejected record keeps, so that its ``raw`` reads again)."""
 
     valid: pa.Table
     invalid: pa.Table
     blank: int
     lines: pa.Array | None
     bytes_read: int
+    csv_header: str | None = None
 
     def __post_init__(self) -> None:
         # One schema whatever the reader (a Parquet file's columns are all nullable, a JSON
@@ -833,13 +835,17 @@ def read_records(
         return
     columns: np.ndarray | None = None
     header: list[str] = []
+    header_line: str | None = None
     for block in _line_blocks(path, block_bytes, csv_quotes=kind == "csv"):
         skip = 0
         if kind == "csv" and columns is None:
-            header = _csv_header(path, block.text[0].as_py() if len(block.text) else "")
+            header_line = block.text[0].as_py().rstrip("\r\n") if len(block.text) else ""
+            header = _csv_header(path, header_line)
             columns = np.array([scan.FIELD.get(name, -1) for name in header], np.int64)
             skip = 1
-        yield _parallel_block(con, str(path), kind, block, skip, header, columns)
+        out = _parallel_block(con, str(path), kind, block, skip, header, columns)
+        out.csv_header = header_line
+        yield out
 
 
 # What an empty Kafka message is read as: not a JSON object, so it is rejected (a blank line

@@ -1,4 +1,5 @@
-"""A real single-node Kafka broker (KRaft) on 127.0.0.1, for the tests and the README demo.
+"""A real single-node Kafka broker (KRaft) on 127.0.0.1, for the tests and the walk-through
+of docs/streaming.md.
 
 Only package registries are reachable, so the broker is not the distribution's tarball but
 its jars from Maven Central (``tools/kafka/pom.xml``), fetched once with Maven into
@@ -462,7 +463,7 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``start``/``stop`` a broker that outlives the command (a README demo), or ``jars``."""
+    """``start``/``stop`` a broker that outlives the command (docs/streaming.md), or ``jars``."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.kafka_broker")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="start a broker; print its bootstrap address")

@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import date
@@ -203,7 +203,18 @@ def whole_runs(lake: Path, days: Callable[[date], bool] | None = None) -> list[s
     finished first when no writer holds the lock (else its files are left out). A run that
     replaces files is never listed around: it is waited for while a writer holds the lock,
     and a reader that may not finish it stops with an error."""
-    root = lake.parent
+    return whole_runs_of([lake], days)[0]
+
+
+def whole_runs_of(
+    lakes: Sequence[Path], days: Callable[[date], bool] | None = None
+) -> list[list[str]]:
+    """``whole_runs`` of several lakes of one home (``lake/rated`` and ``lake/rejected``),
+    listed at one moment of its commit log: a reader of both sees a record that a run moved
+    from one to the other (``cdrflow rejects replay``, a re-rate) in one place, never in
+    both or neither (if a file it listed is gone when read, it reads again:
+    ``read_again_if_swapped``)."""
+    root = lakes[0].parent
     tries = 0
     while True:
         before = commitlog.head(root)
@@ -226,7 +237,7 @@ def whole_runs(lake: Path, days: Callable[[date], bool] | None = None) -> list[s
                 )
             staging = root / "_staging"
             partial = [f"part-{p.name}-" for p in staging.iterdir()] if staging.is_dir() else []
-        files = _listing(lake, days, tuple(partial))
+        files = [_listing(lake, days, tuple(partial)) for lake in lakes]
         if commitlog.head(root) == before:
             return files
 

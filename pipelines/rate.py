@@ -273,7 +273,9 @@ def rate_block(
     valid, invalid = block.valid, block.invalid
     summary.blank_lines += block.blank
     if invalid.num_rows:
-        _stage_rejects(con, staging, invalid, "invalid", invalid["invalid"], now, summary)
+        _stage_rejects(
+            con, staging, invalid, "invalid", invalid["invalid"], now, summary, block.csv_header
+        )
     priced = price(tables, valid)
     billed.load_lake(priced.days)
     ok = priced.reason == None  # noqa: E711 - elementwise
@@ -282,8 +284,9 @@ def rate_block(
     rejected = priced.reason != None  # noqa: E711 - elementwise
     if rejected.any():
         _stage_rating_rejects(
-            con, staging, tables, priced.select(rejected), block.lines, now, summary
-        )
+            con, staging, tables, priced.select(rejected), block.lines, now, summary,
+            block.csv_header,
+        )  # fmt: skip
     if held is None:
         calls = priced.select(priced.reason == None)  # noqa: E711
         draws = draw(
@@ -414,9 +417,11 @@ def _stage_rejects(
     detail: pa.Array | pa.ChunkedArray,
     now: int,
     summary: Summary,
+    csv_header: str | None = None,
 ) -> None:
     """Rejected records: what was given, why, and where it was, with the raw text as read
-    (a Parquet row, which has none, as a JSON object of its fields)."""
+    (a Parquet row, which has none, as a JSON object of its fields) and, from a CSV file,
+    the file's header line."""
     n = table.num_rows
     if n == 0:
         return
@@ -436,6 +441,7 @@ def _stage_rejects(
             "rejected_at": rejected_at,
             "source": table["source"],
             "line": table["line"],
+            "csv_header": pa.repeat(pa.scalar(csv_header, pa.string()), n),
         },
         schema=REJECTED,
     )
@@ -488,6 +494,7 @@ def _stage_rating_rejects(
     lines: pa.Array | None,
     now: int,
     summary: Summary,
+    csv_header: str | None = None,
 ) -> None:
     """Records that rating refused, with the raw line each came from."""
     customer_ids = pa.array([*tables.customer_ids, None], pa.string())
@@ -512,7 +519,7 @@ def _stage_rating_rejects(
             part = part.set_column(
                 part.schema.get_field_index("customer_id"), "customer_id", customers
             )
-        _stage_rejects(con, staging, part, reason, detail, now, summary)
+        _stage_rejects(con, staging, part, reason, detail, now, summary, csv_header)
 
 
 __all__ = ["Summary", "load_tables", "rate_files"]

@@ -136,18 +136,10 @@ def _concat(tables: Iterable[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
-def _text(value: Decimal | None) -> str:
-    """Exact decimal text without trailing zeros ("0" for zero or none)."""
-    if value is None:
-        return "0"
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def _minute_text(us: int) -> str:
-    return datetime.fromtimestamp(us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:00Z")
+def _texts(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Decimals as exact text without trailing zeros (``"1.5"``, ``"10"``, ``"0"``): a
+    decimal of scale > 0 always has its point."""
+    return pc.replace_substring_regex(pc.cast(pc.fill_null(column, 0), pa.string()), r"\.?0+$", "")
 
 
 def _keys(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -211,19 +203,22 @@ def summarise(rated: Sequence[pa.Table], rejected: Sequence[pa.Table]) -> dict[s
             )
             .sort_by([("key", "ascending"), ("minute", "ascending")])
         )
-        for row in minutes.to_pylist():
-            body(row["key"])["minutes"].append(
-                {
-                    "minute": _minute_text(row["minute"]),
-                    "attempts": row["count_all"],
-                    "answered": row["answered_sum"],
-                    "duration": _text(row["duration_sum"]),
-                    "pdd_sum": row["pdd_sum"] or 0,
-                    "pdd_count": row["pdd_count"],
-                    "money": _text(row["money_sum"]),
-                    "package_seconds": row["package_seconds_sum"],
-                }
-            )
+        # The text of the groups' minutes and sums, made by Arrow (a month's run has tens
+        # of thousands of them), then each row as its dict.
+        shown = pa.table(
+            {
+                "minute": pc.strftime(minutes["minute"].cast(TIME), "%Y-%m-%dT%H:%M:00Z"),
+                "attempts": minutes["count_all"],
+                "answered": minutes["answered_sum"],
+                "duration": _texts(minutes["duration_sum"]),
+                "pdd_sum": pc.fill_null(minutes["pdd_sum"], 0),
+                "pdd_count": minutes["pdd_count"],
+                "money": _texts(minutes["money_sum"]),
+                "package_seconds": minutes["package_seconds_sum"],
+            }
+        )
+        for key, row in zip(minutes["key"].to_pylist(), shown.to_pylist(), strict=True):
+            body(key)["minutes"].append(row)
         currencies = frame.group_by("key", use_threads=False).aggregate([("currency", "min")])
         for key, currency in zip(
             currencies["key"].to_pylist(), currencies["currency_min"].to_pylist(), strict=True
@@ -281,21 +276,74 @@ def _dumps(record: dict[str, Any]) -> bytes:
 
 
 _LISTS = ("minutes", "draws", "callids")
+_PART = b',"part":'
+
+
+def _numbered(value: bytes, part: int, parts: int) -> bytes:
+    """A message's JSON with its part numbers (its last two fields) set."""
+    return value[: value.rindex(_PART)] + b',"part":%d,"parts":%d}' % (part, parts)
+
+
+def _estimate(name: str, item: Any) -> int:
+    """About the bytes an item adds to its list, without encoding it (a callid's exact
+    unless JSON escapes some of it; a minute's about 170 with large sums)."""
+    if name == "callids":
+        return len(item.encode()) + 3
+    if name == "draws":
+        return 90 + len(item["package_id"].encode())
+    return 200
+
+
+def _pack(record: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """``record``'s list items shared out in order among records of about ``limit`` bytes."""
+    empty = {**record, **{name: [] for name in _LISTS}}
+    budget = max(limit - len(_dumps(empty)), 1)
+    out: list[dict[str, Any]] = []
+    current: dict[str, list[Any]] = {name: [] for name in _LISTS}
+    size = 0
+    for name in _LISTS:
+        for item in record[name]:
+            n = _estimate(name, item)
+            if size + n > budget and size:
+                out.append({**record, **current})
+                current, size = {name: [] for name in _LISTS}, 0
+            current[name].append(item)
+            size += n
+    out.append({**record, **current})
+    return out
+
+
+def _halves(record: dict[str, Any]) -> list[dict[str, Any]]:
+    items = [(name, item) for name in _LISTS for item in record[name]]
+    if len(items) <= 1:
+        return [record]
+    half = len(items) // 2
+    return [
+        {**record, **{name: [i for n, i in chunk if n == name] for name in _LISTS}}
+        for chunk in (items[:half], items[half:])
+    ]
 
 
 def _split(record: dict[str, Any], limit: int) -> list[bytes]:
-    """``record`` as one or more JSON values of at most ``limit`` bytes each (when one
-    minute, draw or callid alone fits), its lists' items shared out in order."""
-    value = _dumps(record)
-    items = [(name, item) for name in _LISTS for item in record[name]]
-    if len(value) <= limit or len(items) <= 1:
-        return [value]
-    half = len(items) // 2
-    out = []
-    for chunk in (items[:half], items[half:]):
-        part = {**record, **{name: [i for n, i in chunk if n == name] for name in _LISTS}}
-        out += _split(part, limit)
-    return out
+    """``record`` (part 0 of 1) as one or more JSON values of at most ``limit`` bytes each
+    (when one minute, draw or callid alone fits), numbered as parts, its lists' items shared
+    out in order."""
+    room = limit - 40  # for the part numbers
+    callids = record["callids"]
+    guess = 200 * len(record["minutes"]) + 120 * len(record["draws"])
+    guess += sum(map(len, callids)) + 3 * len(callids) + 400
+    if guess <= 2 * room:  # the guess is generous: a record far larger is not tried whole
+        value = _dumps(record)
+        if len(value) <= limit:
+            return [value]
+    chunks = _pack(record, room)
+    while True:
+        values = [_dumps(chunk) for chunk in chunks]
+        over = {i for i, v in enumerate(values) if len(v) > room}
+        if not over or all(len(_halves(chunks[i])) == 1 for i in over):
+            return [_numbered(v, i, len(values)) for i, v in enumerate(values)]
+        # A callid with characters JSON escapes was larger than estimated: halve its part.
+        chunks = [h for i, c in enumerate(chunks) for h in (_halves(c) if i in over else [c])]
 
 
 def batch_messages(
@@ -313,13 +361,7 @@ def batch_messages(
     for key, body in summarise(rated, rejected).items():
         head = {"batch": batch, "source": source}
         record = {**head, **body, "part": 0, "parts": 1}
-        values = _split(record, limit - 40)  # room for the part numbers
-        if len(values) > 1:
-            values = [
-                _dumps({**json.loads(v), "part": i, "parts": len(values)})
-                for i, v in enumerate(values)
-            ]
-        out += [(key.encode(), v) for v in values]
+        out += [(key.encode(), v) for v in _split(record, limit)]
     return out
 
 
@@ -423,10 +465,10 @@ def messages_of_entry(home: Path, entry: Entry) -> list[tuple[bytes, bytes]]:
         table = pq.read_table(path, columns=[n for n in schema.names if n in have])
         tables = ([table], []) if kind == "rated" else ([], [table])
         pieces += batch_messages(entry.run, source, *tables)
-    return _numbered(pieces)
+    return _renumbered(pieces)
 
 
-def _numbered(pieces: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _renumbered(pieces: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Messages of several pieces of one batch, each customer's numbered as its parts
     (customers in ascending order, each one's parts in the order made)."""
     by_key: dict[bytes, list[bytes]] = {}
@@ -438,6 +480,5 @@ def _numbered(pieces: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         if len(values) == 1:
             out.append((key, values[0]))
             continue
-        for i, value in enumerate(values):
-            out.append((key, _dumps({**json.loads(value), "part": i, "parts": len(values)})))
+        out += [(key, _numbered(value, i, len(values))) for i, value in enumerate(values)]
     return out

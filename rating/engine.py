@@ -104,8 +104,11 @@ def utc_days(column: pa.ChunkedArray) -> I64:
     return np.floor_divide(_times(column), DAY_US)
 
 
-def price(tables: Tables, batch: pa.Table) -> Priced:
-    """Resolve, route and bill every CDR of a validated batch (SPEC §5.1-§5.2 without packages)."""
+def price(tables: Tables, batch: pa.Table, auth_entry: I64 | None = None) -> Priced:
+    """Resolve, route and bill every CDR of a validated batch (SPEC §5.1-§5.2 without packages).
+    ``auth_entry``, when given (n int64), is filled with the auth entry that identified each
+    call (its index in the compiled tables), or -1: what authorization's per-entry limits
+    need, found by the same resolution that finds the customer."""
     n = batch.num_rows
     dest = batch["dest_number"]
     offsets, data = _strings(dest)
@@ -140,26 +143,17 @@ def price(tables: Tables, batch: pa.Table) -> Priced:
     customer[named] = given[named]  # -2, an unknown customer, stays unresolved
     # 1c-d. Auth by source IP, then by SIP user.
     pending = ~hit & ~named
+    if auth_entry is not None:
+        auth_entry[:] = -1
     if pending.any():
         out = np.where(pending, -1, customer)
-        for column, candidates in (("source_ip", _ip_candidates), ("sip_user", _user_candidates)):
-            keys, lists = candidates(tables, batch[column])
-            if lists:
-                cand_first, cand_count, cand_entry = _csr(lists)
-                keys = np.where(out < 0, keys, -1)
-                tp = tables.auth_tech_prefix
-                kernels.resolve_auth(
-                    offsets,
-                    data,
-                    keys,
-                    cand_first,
-                    cand_count,
-                    cand_entry,
-                    tp.offsets,
-                    tp.data,
-                    tables.auth_customer,
-                    out,
-                )
+        if auth_entry is None:
+            _resolve_auth(tables, batch, offsets, data, tables.auth_customer, out)
+        else:  # the entries themselves (an identity), then their customers
+            _resolve_auth(tables, batch, offsets, data, _entry_ids(tables), out)
+            auth_entry[pending] = out[pending]
+            found = pending & (out >= 0)
+            out[found] = tables.auth_customer[out[found]]
         customer = np.where(pending, out, customer)
     reason = np.full(n, None, dtype=object)
     reason[customer < 0] = "unknown_customer"
@@ -223,6 +217,38 @@ def price(tables: Tables, batch: pa.Table) -> Priced:
         provider_billed,
         days,
     )
+
+
+def _resolve_auth(
+    tables: Tables, batch: pa.Table, offsets: I64, data: Any, values: I64, out: I64
+) -> None:
+    """SPEC §5.1 step 1 by auth: for each call with ``out[i] < 0``, ``values[e]`` of the
+    first auth entry e that takes it, by source IP, then by SIP user."""
+    for column, candidates in (("source_ip", _ip_candidates), ("sip_user", _user_candidates)):
+        keys, lists = candidates(tables, batch[column])
+        if lists:
+            cand_first, cand_count, cand_entry = _csr(lists)
+            keys = np.where(out < 0, keys, -1)
+            tp = tables.auth_tech_prefix
+            kernels.resolve_auth(
+                offsets,
+                data,
+                keys,
+                cand_first,
+                cand_count,
+                cand_entry,
+                tp.offsets,
+                tp.data,
+                values,
+                out,
+            )
+
+
+def _entry_ids(tables: Tables) -> I64:
+    ids = tables.extra.get("auth_entry_ids")
+    if ids is None:
+        ids = tables.extra["auth_entry_ids"] = np.arange(tables.auth_customer.size, dtype=np.int64)
+    return ids
 
 
 def leg(
@@ -373,6 +399,16 @@ class Usage:
             for key, value in zip(old_keys, old_values, strict=True):
                 self.add(int(key), int(value))
 
+    @staticmethod
+    def key(allotment: int, period: date) -> int:
+        """The key of an allotment's period (its first day)."""
+        return allotment * 4294967296 + (period - EPOCH).days
+
+    def used(self, allotment: int, period: date) -> int:
+        """Seconds of an allotment's period drawn so far."""
+        hit = np.flatnonzero(self.keys == self.key(allotment, period))
+        return int(self.values[hit[0]]) if hit.size else 0
+
     def add(self, key: int, seconds: int) -> None:
         self.reserve(1)
         slot = kernels.usage_slot(self.keys, key)
@@ -427,7 +463,7 @@ def usage_from(
     for customer, package, start, period, seconds in draws:
         a = allotments.get((customer, package, start))
         if a is not None:
-            usage.add(a * 4294967296 + (period - EPOCH).days, int(seconds))
+            usage.add(Usage.key(a, period), int(seconds))
     return usage
 
 

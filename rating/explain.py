@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from rating.cli_rules import matches as cli_matches
 from rating.engine import Priced, Usage, finish, price
 from rating.kernels import MAX_DIGITS
 from rating.modes import Rounding, round_ratio
-from rating.tables import EPOCH, NEVER_AFTER, NEVER_BEFORE, Tables, micro
+from rating.tables import NEVER_AFTER, NEVER_BEFORE, Tables, micro
 from schemas.cdr import FIRST_YEAR, INPUT, INPUT_NAMES, LAST_YEAR, MAX_DURATION
 from schemas.errors import CdrflowError
 
@@ -223,7 +224,7 @@ def _inbound_did(rows: Rows, cdr: Row) -> tuple[Row | None, str | None]:
 
 
 def _ip_candidates(rows: Rows, address: Any) -> list[tuple[Row, Any]]:
-    """The ip auth entries holding ``address``, in the order SPEC §5.1 and the README try
+    """The ip auth entries holding ``address``, in the order SPEC §5.1 and docs/rating.md try
     them: longest tech prefix, then the most specific network, then the oldest entry."""
     found = []
     for entry in rows["auth"]:
@@ -283,7 +284,7 @@ def _customer_label(rows: Rows, customer_id: str) -> str:
 
 
 def _customer_step(rows: Rows, tables: Tables, cdr: Row) -> tuple[Step, _Payer | None]:
-    """SPEC §5.1 step 1 and the README's order: a DID, then customer_id, then auth."""
+    """SPEC §5.1 step 1 and docs/rating.md's order: a DID, then customer_id, then auth."""
     dest, given = cdr["dest_number"], cdr["customer_id"]
     did, note = _inbound_did(rows, cdr)
     lines = [note] if note else []
@@ -336,13 +337,6 @@ def _unknown(lines: list[str], given: str | None = None) -> Step:
 # -- CLI rules (informational) ------------------------------------------------------------------
 
 
-def _cli_matches(pattern: str, cli: str) -> bool:
-    """SPEC §3: a prefix, or a regex when the pattern starts with '^'."""
-    return (
-        re.search(pattern, cli) is not None if pattern.startswith("^") else cli.startswith(pattern)
-    )
-
-
 def _cli_step(rows: Rows, customer_id: str, cli: Any) -> Step:
     """The first of the customer's CLI rules (in the catalog's order) that the calling
     number matches. Shown, never applied: SPEC §5 rates a call whatever its CLI."""
@@ -361,7 +355,7 @@ def _cli_step(rows: Rows, customer_id: str, cli: Any) -> Step:
     lines = []
     for rule in rules:
         label = f"rule #{rule['id']} {rule['pattern']} {rule['action']}"
-        if _cli_matches(rule["pattern"], cli):
+        if cli_matches(rule["pattern"], cli):
             lines.append(f"{label}: matches {cli} (the first that does)")
             values.update(action=rule["action"], rule_id=rule["id"], pattern=rule["pattern"])
             detail = "\n".join([*lines, INFORMATIONAL])
@@ -656,8 +650,7 @@ def _period_start(frequency: str, day: date, start_date: str) -> date:
 def _used(usage: Usage, allotment: int, period: date) -> int:
     """Seconds of an allotment's period already drawn (the lake's draws, as the caller
     loaded them)."""
-    hit = np.flatnonzero(usage.keys == allotment * 4294967296 + (period - EPOCH).days)
-    return int(usage.values[hit[0]]) if hit.size else 0
+    return usage.used(allotment, period)
 
 
 def _allotments(rows: Rows, tables: Tables, customer_id: str) -> list[tuple[int, Row, Row]]:
@@ -817,7 +810,7 @@ def _tax_step(tables: Tables, customer: int, card: int, charge: int, tax: int) -
 
 def _provider_card(tables: Tables, cdr: Row, did: Row | None) -> tuple[int, str]:
     """The card that prices the carrier leg (-1: none) and where it came from: the CDR's
-    provider_card_id, else an inbound DID's provider card (README)."""
+    provider_card_id, else an inbound DID's provider card (docs/rating.md)."""
     named = cdr["provider_card_id"]
     if _given(named):
         if named not in tables.card_index:

@@ -308,7 +308,7 @@ ALERTS = Entity(
         _c("area", f.Choice(("balance", "asr", "acd", "pdd", "channels", "cps")), True),
         _c("operator", f.Choice(("<", "<=", ">", ">=")), True),
         _c("threshold", f.Money(signed=True), True),
-        _c("recipient", f.Email(), True),
+        _c("recipient", f.Recipient(), True),
     ),
     key=("alert_id",),
     search=("alert_id", "customer_id", "name", "recipient"),

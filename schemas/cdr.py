@@ -121,5 +121,9 @@ REJECTED_FIELDS: tuple[pa.Field, ...] = (
     pa.field("raw", pa.string(), nullable=False),
     pa.field("rejected_at", TIME),
     *ORIGIN_FIELDS,
+    # The header line of the CSV file a record came from (null for JSON Lines, Parquet, Kafka
+    # and re-rates, whose ``raw`` is a JSON object): with it, ``raw`` reads again as the record
+    # it was (``cdrflow rejects replay``). Files written before it lack the column.
+    pa.field("csv_header", pa.string()),
 )
 REJECTED = pa.schema(REJECTED_FIELDS)

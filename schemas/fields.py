@@ -287,15 +287,44 @@ class CliPattern(Kind):
         return "prefix or ^regex"
 
 
+_EMAIL = re.compile(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+")
+
+
 @dataclass(frozen=True)
 class Email(Kind):
     def parse(self, text: str) -> str:
-        if not re.fullmatch(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+", text):
+        if not _EMAIL.fullmatch(text):
             raise ValueError(f"{text!r} is not an e-mail address")
         return text
 
     def describe(self) -> str:
         return "e-mail address"
+
+
+# A URL's host: a name or an IPv4 address, or an IPv6 address in brackets; an optional port.
+_WEB_URL = re.compile(r"(?i:https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?([/?#]\S*)?")
+
+
+@dataclass(frozen=True)
+class Recipient(Kind):
+    """Where an alert goes (SPEC §9): an e-mail address, or an ``http://`` or ``https://``
+    URL that gets an HTTP POST."""
+
+    max_len: int = 2000
+
+    def parse(self, text: str) -> str:
+        if len(text) > self.max_len:
+            raise ValueError(f"is longer than {self.max_len} characters")
+        if text.lower().startswith(("http://", "https://")):
+            if not _WEB_URL.fullmatch(text):
+                raise ValueError(f"{text!r} is not an http(s):// URL with a host")
+            return text
+        if not _EMAIL.fullmatch(text):
+            raise ValueError(f"{text!r} is not an e-mail address or an http(s):// URL")
+        return text
+
+    def describe(self) -> str:
+        return "e-mail address or http(s):// URL"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipelines.lakefiles import whole_runs
+from pipelines.lakefiles import whole_runs, whole_runs_of
 from stats.metrics import query_parts
 from stats.scope import RATED_FILES, Scope
 
@@ -74,11 +74,24 @@ def latest_calls(con: duckdb.DuckDBPyConnection, scope: Scope, limit: int) -> pa
     return con.sql(sql, params=[files, *params, limit]).to_arrow_table()
 
 
+def call_count(con: duckdb.DuckDBPyConnection, scope: Scope) -> int:
+    """How many rated calls the scope holds."""
+    files = scope.files()
+    if not files:
+        return 0
+    where, params = scope.where()
+    sql = f"SELECT count(*) FROM {RATED_FILES} WHERE {where}"
+    [(count,)] = con.sql(sql, params=[files, *params]).fetchall()
+    return int(count)
+
+
 def find_call(con: duckdb.DuckDBPyConnection, lake: Path, callid: str) -> tuple[str, pa.Table]:
     """Every record of ``callid``: ("rated", rows) if the rated lake has it, else
     ("rejected", rows) from the rejected lake (possibly empty)."""
-    for kind in ("rated", "rejected"):
-        files = whole_runs(lake.parent / kind)
+    # Both lakes listed at one moment: a replay or a re-rate that moves the call between
+    # them shows it in one of them, never in neither.
+    listed = whole_runs_of([lake.parent / "rated", lake.parent / "rejected"])
+    for kind, files in zip(("rated", "rejected"), listed, strict=True):
         if not files:
             continue
         table = con.sql(

@@ -129,6 +129,28 @@ class Catalog:
         with self.transaction() as conn:
             return _public(entity, _find(_load(conn, entity), entity, ident))
 
+    def owned_by(self, customer_id: str) -> dict[str, Recs]:
+        """The customer (``customers``: its one row), every row that names it, by entity,
+        and the ``packages`` its customer packages are of: read in one transaction, in the
+        order of ``list``. A row with a password keeps only its hash, in ``extra``."""
+        customers = BY_NAME["customers"]
+        with self.transaction() as conn:
+            table = TABLES["customers"]
+            query = sa.select(table).where(table.c.customer_id == customer_id)
+            out = {"customers": [_find(_fetch(conn, customers, query), customers, customer_id)]}
+            for entity in ENTITIES:
+                if entity.name == "customers" or "customer_id" not in entity.column_by_name:
+                    continue
+                table = TABLES[entity.name]
+                order = [table.c[k] for k in entity.key] or [table.c.id]
+                query = sa.select(table).where(table.c.customer_id == customer_id)
+                out[entity.name] = _fetch(conn, entity, query.order_by(*order))
+            table = TABLES["packages"]
+            ids = sorted({r.row["package_id"] for r in out["customer_packages"]})
+            query = sa.select(table).where(table.c.package_id.in_(ids))
+            out["packages"] = _fetch(conn, BY_NAME["packages"], query.order_by(table.c.package_id))
+        return out
+
     def rate_columns(self) -> dict[str, Values]:
         """Every rate row, column by column, as stored (money in millionths, ISO times): the
         fast read that compiling rate tables needs (hundreds of thousands of rows)."""

@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from pipelines.cli import billing as billing_module
+from pipelines.cli import card as card_module
 from pipelines.cli import demo as demo_module
 from pipelines.cli import live as live_module
 from pipelines.cli import price as price_module
 from pipelines.cli import rate as rate_module
+from pipelines.cli import rejects as rejects_module
 from pipelines.cli import report as report_module
 from pipelines.cli import rerate as rerate_module
 from pipelines.cli import stats as stats_module
@@ -20,7 +22,7 @@ from pipelines.cli import stream as stream_module
 from pipelines.cli import summaries as summaries_module
 from pipelines.cli import ui as ui_module
 from pipelines.cli.context import catalog_of, home_of, operator_errors
-from pipelines.cli.entities import FormatOption, register
+from pipelines.cli.entities import LISTINGS, FormatOption, WideOption, register
 from pipelines.cli.output import Format, emit, say
 from pipelines.home import catalog_path, private_umask
 from schemas.catalog import RATES
@@ -103,6 +105,7 @@ def catalog_info(ctx: typer.Context, fmt: FormatOption = Format.table) -> None:
 
 groups = register(app)
 cards = groups["cards"]
+groups["customers"].command("show")(card_module.show)
 
 
 @cards.command("import")
@@ -130,6 +133,7 @@ def cards_rates(
         str | None, typer.Option(help="only rows whose prefix starts with this")
     ] = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """List the rate rows of one card."""
     catalog = catalog_of(ctx)
@@ -141,7 +145,9 @@ def cards_rates(
     ]
     rows.sort(key=lambda r: (r["prefix"], r["effective_from"] or ""))
     columns = [c.name for c in RATES.columns if c.name != "card_id"]
-    emit(rows, fmt, entity=RATES, columns=columns, title=f"rates of {card_id} ({len(rows)})")
+    listing = LISTINGS["rates"]
+    title = f"rates of {card_id} ({len(rows)})"
+    emit(rows, fmt, entity=RATES, columns=columns, title=title, key=listing.key, wide=wide)
 
 
 app.command("demo")(demo_module.demo)
@@ -155,6 +161,7 @@ app.command("dialogs")(stats_module.dialogs)
 app.command("report")(report_module.report)
 app.command("rerate")(rerate_module.rerate)
 app.command("recalc")(rerate_module.recalc)
+app.add_typer(rejects_module.rejects, name="rejects")
 app.command("stream")(stream_module.stream)
 app.command("balance")(billing_module.balance)
 app.add_typer(billing_module.invoices, name="invoices")
@@ -170,9 +177,18 @@ def prose(doc: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
 
 
-for _command in app.registered_commands:
+# Commands whose help is their docstring: prose, not lines wrapped at the source's width.
+_documented = [
+    *app.registered_commands,
+    *rejects_module.rejects.registered_commands,
+    *groups["customers"].registered_commands,
+]
+for _command in _documented:
     if _command.help is None and _command.callback is not None and _command.callback.__doc__:
         _command.help = prose(_command.callback.__doc__)
+_rejects = rejects_module.rejects.registered_callback
+if _rejects is not None and _rejects.callback is not None and _rejects.callback.__doc__:
+    _rejects.help = prose(_rejects.callback.__doc__)
 
 
 def main() -> None:

@@ -11,10 +11,11 @@ import typer
 from rich.markup import escape
 
 from pipelines.cli.context import catalog_of, home_of, operator_errors, option_time
-from pipelines.cli.entities import FormatOption
+from pipelines.cli.entities import FormatOption, WideOption
 from pipelines.cli.output import Format, emit, say
 
 if TYPE_CHECKING:
+    from billing.balance import Balance
     from billing.invoices import Document
 
 BALANCE_COLUMNS = [
@@ -24,6 +25,13 @@ DOCUMENT_COLUMNS = [
     "number", "kind", "refers_to", "customer_id", "month", "currency", "usage", "fees",
     "subtotal", "tax", "total", "payments", "balance_due", "issued_at",
 ]  # fmt: skip
+# What a narrow terminal keeps of a balance and of a document, and the order the rest go in.
+BALANCE_KEY = ("customer_id", "currency", "balance", "available")
+BALANCE_DROP = ("fees", "payments", "usage", "debit_limit")
+DOCUMENT_KEY = ("number", "kind", "customer_id", "month", "currency", "total")
+DOCUMENT_DROP = (
+    "issued_at", "refers_to", "usage", "fees", "subtotal", "tax", "payments", "balance_due",
+)  # fmt: skip
 LINE_COLUMNS = ["kind", "description", "calls", "minutes", "amount"]
 MONEY = ("usage", "fees", "subtotal", "tax", "total", "payments", "balance_due")
 
@@ -51,6 +59,7 @@ def balance(
         ),
     ] = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Each customer's balance and credit available (SPEC §7.2).
 
@@ -58,25 +67,38 @@ def balance(
     available = balance + debit limit. At --at: payments up to it, calls before it, fees due
     on or before its date. Without --at: every rated call and completed payment, and the fees
     due by today (UTC)."""
-    from billing.money import text
     from pipelines.clock import now
     from pipelines.ledger import balances_at
 
     moment = option_time(at, "--at") if at else None
     found = balances_at(home_of(ctx), catalog_of(ctx), moment, now(), customer)
-    rows = [
-        {
-            "customer_id": b.customer_id,
-            "currency": b.currency,
-            **{name: text(getattr(b, name)) for name in BALANCE_COLUMNS[2:]},
-        }
-        for b in found
-    ]
+    rows = [balance_row(b) for b in found]
     title = f"balances at {_iso(moment)}" if moment else "balances now"
-    emit(rows, fmt, columns=BALANCE_COLUMNS, title=title, wide=True, right=BALANCE_COLUMNS[2:])
+    emit(
+        rows,
+        fmt,
+        columns=BALANCE_COLUMNS,
+        title=title,
+        key=BALANCE_KEY,
+        drop=BALANCE_DROP,
+        wide=wide,
+        right=BALANCE_COLUMNS[2:],
+    )
 
 
-def _document_row(doc: Document) -> dict[str, Any]:
+def balance_row(b: Balance) -> dict[str, Any]:
+    """A balance as ``cdrflow balance`` prints it (money as exact text)."""
+    from billing.money import text
+
+    return {
+        "customer_id": b.customer_id,
+        "currency": b.currency,
+        **{name: text(getattr(b, name)) for name in BALANCE_COLUMNS[2:]},
+    }
+
+
+def document_row(doc: Document) -> dict[str, Any]:
+    """An invoice or note as ``cdrflow invoices list`` prints it."""
     from billing.money import text
 
     assert doc.issued_at is not None
@@ -92,9 +114,18 @@ def _document_row(doc: Document) -> dict[str, Any]:
     }
 
 
-def _show_documents(docs: list[Document], fmt: Format, title: str) -> None:
-    rows = [_document_row(d) for d in docs]
-    emit(rows, fmt, columns=DOCUMENT_COLUMNS, title=title, wide=True, right=MONEY)
+def _show_documents(docs: list[Document], fmt: Format, title: str, wide: bool) -> None:
+    rows = [document_row(d) for d in docs]
+    emit(
+        rows,
+        fmt,
+        columns=DOCUMENT_COLUMNS,
+        title=title,
+        key=DOCUMENT_KEY,
+        drop=DOCUMENT_DROP,
+        wide=wide,
+        right=MONEY,
+    )
 
 
 @invoices.command("build")
@@ -104,6 +135,7 @@ def invoices_build(
     month: Annotated[str, typer.Option("--month", help="the month to invoice (YYYY-MM)")],
     customer: Customer = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Invoice a month that has ended: an invoice per customer with calls, fees or payments
     in it, and for a month already invoiced whose calls, fees or payments changed since, one
@@ -123,7 +155,7 @@ def invoices_build(
     else:
         folder = escape(str(invoices_dir(home)))  # a path is text, never markup
         say(f"issued {len(issued)} document(s) for {month}, written to {folder}", fmt=fmt)
-    _show_documents(issued, fmt, f"issued for {month}")
+    _show_documents(issued, fmt, f"issued for {month}", wide)
 
 
 @invoices.command("list")
@@ -133,13 +165,15 @@ def invoices_list(
     customer: Customer = None,
     month: Month = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Issued invoices and notes, in number order."""
     from pipelines.catalog.documents import listing
     from pipelines.ledger import parse_month
 
     first = parse_month(month) if month else None
-    _show_documents(listing(catalog_of(ctx), customer, first), fmt, "invoices and notes")
+    found = listing(catalog_of(ctx), customer, first)
+    _show_documents(found, fmt, "invoices and notes", wide)
 
 
 @invoices.command("show")
@@ -164,7 +198,7 @@ def invoices_show(
         }
         for line in doc.lines
     ]
-    row = _document_row(doc)
+    row = document_row(doc)
     if fmt is Format.json:
         sys.stdout.write(json.dumps({**row, "lines": lines}, indent=2, ensure_ascii=False) + "\n")
     elif fmt is Format.csv:

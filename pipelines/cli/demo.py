@@ -20,9 +20,10 @@ import typer
 from rich.progress import Progress
 
 from pipelines.cli.context import catalog_of, home_of, operator_errors
+from pipelines.cli.entities import listing_of
 from pipelines.cli.output import Format, emit, say
 from pipelines.cli.rate import show_summary
-from pipelines.home import rated_lake
+from pipelines.home import rated_lake, resolve_home
 from pipelines.lakefiles import RATE_RUNS, committed_runs, whole_runs
 from schemas.catalog import CUSTOMERS, ROUTES
 from schemas.errors import CdrflowError, ValidationError
@@ -78,6 +79,9 @@ def demo(
         entity=CUSTOMERS,
         columns=["customer_id", "name", "status", "currency", "tax_percent", "debit_limit"],
         title="customers",
+        key=listing_of(CUSTOMERS).key,
+        drop=listing_of(CUSTOMERS).drop,
+        hint="cdrflow customers list --wide",
     )
 
     say(
@@ -140,6 +144,9 @@ def demo(
         Format.table,
         entity=ROUTES,
         title="routes of demo-voip",
+        key=listing_of(ROUTES).key,
+        drop=listing_of(ROUTES).drop,
+        hint="cdrflow routes list --wide",
     )
 
     say("\n[bold]3.[/bold] a refused change: a customer's currency is fixed once it exists")
@@ -165,13 +172,31 @@ def demo(
         raise CdrflowError("the exported catalog did not re-import to the same catalog")
     if cdrs:
         _traffic(home, catalog, cdrs)
-    say(
-        "\ncatalog version {0}; try: cdrflow --home {1} customers list, "
-        "cdrflow --home {1} stats --by customer,hour, "
-        "cdrflow --home {1} report --out report.html",
-        catalog.version(),
-        home,
-    )
+    _next_steps(home, catalog.version(), traffic=bool(cdrs))
+
+
+def _next_steps(home: Path, version: int, *, traffic: bool) -> None:
+    """Where to go from here: the commands an operator runs next, on this home."""
+    steps = [
+        (f"customers show {DEMO_CUSTOMER}", "the whole customer card"),
+        ("customers list", "the customers (--wide: every column)"),
+    ]
+    if traffic:
+        steps += [
+            ("rejects --summary", "rejected records by reason and source"),
+            ("stats --by customer,hour", "ASR, ACD, minutes and money per hour"),
+            ("calls -n 10", "the latest calls"),
+            ("balance", "balances and credit available"),
+            ("report --out report.html", "charts of the lake in one HTML file"),
+        ]
+    # A home given by --home is named in each command; the default one or $CDRFLOW_HOME's
+    # is found again without it.
+    prefix = "cdrflow" if home == resolve_home() else f"cdrflow --home {home}"
+    width = max(len(f"{prefix} {command}") for command, _ in steps)
+    say("\ncatalog version {}. Next:", version)
+    for command, what in steps:
+        line = f"{prefix} {command}".ljust(width)
+        say("  [bold]{}[/bold]  [dim]{}[/dim]", line, what, soft_wrap=True)
 
 
 def _traffic(home: Path, catalog: Catalog, cdrs: int) -> None:

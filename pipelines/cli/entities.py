@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -21,9 +22,64 @@ from schemas.catalog import ENTITIES, Column, Entity
 from schemas.errors import CdrflowError
 
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="table, csv or json")]
+WideOption = Annotated[
+    bool,
+    typer.Option(
+        "--wide", help="every column, each value on one line (wider than the terminal if need be)"
+    ),
+]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="delete a customer's billing history too")
 ]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a listing keeps in a narrow terminal: its ``key`` columns always, the others
+    until the table fits, going first those in ``drop`` (in its order), then from the right."""
+
+    key: tuple[str, ...]
+    drop: tuple[str, ...] = ()
+
+
+# A surrogate ``id`` is a key too (``show``, ``edit`` and ``delete`` take it).
+LISTINGS = {
+    "customers": Listing(
+        ("customer_id", "name", "status", "currency"),
+        ("address", "website", "paypal_email", "portal_access", "minimum_payment", "cps",
+         "channels", "tax_percent"),
+    ),
+    "providers": Listing(("provider_id", "name")),
+    "rate_cards": Listing(("card_id", "name", "currency", "direction")),
+    "rates": Listing(("prefix", "name", "rate")),
+    "packages": Listing(
+        ("package_id", "name", "seconds"), ("setup_retail", "cost", "prefixes", "frequency")
+    ),
+    "routes": Listing(("customer_id", "card_id", "tech_prefix"), ("strip_digits",)),
+    "auth": Listing(("customer_id", "kind", "value")),
+    "customer_packages": Listing(("customer_id", "package_id"), ("auto_decrement",)),
+    "dids": Listing(
+        ("number", "customer_id"),
+        ("provider_card_id", "provider_id", "monthly_cost", "customer_card_id"),
+    ),
+    "payments": Listing(("payment_id", "customer_id", "amount", "status")),
+    "alerts": Listing(
+        ("alert_id", "customer_id", "area", "operator", "threshold"), ("recipient", "name")
+    ),
+    "contacts": Listing(("customer_id", "name", "email")),
+    "cli_rules": Listing(("customer_id", "pattern", "action")),
+    "contracts": Listing(
+        ("contract_id", "customer_id", "status"), ("name", "provider_id", "end_date")
+    ),
+    "company": Listing(("name", "email")),
+}  # fmt: skip
+
+
+def listing_of(entity: Entity) -> Listing:
+    listing = LISTINGS.get(entity.name, Listing(entity.key[:1]))
+    if entity.surrogate:
+        return Listing(("id", *listing.key), listing.drop)
+    return listing
 
 
 def command_name(entity: Entity) -> str:
@@ -86,7 +142,8 @@ def _given(entity: Entity, values: dict[str, Any]) -> dict[str, str | None]:
 def _announce_password(
     entity: Entity, ident: Any, password: str, fmt: Format = Format.table
 ) -> None:
-    # The one time a generated password is shown; only its hash is kept (README: Passwords).
+    # The one time a generated password is shown; only its hash is kept (docs/operating.md,
+    # "Passwords").
     # With --format csv/json it goes to stderr, so that stdout stays parseable.
     say(
         "password of {} {}: [bold]{}[/bold]  (shown once; only a hash is stored)",
@@ -206,6 +263,8 @@ def build_group(entity: Entity) -> typer.Typer:
             _param("card", Annotated[str | None, typer.Option(help="only this card's")], None)
         )
 
+    listing = listing_of(entity)
+
     def list_(ctx: typer.Context, **values: Any) -> None:
         if entity.status and values.get("status") is not None:
             # A mistyped status is an error, not an empty list.
@@ -219,20 +278,41 @@ def build_group(entity: Entity) -> typer.Typer:
             customer=values.get("customer"),
             card=values.get("card"),
         )
-        emit(rows, values["fmt"], entity=entity, title=f"{entity.name} ({len(rows)})")
+        emit(
+            rows,
+            values["fmt"],
+            entity=entity,
+            title=f"{entity.name} ({len(rows)})",
+            key=listing.key,
+            drop=listing.drop,
+            wide=values["wide"],
+        )
 
     group.command("list", help=f"List {entity.plural}.")(
         operator_errors(
             _with_signature(
                 list_,
-                [_param("ctx", typer.Context), *filters, _param("fmt", FormatOption, Format.table)],
+                [
+                    _param("ctx", typer.Context),
+                    *filters,
+                    _param("fmt", FormatOption, Format.table),
+                    _param("wide", WideOption, False),
+                ],
             )
         )
     )
 
-    def search(ctx: typer.Context, text: str, fmt: Format) -> None:
+    def search(ctx: typer.Context, text: str, fmt: Format, wide: bool) -> None:
         rows = catalog_of(ctx).list(entity.name, text=text)
-        emit(rows, fmt, entity=entity, title=f"{entity.name} matching {text!r} ({len(rows)})")
+        emit(
+            rows,
+            fmt,
+            entity=entity,
+            title=f"{entity.name} matching {text!r} ({len(rows)})",
+            key=listing.key,
+            drop=listing.drop,
+            wide=wide,
+        )
 
     group.command(
         "search", help=f"Find {entity.plural} whose {', '.join(entity.search)} contain TEXT."
@@ -246,6 +326,7 @@ def build_group(entity: Entity) -> typer.Typer:
                         "text", Annotated[str, typer.Argument(help="text to look for (any case)")]
                     ),
                     _param("fmt", FormatOption, Format.table),
+                    _param("wide", WideOption, False),
                 ],
             )
         )
@@ -255,18 +336,19 @@ def build_group(entity: Entity) -> typer.Typer:
         row = catalog_of(ctx).get(entity.name, ident)
         emit_record(row, fmt, entity=entity, title=f"{entity.singular} {ident}")
 
-    group.command("show", help=f"Show one {entity.singular}.")(
-        operator_errors(
-            _with_signature(
-                show,
-                [
-                    _param("ctx", typer.Context),
-                    _param("ident", ident_arg),
-                    _param("fmt", FormatOption, Format.table),
-                ],
+    if entity.name != "customers":  # a customer's is the card (pipelines.cli.card)
+        group.command("show", help=f"Show one {entity.singular}.")(
+            operator_errors(
+                _with_signature(
+                    show,
+                    [
+                        _param("ctx", typer.Context),
+                        _param("ident", ident_arg),
+                        _param("fmt", FormatOption, Format.table),
+                    ],
+                )
             )
         )
-    )
 
     def delete(ctx: typer.Context, ident: str, force: bool = False) -> None:
         catalog_of(ctx).delete(entity.name, ident, force=force)

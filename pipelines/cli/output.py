@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -49,12 +50,21 @@ def emit(
     entity: Entity | None = None,
     columns: Sequence[str] | None = None,
     title: str | None = None,
+    key: Collection[str] | None = None,
+    drop: Sequence[str] = (),
     wide: bool = False,
     right: Collection[str] = (),
+    hint: str = "--wide, or --format csv|json",
 ) -> None:
     """Print rows in ``fmt``; values are rendered by their column's kind (money exact).
-    A ``wide`` table keeps every value on one line, wider than the terminal if need be;
-    ``right`` names columns of numbers (right-aligned) besides those the kinds say."""
+
+    A listing names its ``key`` columns: in a terminal narrower than the table, the other
+    columns go (first those in ``drop``, in its order, then the rest from the right) until
+    the table fits, and a dim line names them and how to see them all (``hint``). Without
+    ``key`` every column stays and long values wrap. A ``wide`` table keeps every column
+    and every value on one line, wider than the terminal if need be. ``right`` names
+    columns of numbers (right-aligned) besides those the kinds say. CSV and JSON always
+    carry every column."""
     if columns is None:
         if rows:
             columns = list(rows[0])
@@ -70,38 +80,87 @@ def emit(
             {c: k.jsonable(r.get(c)) for c, k in zip(columns, kinds, strict=True)} for r in rows
         ]
         sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    elif fmt is Format.csv:
+        return
+    if fmt is Format.csv:
         # Cells a spreadsheet would run as formulas are neutralised, as in a catalog export.
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(map(neutralise, columns))
         for r in rows:
             texts = (k.render(r.get(c)) for c, k in zip(columns, kinds, strict=True))
             writer.writerow(map(neutralise, texts))
+        return
+    cells = [
+        [visible(k.render(r.get(c))) for c, k in zip(columns, kinds, strict=True)] for r in rows
+    ]
+    headers = [visible(name) for name in columns]
+    sizes = dict(zip(columns, _natural_widths(headers, cells), strict=True))
+    hidden: list[str] = []
+    if key is not None and not wide:
+        hidden = _hidden(sizes, key, drop, console.width)
+    shown = [i for i, name in enumerate(columns) if name not in hidden]
+    table = Table(title=_text(title), title_justify="left", header_style="bold")
+    for i in shown:
+        numeric = kinds[i].storage in ("int", "micro") or columns[i] in right
+        table.add_column(
+            RichText(headers[i]),
+            justify="right" if numeric else "left",
+            overflow="fold",
+            no_wrap=wide,
+        )
+    for row in cells:
+        table.add_row(*(RichText(row[i]) for i in shown))
+    if wide:  # as wide as the values need: a terminal scrolls, or `less -S` does
+        needed = _table_width(sizes.values())
+        Console(width=max(console.width, needed), highlight=False).print(table)
     else:
-        table = Table(title=_text(title), title_justify="left", header_style="bold")
-        cells = [
-            [visible(k.render(r.get(c))) for c, k in zip(columns, kinds, strict=True)] for r in rows
-        ]
-        by_column = list(zip(*cells, strict=True)) if cells else [() for _ in columns]
-        headers = [visible(name) for name in columns]
-        for name, header, kind in zip(columns, headers, kinds, strict=True):
-            numeric = kind.storage in ("int", "micro") or name in right
-            table.add_column(
-                RichText(header),
-                justify="right" if numeric else "left",
-                overflow="fold",
-                no_wrap=wide,
-            )
-        for row in cells:
-            table.add_row(*map(RichText, row))
-        if wide:  # as wide as the values need: a terminal scrolls, or `less -S` does
-            sizes = (max(map(len, [n, *v])) for n, v in zip(headers, by_column, strict=True))
-            needed = sum(size + 3 for size in sizes) + 1
-            Console(width=max(console.width, needed), highlight=False).print(table)
-        else:
-            console.print(table)
-        if not rows:
-            console.print("[dim](none)[/dim]")
+        console.print(table)
+    if not rows:
+        console.print("[dim](none)[/dim]")
+    if hidden:
+        names = ", ".join(escape(visible(name)) for name in hidden)
+        count = f"{len(hidden)} column{'s' if len(hidden) > 1 else ''}"
+        message = f"[dim]{count} hidden ({names}): {escape(hint)}[/dim]"
+        console.print(message, highlight=False, soft_wrap=True)
+
+
+def _natural_widths(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> list[int]:
+    """Each column's width with every value on one line (its longest line, in cells)."""
+    by_column = zip(*cells, strict=True) if cells else ([] for _ in headers)
+    return [
+        max(cell_len(line) for text in (header, *values) for line in text.split("\n"))
+        for header, values in zip(headers, by_column, strict=True)
+    ]
+
+
+def _table_width(sizes: Collection[int]) -> int:
+    # A column is its text, a space of padding on either side and a rule; one more rule ends it.
+    return sum(size + 3 for size in sizes) + 1
+
+
+def _hidden(
+    sizes: Mapping[str, int], key: Collection[str], drop: Sequence[str], width: int
+) -> list[str]:
+    """The columns a listing hides in ``width`` cells: those in ``drop`` (in its order),
+    then the others but the keys from the right, until the rest fits. The key columns stay
+    even when they alone are wider than the terminal (their values wrap then)."""
+    order = [c for c in drop if c in sizes and c not in key]
+    order += [c for c in reversed(list(sizes)) if c not in key and c not in order]
+    kept = dict(sizes)
+    hidden: list[str] = []
+    for name in order:
+        if _table_width(kept.values()) <= width:
+            break
+        del kept[name]
+        hidden.append(name)
+    return [c for c in sizes if c in hidden]
+
+
+def jsonable(row: Mapping[str, Any], entity: Entity) -> dict[str, Any]:
+    """A row of ``entity`` as JSON carries it: money as exact text."""
+    columns = list(row)
+    return {
+        c: k.jsonable(row.get(c)) for c, k in zip(columns, _kinds(entity, columns), strict=True)
+    }
 
 
 def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: str) -> None:
@@ -116,8 +175,7 @@ def emit_record(row: Mapping[str, Any], fmt: Format, *, entity: Entity, title: s
             table.add_row(RichText(visible(c)), RichText(visible(k.render(row.get(c)))))
         console.print(table)
     elif fmt is Format.json:
-        payload = {c: k.jsonable(row.get(c)) for c, k in zip(columns, kinds, strict=True)}
-        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(jsonable(row, entity), indent=2, ensure_ascii=False) + "\n")
     else:
         emit([row], fmt, entity=entity, columns=columns)
 

@@ -14,7 +14,7 @@ import typer
 from rich.progress import Progress
 
 from pipelines.cli.context import home_of, operator_errors
-from pipelines.cli.entities import FormatOption
+from pipelines.cli.entities import FormatOption, WideOption
 from pipelines.cli.output import Format, emit, say
 from pipelines.home import rated_lake
 from pipelines.lakefiles import read_again_if_swapped
@@ -59,8 +59,26 @@ def rows_of(table: pa.Table) -> list[dict[str, Any]]:
     return [{k: _plain(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
-def show(table: pa.Table, fmt: Format, title: str | None = None) -> None:
-    """A result table: numbers right-aligned, every value on one line."""
+# What stats keeps in a narrow terminal besides its groups, and the order the rest go in:
+# minutes, then money, last.
+STATS_KEY = ("attempts", "asr", "acd")
+STATS_DROP = (
+    "cps", "channels", "pdd", "ner", "provider_charge", "profit", "billed_minutes", "answered",
+    "minutes",
+)  # fmt: skip
+
+
+def show(
+    table: pa.Table,
+    fmt: Format,
+    title: str | None = None,
+    *,
+    key: Sequence[str],
+    drop: Sequence[str] = (),
+    wide: bool = False,
+) -> None:
+    """A result table: numbers right-aligned; in a narrow terminal the ``key`` columns and
+    as many others as fit (``emit``), ``wide`` all of them."""
     numbers = [
         f.name
         for f in table.schema
@@ -68,7 +86,16 @@ def show(table: pa.Table, fmt: Format, title: str | None = None) -> None:
         or pa.types.is_floating(f.type)
         or pa.types.is_decimal(f.type)
     ]
-    emit(rows_of(table), fmt, columns=table.column_names, title=title, wide=True, right=numbers)
+    emit(
+        rows_of(table),
+        fmt,
+        columns=table.column_names,
+        title=title,
+        key=key,
+        drop=drop,
+        wide=wide,
+        right=numbers,
+    )
 
 
 def _scope(
@@ -104,6 +131,7 @@ def stats(
     end: To = None,
     customer: Customers = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Attempts, ASR, ACD, PDD, NER, minutes, money, channels and CPS per group (SPEC §6)."""
     keys = parse_by(by)
@@ -119,7 +147,7 @@ def stats(
                 progress=lambda done, days: bar.update(task, completed=done, total=days),
             )
         )
-    show(table, fmt, _title("stats", scope))
+    show(table, fmt, _title("stats", scope), key=[*keys, *STATS_KEY], drop=STATS_DROP, wide=wide)
 
 
 @operator_errors
@@ -132,13 +160,14 @@ def codes(
     end: To = None,
     customer: Customers = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Attempts per final SIP code, with each code's share of its group."""
     keys = parse_by(by)
     scope = _scope(ctx, start, end, customer or [])
     with connect() as con:
         table = read_again_if_swapped(lambda: codes_of(con, scope, keys))
-    show(table, fmt, _title("SIP codes", scope))
+    show(table, fmt, _title("SIP codes", scope), key=[*keys, "sip_code", "attempts"], wide=wide)
 
 
 @operator_errors
@@ -149,12 +178,16 @@ def calls(
     start: From = None,
     end: To = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """The latest rated calls, newest first."""
     scope = _scope(ctx, start, end, customer or [])
     with connect() as con:
         table = read_again_if_swapped(lambda: latest_calls(con, scope, limit))
-    show(table, fmt, _title("latest calls", scope))
+    # When, who, where to and what it cost; the callid (for `cdrflow call`) with --wide.
+    key = ["dt", "customer_id", "dest_number", "charge"]
+    drop = ["sip_reason", "dest_name", "billed_duration", "duration", "currency", "callid"]
+    show(table, fmt, _title("latest calls", scope), key=key, drop=drop, wide=wide)
 
 
 @operator_errors
@@ -187,6 +220,7 @@ def dialogs(
     ] = None,
     customer: Customers = None,
     fmt: FormatOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """The calls up at one instant, per customer (the Dialogs view over landed CDRs)."""
     scope = _scope(ctx, None, None, customer or [])
@@ -198,4 +232,5 @@ def dialogs(
     per_customer = Counter(table["customer_id"].to_pylist())
     counts = ", ".join(f"{c} {n}" for c, n in per_customer.items()) or "none"
     say("calls up at {}: {} ({})", _plain(instant), table.num_rows, counts, fmt=fmt)
-    show(table, fmt)
+    key = ["customer_id", "dt", "dest_number", "up_seconds"]
+    show(table, fmt, key=key, drop=["dest_name", "callid"], wide=wide)

@@ -38,6 +38,7 @@ from faust.web import Request, Response, View
 from billing.money import ZERO, text
 from pipelines import clock
 from pipelines.compiled import stored_state
+from pipelines.live import gate
 from pipelines.live.seed import Books, LakeSeed, Rows, read_catalog, read_lake
 from pipelines.live.state import (
     CustomerState,
@@ -477,4 +478,5 @@ def build(settings: LiveSettings) -> Live:
         value_serializer="json",
     )
     live = Live(app, settings, partitions)
+    gate.install(live)
     return live

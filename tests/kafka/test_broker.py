@@ -102,7 +102,7 @@ def test_a_broker_that_cannot_start_says_why(tmp_path: Path) -> None:
 
 
 def test_command_line_start_and_stop(tmp_path: Path) -> None:
-    """What the README demo runs: the broker outlives ``start``, ``stop`` ends it by PID."""
+    """What docs/streaming.md runs: the broker outlives ``start``, ``stop`` ends it by PID."""
     command = [sys.executable, "-m", "pipelines.kafka_broker"]
     try:
         started = subprocess.run(

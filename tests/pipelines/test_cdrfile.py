@@ -154,7 +154,7 @@ def test_a_duration_past_the_microsecond_is_rounded_half_up_as_it_is_read(
 ) -> None:
     """Switches that compute a duration in binary floating point write its noise
     (7.122999906539917 for 7.123): such a duration is read to the microsecond, half up, and
-    billed on what the lake stores, not refused (README, "Decisions")."""
+    billed on what the lake stores, not refused (docs/rating.md, "Decisions")."""
     given = [
         "7.122999906539917",
         "6.000000000000001",

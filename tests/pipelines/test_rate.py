@@ -391,7 +391,7 @@ def test_a_file_rewritten_in_place_with_the_same_size_is_refused(
 
 
 def test_a_run_mixing_json_lines_csv_and_parquet_rates_as_one_file_would(tmp_path: Path) -> None:
-    """The README's own example: one run over a JSON Lines, a CSV and a Parquet file (their
+    """docs/operating.md's own example: one run over a JSON Lines, a CSV and a Parquet file (their
     package calls are held and drawn together at the end) rates what one file would."""
     rows = sorted(records(3000, seed=41), key=lambda r: (r["dt"], r["callid"]))
     columns = ["callid", "dt", "dest_number", "sip_code", "duration", "pdd_ms", "source_ip"]

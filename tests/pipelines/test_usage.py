@@ -320,3 +320,15 @@ def test_a_batch_of_many_customers_is_summed_per_customer(tmp_path: Path) -> Non
     for r in rated.select(["customer_id", "charge", "tax"]).to_pylist():
         per_customer[r["customer_id"]] += r["charge"] + r["tax"]
     assert {m.key: m.money for m in one} == dict(per_customer)
+
+
+def test_callids_that_json_escapes_still_fit_their_parts() -> None:
+    """A quote or a control character takes two to six bytes in JSON: more than a part's
+    estimate counts, so a part found too large is halved until it fits."""
+    callids = [f'"{i:05d}\x01\\' * 8 for i in range(2000)]
+    rejected = pa.table({"callid": callids, "customer_id": ["C1"] * len(callids)})
+    pairs = usage.batch_messages("b", {"kind": "lake", "seq": 1}, [], [rejected], limit=20_000)
+    assert len(pairs) > 1 and all(len(value) <= 20_000 for _, value in pairs)
+    messages = parsed(pairs)
+    assert [c for m in messages for c in m.callids] == callids
+    assert [(m.part, m.parts) for m in messages] == [(i, len(pairs)) for i in range(len(pairs))]

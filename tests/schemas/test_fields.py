@@ -35,6 +35,10 @@ from schemas import fields as f
         (f.CliPattern(), "+44", "+44"),
         (f.Identifier(), "acme-telecom.uk", "acme-telecom.uk"),
         (f.Email(), "noc@example.com", "noc@example.com"),
+        (f.Recipient(), "noc@example.com", "noc@example.com"),
+        (f.Recipient(), "https://hooks.example/a?b=c", "https://hooks.example/a?b=c"),
+        (f.Recipient(), "HTTP://127.0.0.1:8080", "HTTP://127.0.0.1:8080"),
+        (f.Recipient(), "http://[::1]:9/x", "http://[::1]:9/x"),
     ],
 )
 def test_accepts(kind: f.Kind, text: str, value: object) -> None:
@@ -65,6 +69,10 @@ def test_accepts(kind: f.Kind, text: str, value: object) -> None:
         (f.CliPattern(), "abc", "neither"),
         (f.Identifier(), "has space", "not an identifier"),
         (f.Email(), "nobody", "e-mail"),
+        (f.Recipient(), "nobody", "e-mail address or an http"),
+        (f.Recipient(), "ftp://files.example/x", "e-mail address or an http"),
+        (f.Recipient(), "http:///path", "URL with a host"),
+        (f.Recipient(), "https://a b.example", "URL with a host"),
         (f.Text(), "two\nlines", "one line"),
         (f.Secret(), "short", "shorter than 8"),
     ],

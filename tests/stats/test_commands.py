@@ -6,9 +6,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pytest
+from rich.cells import cell_len
 
+from pipelines.cli.stats import STATS_DROP
 from stats.metrics import METRICS
-from tests.pipelines.cli.driver import Cli
+from tests.pipelines.cli.driver import Cli, narrow, shown
 from tests.stats.lakes import call, write_lake
 
 
@@ -46,9 +49,42 @@ def test_stats_json_keeps_money_exact_and_filters(small_lake_home: Path) -> None
     assert cli.json("stats", "--from", "2001-01-01", "--to", "2001-01-02") == []
 
 
-def test_the_table_is_for_people(small_lake_home: Path) -> None:
-    out = Cli(small_lake_home).ok("stats", "--by", "customer,day").stdout
-    assert "billed_minutes" in out and "channels" in out  # headers whole, not folded
+@pytest.mark.parametrize(
+    ("args", "key"),
+    [
+        (("stats", "--by", "customer,day"), ["customer", "day", "attempts", "asr", "acd"]),
+        (("stats", "--by", "customer,hour"), ["customer", "hour", "attempts", "asr", "acd"]),
+        (("codes", "--by", "customer,hour"), ["customer", "hour", "sip_code", "attempts"]),
+        (("calls",), ["dt", "customer_id", "dest_number", "charge"]),
+        (("dialogs",), ["customer_id", "dt", "dest_number", "up_seconds"]),
+    ],
+)
+def test_the_table_fits_80_columns(
+    small_lake_home: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], key: list[str]
+) -> None:
+    """The key columns whole and one value a line; the rest named in the hint, shown by
+    --wide and always in CSV."""
+    narrow(monkeypatch, 80)
+    cli = Cli(small_lake_home)
+    everything = list(cli.csv(*args)[0])
+    table = shown(cli.ok(*args).stdout)
+    assert set(key) <= set(table.headers) and table.header_lines == 1
+    assert table.headers == [c for c in everything if c not in table.hidden] != everything
+    assert len(table.rows) == len(cli.json(*args))
+    assert all(cell_len(line) <= 80 for line in table.lines if "hidden (" not in line)
+    wide = shown(cli.ok(*args, "--wide").stdout)
+    assert (wide.headers, wide.hidden, wide.header_lines) == (everything, [], 1)
+
+
+@pytest.mark.parametrize("width", [70, 80, 100])
+def test_the_columns_go_in_one_order_money_last(
+    small_lake_home: Path, monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    narrow(monkeypatch, width)
+    table = shown(Cli(small_lake_home).ok("stats", "--by", "customer,hour").stdout)
+    order = [*STATS_DROP, "charge"]
+    assert sorted(table.hidden, key=order.index) == order[: len(table.hidden)]
+    assert table.hidden and "charge" in table.headers
 
 
 def test_codes_calls_call_and_dialogs(small_lake_home: Path) -> None:
@@ -95,7 +131,7 @@ def test_switch_text_is_shown_escaped_and_carried_exactly(tmp_path: Path) -> Non
     )
     cli = Cli(tmp_path)
     shown = r"\x1b]8;;http://evil\x1b\Busy\x1b[2J [bold]Here[/]"
-    for args in (("call", "c1"), ("codes", "--by", ""), ("calls",)):
+    for args in (("call", "c1"), ("codes", "--by", "", "--wide"), ("calls", "--wide")):
         out = cli.ok(*args).stdout
         assert shown in out and "\x1b" not in out, out
     assert r"\x1b[2J4420" in cli.ok("call", "c1").stdout

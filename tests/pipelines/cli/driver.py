@@ -9,14 +9,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import Result
+from rich.console import Console
 from typer.testing import CliRunner
 
-from pipelines.cli import app
+from pipelines.cli import app, output
 
 
 def describe(result: Result) -> str:
@@ -73,3 +77,37 @@ class Cli:
 
 def keys(rows: list[dict[str, Any]], column: str) -> list[Any]:
     return [r[column] for r in rows]
+
+
+@dataclass
+class Shown:
+    """A table as a terminal shows it: the header row's names, the lines of its rows, and
+    the columns its hint line says are hidden."""
+
+    headers: list[str]
+    header_lines: int
+    rows: list[str]
+    hidden: list[str]
+    lines: list[str]
+
+
+_HINT = re.compile(r"(\d+) columns? hidden \((.*)\): --wide, or --format csv\|json")
+
+
+def shown(out: str) -> Shown:
+    """The (last) table in ``out`` as :class:`Shown`."""
+    lines = out.splitlines()
+    heads = [line for line in lines if line.startswith("┃")]
+    headers = [cell.strip() for cell in heads[0].strip("┃").split("┃")] if heads else []
+    rows = [line for line in lines if line.startswith("│")]
+    hidden: list[str] = []
+    for line in lines:
+        if match := _HINT.fullmatch(line):
+            hidden = match[2].split(", ")
+            assert int(match[1]) == len(hidden), line
+    return Shown(headers, len(heads), rows, hidden, lines)
+
+
+def narrow(monkeypatch: pytest.MonkeyPatch, width: int = 80) -> None:
+    """Tables printed as in a terminal ``width`` columns wide."""
+    monkeypatch.setattr(output, "console", Console(width=width))

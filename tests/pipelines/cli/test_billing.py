@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
 
 from pipelines.catalog import Catalog
 from pipelines.ledger import balances_at
 from tests.pipelines.billed import NOW
-from tests.pipelines.cli.driver import Cli, describe, keys
+from tests.pipelines.cli.driver import Cli, describe, keys, narrow, shown
 
 BALANCE = ["customer_id", "currency", "payments", "usage", "fees", "balance", "debit_limit",
            "available"]  # fmt: skip
@@ -149,3 +150,23 @@ def test_invoices_refusals_are_one_line(cli: Cli, home: Path) -> None:
     assert "there is no invoice or note 'INV-1'" in cli.refused("invoices", "show", "INV-1")
     result = cli.run("invoices", "build")
     assert result.exit_code == 2, describe(result)  # --month is required (typer's usage error)
+
+
+def test_balances_and_documents_fit_80_columns(
+    cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The balance and the available credit of each customer, the number, customer, month
+    and total of each document, whole; the rest named, shown by --wide."""
+    narrow(monkeypatch, 80)
+    cli.ok("invoices", "build", "--month", "2026-11")
+    for args, key, everything in (
+        (("balance",), ["customer_id", "currency", "balance", "available"], BALANCE),
+        (("invoices", "list"), ["number", "kind", "customer_id", "month", "total"], DOCUMENT),
+    ):
+        table = shown(cli.ok(*args).stdout)
+        assert set(key) <= set(table.headers) and table.header_lines == 1, table.lines
+        assert table.hidden and table.headers == [c for c in everything if c not in table.hidden]
+        assert len(table.rows) == len(cli.json(*args))
+        assert all(cell_len(line) <= 80 for line in table.lines if "hidden (" not in line)
+        wide = shown(cli.ok(*args, "--wide").stdout)
+        assert (wide.headers, wide.hidden) == (everything, [])

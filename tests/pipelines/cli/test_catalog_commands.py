@@ -120,7 +120,7 @@ def test_import_that_removes_a_customer_with_history_needs_force(
     assert cli.json("routes", "list", "--customer", "hooli") == []
     assert cli.json("payments", "list", "--customer", "umbrella") == []
     # Imported columns that are absent take their defaults.
-    assert cli.json("customers", "show", "acme")["website"] is None
+    assert cli.json("customers", "show", "acme")["customer"]["website"] is None
 
 
 def test_import_of_a_missing_directory_is_refused(cli: Cli, tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_cards_import_refuses_a_bad_file_naming_line_and_column(
         "47,Norway,0.02,2026-01-01\n"
     )
     lines = cli.refused_lines("cards", "import", "premium-usd", str(rates))
-    # README: import reports every problem of every file, the repeated key included.
+    # docs/operating.md: import reports every problem of every file, the repeated key included.
     assert lines[:3] == [
         f"{rates}:2: column prefix: '44x' is not a prefix of digits only",
         f"{rates}:3: column rate: -1 is negative",
@@ -253,6 +253,10 @@ def test_demo_in_a_new_home(cli: Cli, home: Path) -> None:
     route = cli.json("routes", "list", "--customer", "demo-voip")
     assert keys(route, "card_id") == ["retail-usd"]
     assert (home / "export" / "customers.csv").is_file()
+    # It ends by pointing at the next commands, on this home.
+    ending = text[text.index("Next:") :]
+    for command in ("customers show demo-voip", "rejects --summary", "stats --by", "report"):
+        assert f"cdrflow --home {home} {command}" in ending, ending
     # A second run in the same home is fine: it holds only the demo's customers.
     assert "round trip identical" in " ".join(cli.ok("demo").stdout.split())
 

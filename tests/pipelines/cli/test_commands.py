@@ -221,7 +221,7 @@ def test_auth_refuses_a_duplicate_kind_value_and_tech_prefix(cli: Cli, sample: C
 
 
 def test_auth_refuses_a_password_for_an_ip_entry(cli: Cli, sample: Catalog) -> None:
-    # README: only a kind=user entry has a password; reset-password must not give one.
+    # docs/operating.md: only a kind=user entry has a password; reset-password must not give one.
     entry = only(cli.json("auth", "list"), value="198.51.100.0/24")
     message = cli.refused("auth", "reset-password", str(entry["id"]))
     assert "only a kind=user entry has a password" in message
@@ -787,7 +787,18 @@ def test_alerts_refusals(cli: Cli, sample: Catalog) -> None:
     message = cli.refused("alerts", "edit", "acme-asr", "--operator", "=")
     assert message == "alert acme-asr: column operator: '=' is not one of <, <=, >, >="
     message = cli.refused("alerts", "edit", "acme-asr", "--recipient", "noc")
-    assert message == "alert acme-asr: column recipient: 'noc' is not an e-mail address"
+    assert message == (
+        "alert acme-asr: column recipient: 'noc' is not an e-mail address or an http(s):// URL"
+    )
+    message = cli.refused("alerts", "edit", "acme-asr", "--recipient", "https://")
+    assert (
+        message
+        == "alert acme-asr: column recipient: 'https://' is not an http(s):// URL with a host"
+    )
+    hook = cli.json(
+        "alerts", "edit", "acme-asr", "--recipient", "https://noc.acme.example/hook?t=1"
+    )
+    assert hook["recipient"] == "https://noc.acme.example/hook?t=1"
     assert cli.json("alerts", "show", "acme-asr")["name"] == "ASR under 35%"
 
 

@@ -120,7 +120,8 @@ def test_tables_show_values_as_they_are(cli: Cli, sample: Catalog) -> None:
     cli.ok("customers", "edit", "umbrella", "--name", "Umbrella [bold]UK[/bold] [red]")
     shown = cli.ok("customers", "show", "umbrella").stdout
     assert "Umbrella [bold]UK[/bold] [red]" in shown
-    assert cli.json("customers", "show", "umbrella")["name"] == "Umbrella [bold]UK[/bold] [red]"
+    card = cli.json("customers", "show", "umbrella")
+    assert card["customer"]["name"] == "Umbrella [bold]UK[/bold] [red]"
     result = cli.ok("customers", "search", "[/bold]")
     assert "customers matching '[/bold]' (1)" in result.stdout
     assert keys(cli.json("customers", "search", "[/bold]"), "customer_id") == ["umbrella"]
@@ -154,7 +155,7 @@ def test_csv_output_neutralises_what_a_spreadsheet_would_run(cli: Cli, sample: C
     assert row["address"] == "'@SUM(1+1)*cmd"
     assert cli.csv("customers", "show", "acme")[0]["name"] == "'" + formula
     # JSON and tables carry the data as it is.
-    assert cli.json("customers", "show", "acme")["name"] == formula
+    assert cli.json("customers", "show", "acme")["customer"]["name"] == formula
     assert formula in cli.ok("customers", "show", "acme").stdout
     # Signed decimals and +digits numbers are numbers to a spreadsheet: as they are.
     amounts = {r["payment_id"]: r["amount"] for r in cli.csv("payments", "list")}
@@ -194,7 +195,7 @@ def test_tables_escape_control_characters_and_json_csv_keep_them(cli: Cli, sampl
     ]:
         out = cli.ok("customers", *args).stdout
         assert out.startswith(title) and "\x1b" not in out, out
-    assert cli.json("customers", "show", "umbrella")["name"] == HOSTILE
+    assert cli.json("customers", "show", "umbrella")["customer"]["name"] == HOSTILE
     assert cli.csv("customers", "show", "umbrella")[0]["name"] == HOSTILE
     assert [r["name"] for r in cli.json("customers", "list") if r["name"] == HOSTILE]
 
