@@ -6,7 +6,7 @@ Run it from the repository root::
 
     .venv/bin/python -m bench.live [--cdrs 2000000] [--batch 12500] [--partitions 4]
                                    [--auth-seconds 15] [--connections 32] [--skip-usage]
-                                   [--skip-auth] [--e2e-cdrs 0]
+                                   [--skip-auth] [--e2e-cdrs 1000000]
 
 In one temporary directory (removed at the end) it starts a broker (``pipelines.kafka_broker``)
 and a home with the sample catalog, then:
@@ -596,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bodies", type=int, default=2_000, help="distinct requests")
-    parser.add_argument("--e2e-cdrs", type=int, default=0)
+    parser.add_argument("--e2e-cdrs", type=int, default=1_000_000, help="0 skips it")
     parser.add_argument("--skip-usage", action="store_true")
     parser.add_argument("--skip-auth", action="store_true")
     args = parser.parse_args(argv)
