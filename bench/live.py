@@ -5,7 +5,7 @@ this machine in the same run.
 Run it from the repository root::
 
     .venv/bin/python -m bench.live [--cdrs 2000000] [--batch 12500] [--partitions 4]
-                                   [--auth-seconds 15] [--connections 32] [--skip-usage]
+                                   [--auth-seconds 15] [--connections 4,16,64] [--skip-usage]
                                    [--skip-auth] [--e2e-cdrs 1000000]
 
 In one temporary directory (removed at the end) it starts a broker (``pipelines.kafka_broker``)
@@ -30,12 +30,16 @@ and a home with the sample catalog, then:
   lake held the last batch the live balances had counted it.
 - **Authorization.** A live worker on a home whose customers have no channel or CPS limits
   (so calls are decided all the way to ``max_seconds``, not stopped at a limit), and ``wrk``
-  (``make wrk``) on 127.0.0.1 for ``--auth-seconds``: ``POST /authorize`` with bodies made from
-  simulated CDRs of the catalog (customers named by id, source IP or SIP user; each request
-  a new callid), and beside it, the same app's floor: ``GET /customers/{id}`` of a live
-  customer, the cheapest view it serves. Requests/s and latency percentiles from wrk's own
-  histogram (its Lua ``done`` hook prints them exactly). Before the load, every body is sent
-  once and its answer counted by reason (the mix the load is made of).
+  (``make wrk``) on 127.0.0.1 for ``--auth-seconds`` a run: ``POST /authorize`` with bodies
+  made from simulated CDRs of the catalog (customers named by id, source IP or SIP user;
+  each request a new callid), and beside it the same app's floor, ``GET /customers/{id}`` of
+  a live customer (its cheapest view), one after the other at each of ``--connections``:
+  few connections show the latency of a lightly loaded worker, many its most requests/s
+  (with queueing in the latency: wrk keeps every connection busy). Requests/s and latency
+  percentiles from wrk's own histogram (its Lua ``done`` hook prints them exactly). Before
+  the load, every body is sent once and its answer counted by reason (the mix the load is
+  made of). The target is met by a run of at least 5,000 requests/s whose p99 is under
+  10 ms.
 """
 
 from __future__ import annotations
@@ -529,9 +533,21 @@ def auth_mix(url: str, bodies: Sequence[dict[str, Any]]) -> Counter[str]:
     return mix
 
 
+@dataclass(frozen=True)
+class WrkRun:
+    """One wrk run: the view, its connections and wrk's figures (plus the worker's CPU)."""
+
+    view: str
+    connections: int
+    figures: dict[str, float]
+
+
 def run_auth(
     broker: Broker, work: Path, path: Path, args: argparse.Namespace
-) -> tuple[dict[str, dict[str, float]], Counter[str]]:
+) -> tuple[list[WrkRun], Counter[str]]:
+    """A live worker on a home without limits; for each number of connections, wrk on the
+    floor (``GET /customers/{id}``) and then on ``POST /authorize``, one after the other so
+    that the machine's mood touches both alike."""
     home = unlimited_home(work / "home-auth")
     topic = "cdrs-auth"
     broker.create_topic(f"{topic}.usage", args.partitions)
@@ -540,35 +556,39 @@ def run_auth(
     post.write_text(wrk_script(bodies, "POST"))
     get = work / "customer.lua"
     get.write_text(wrk_script([], "GET"))
+    runs = []
     with live_worker(home, broker, topic, work) as worker:
         mix = auth_mix(worker.url, bodies)
-        customer = next(iter(balances(worker.url)))
-        runs = {}
-        for name, url, script in (
-            (f"GET /customers/{customer} (floor)", f"{worker.url}/customers/{customer}", get),
-            ("POST /authorize", f"{worker.url}/authorize", post),
-        ):
-            cpu = cpu_seconds(worker.pid)
-            runs[name] = run_wrk(url, script, args.auth_seconds, args.connections, args.threads)
-            runs[name]["worker_cpu"] = cpu_seconds(worker.pid) - cpu
+        customer = sorted(worker.balances())[0]
+        for connections in args.connections:
+            for view, url, script in (
+                (f"GET /customers/{customer}", f"{worker.url}/customers/{customer}", get),
+                ("POST /authorize", f"{worker.url}/authorize", post),
+            ):
+                cpu = cpu_seconds(worker.pid)
+                figures = run_wrk(url, script, args.auth_seconds, connections, args.threads)
+                figures["worker_cpu"] = cpu_seconds(worker.pid) - cpu
+                runs.append(WrkRun(view, connections, figures))
     return runs, mix
 
 
-def auth_table(args: argparse.Namespace, runs: dict[str, dict[str, float]]) -> Table:
+def auth_table(args: argparse.Namespace, runs: Sequence[WrkRun]) -> Table:
     table = Table(
-        title=f"wrk on 127.0.0.1, {args.threads} thread(s), {args.connections} connections, "
-        f"{args.auth_seconds:.0f} s each"
+        title=f"wrk on 127.0.0.1 ({args.threads} thread(s)), {args.auth_seconds:.0f} s a run; "
+        "the floor is GET /customers/{id} at the same connections"
     )
-    columns = ("run", "requests/s", "vs floor", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
-               "max ms", "errors", "worker CPU s")  # fmt: skip
+    columns = ("view", "connections", "requests/s", "vs floor", "p50 ms", "p90 ms", "p99 ms",
+               "p99.9 ms", "max ms", "errors", "worker CPU s")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
-    floor = next(iter(runs.values()))["rate"]
-    for name, r in runs.items():
+    floors = {r.connections: r.figures["rate"] for r in runs if r.view.startswith("GET")}
+    for run in runs:
+        r = run.figures
         table.add_row(
-            name,
+            run.view,
+            str(run.connections),
             f"{r['rate']:,.0f}",
-            f"{r['rate'] / floor:.2f}",
+            f"{r['rate'] / floors[run.connections]:.2f}",
             f"{r['p50']:.2f}",
             f"{r['p90']:.2f}",
             f"{r['p99']:.2f}",
@@ -578,6 +598,27 @@ def auth_table(args: argparse.Namespace, runs: dict[str, dict[str, float]]) -> T
             f"{r['worker_cpu']:.1f}",
         )
     return table
+
+
+def auth_target(runs: Sequence[WrkRun]) -> str:
+    """The target's line: the most requests/s of a run whose p99 was under 10 ms without an
+    error, met when that is at least 5,000."""
+    posts = [r for r in runs if r.view.startswith("POST")]
+    within = [r for r in posts if r.figures["p99"] < TARGET_P99_MS and r.figures["errors"] == 0]
+    head = f"authorize ≥ {TARGET_AUTH:,} requests/s with p99 < {TARGET_P99_MS:.0f} ms: "
+    if not within:
+        best = min(posts, key=lambda r: r.figures["p99"])
+        return head + (
+            f"no run had p99 under {TARGET_P99_MS:.0f} ms (the least: "
+            f"{best.figures['p99']:.2f} ms at {best.figures['rate']:,.0f}/s, "
+            f"{best.connections} connections): {verdict(False)}"
+        )
+    best = max(within, key=lambda r: r.figures["rate"])
+    f = best.figures
+    return head + (
+        f"{f['rate']:,.0f}/s with p99 {f['p99']:.2f} ms ({best.connections} connections): "
+        f"{verdict(f['rate'] >= TARGET_AUTH)}"
+    )
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -593,7 +634,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=12_500, help="CDRs a stream batch")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--auth-seconds", type=float, default=15)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--connections",
+        type=lambda text: [int(c) for c in text.split(",")],
+        default=[4, 16, 64],
+        help="wrk's connections, one run each (comma-separated)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bodies", type=int, default=2_000, help="distinct requests")
     parser.add_argument("--e2e-cdrs", type=int, default=1_000_000, help="0 skips it")
@@ -633,18 +679,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 e2e = run_e2e(broker, work, args.e2e_cdrs, args.partitions)
                 console.print(e2e_table(args.e2e_cdrs, e2e))
             if not args.skip_auth:
-                runs, mix = run_auth(broker, work, path, args)
-                console.print(auth_table(args, runs))
+                wrk_runs, mix = run_auth(broker, work, path, args)
+                console.print(auth_table(args, wrk_runs))
                 shares = ", ".join(f"{k} {v}" for k, v in mix.most_common())
                 console.print(f"the {sum(mix.values()):,} request bodies, each sent once: {shares}")
-                auth = runs["POST /authorize"]
-                met = auth["rate"] >= TARGET_AUTH and auth["p99"] < TARGET_P99_MS
-                met = met and auth["errors"] == 0
-                targets.append(
-                    f"authorize ≥ {TARGET_AUTH:,} requests/s with p99 < {TARGET_P99_MS:.0f} ms: "
-                    f"{auth['rate']:,.0f}/s, p99 {auth['p99']:.2f} ms, {auth['errors']:.0f} "
-                    f"errors: {verdict(met)}"
-                )
+                targets.append(auth_target(wrk_runs))
     console.print("[bold]Targets[/bold]")
     for line in targets:
         console.print(f"  {line}")
