@@ -1,18 +1,24 @@
-"""Fixtures shared by every test: a fresh home, and the bundled sample catalog."""
+"""Fixtures shared by every test: a fresh home, the bundled sample catalog, and a real Kafka
+broker for the tests that need one (tests/kafka, tests/live)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pipelines.catalog import Catalog
 from pipelines.catalog.csvdir import import_directory
 from pipelines.cli.demo import sample_catalog
+
+if TYPE_CHECKING:
+    from pipelines.kafka_broker import Broker
 
 
 @pytest.fixture
@@ -79,3 +85,32 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
         yield SmallDisk(path)
     finally:
         subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """A real Kafka broker for the session (CONVENTIONS 8: on a free port on 127.0.0.1,
+    stopped whatever happens). It is stopped by its own PID three ways, so that no JVM
+    outlives the run: the fixture's teardown, an ``atexit`` hook (a session ended by an
+    error outside the fixtures), and Linux's parent-death signal (a test run that is itself
+    killed)."""
+    from pipelines.kafka_broker import Broker
+
+    broker = Broker.start(tmp_path_factory.mktemp("kafka"), die_with_parent=True)
+    atexit.register(broker.stop)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        atexit.unregister(broker.stop)
+
+
+@pytest.fixture
+def topic(kafka_broker: Broker, request: pytest.FixtureRequest) -> str:
+    """A new topic of 4 partitions named after the test, so tests never see each other's
+    messages and a failure names the topic to look at."""
+    from tests.kafka.reader import unique_name
+
+    name = unique_name(request.node.name)
+    kafka_broker.create_topic(name, partitions=4)
+    return name

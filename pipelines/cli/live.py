@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -44,6 +45,14 @@ def worker(
             "--app-id", help="the app's name in Kafka (its consumer group and table topics)"
         ),
     ] = "cdrflow-live",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="alert delivery settings (SMTP, webhooks; default <home>/live.toml if there): "
+            "secrets go there or in CDRFLOW_SMTP_* variables, never on the command line",
+        ),
+    ] = None,
 ) -> None:
     """Run the live app: balances, available credit, ASR/ACD/PDD, channels and CPS per
     customer in changelog-backed tables, kept from the raters' <topic>.usage and the lake;
@@ -63,6 +72,7 @@ def worker(
         web_port=web_port,
         max_seconds_cap=max_seconds_cap,
         app_id=app_id,
+        config_file=config,
     )
     app = build(settings)
     worker = faust.Worker(app.app, loglevel="INFO", quiet=True, redirect_stdouts=False)

@@ -150,7 +150,7 @@ class LiveApp(Protocol):
 
     def now(self) -> datetime: ...
 
-    def _ready(self) -> bool: ...
+    def ready(self) -> bool: ...
 
 
 def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting:
@@ -172,7 +172,7 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
     live.after_batch.append(after_batch)
 
     async def catalog_check() -> None:
-        if not live._ready() or not alerting.ready.is_set():
+        if not live.ready() or not alerting.ready.is_set():
             return
         try:
             rows = _alert_rows(live)

@@ -25,6 +25,7 @@ import copy
 import json
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -36,9 +37,10 @@ import faust
 from faust.web import Request, Response, View
 
 from billing.money import ZERO, text
-from pipelines import clock
+from pipelines import clock, commitlog
 from pipelines.compiled import stored_state
-from pipelines.live import gate
+from pipelines.lakefiles import lake_root
+from pipelines.live import alerting, gate
 from pipelines.live.seed import Books, LakeSeed, Rows, read_catalog, read_lake
 from pipelines.live.state import (
     CustomerState,
@@ -51,6 +53,7 @@ from pipelines.live.state import (
     newest_minute,
     window_floor,
 )
+from pipelines.usage import UsageMessage, is_stream_entry, messages_of_entry, parse
 from rating.engine import Usage, usage_from
 from rating.tables import Tables
 from schemas.errors import CdrflowError
@@ -60,6 +63,7 @@ log = logging.getLogger("cdrflow.live")
 # Most usage messages counted as one batch; a batch waits at most TAKE_WITHIN seconds.
 TAKE_MAX = 10_000
 TAKE_WITHIN = 1.0
+RETRY = 5.0  # seconds before a batch that could not be counted is tried again
 TICK = 1.0  # seconds between the lake follower's looks, the catalog's, and the hooks' calls
 # Keys of the progress table.
 SEED, CURSOR, NEWEST = "seed", "lake_cursor", "newest_minute"
@@ -77,6 +81,7 @@ class LiveSettings:
     web_port: int = 6066
     max_seconds_cap: int = 10_800
     app_id: str = "cdrflow-live"
+    config_file: Path | None = None  # SMTP and webhook settings (pipelines.live.deliver)
 
 
 def usage_topic(topic: str) -> str:
@@ -119,22 +124,14 @@ def topic_partitions(settings: LiveSettings, timeout: float = 30.0) -> int:
     return partitions
 
 
-def parse_message(value: bytes | None) -> dict[str, Any] | None:
-    """One usage message (``pipelines.usage``'s format), or None (logged) when it is not one."""
+def parse_message(value: bytes | None) -> UsageMessage | None:
+    """One usage message, or None (logged, one line) when it is not one."""
     try:
-        message = json.loads(value or b"")
-        source = message["source"]
-        if source["kind"] == "stream":
-            int(source["partition"]), int(source["first"]), int(source["last"])
-        elif source["kind"] == "lake":
-            int(source["seq"])
-        else:
-            raise ValueError(f"source kind {source['kind']!r}")
-    except (ValueError, KeyError, TypeError) as exc:
+        return parse(value or b"")
+    except ValueError as exc:
         shown = (value or b"")[:120].decode("utf-8", "replace")
-        log.warning("skipped a usage message that is not one (%s): %r", exc, shown)
+        log.warning("skipped a message of the usage topic (%s): %r", exc, shown)
         return None
-    return message  # type: ignore[no-any-return]
 
 
 class Live:
@@ -169,12 +166,16 @@ class Live:
     def table(self, name: str, default: Callable[[], Any] | None = None) -> Any:
         """A changelog-backed table of this app (JSON values), partitioned as the usage
         topic and writable from timers and views as well as from the agent."""
-        return self.app.Table(
-            name,
+        app: Any = self.app
+        table = KeyedTable(
+            app,
+            name=name,
             default=default,
+            beacon=app.tables.beacon,
             partitions=self.partitions,
             use_partitioner=True,
         )
+        return app.tables.add(table)
 
     def engine(self) -> tuple[Tables, Rows]:
         """The compiled rate tables and the catalog's rows, of its current version."""
@@ -325,7 +326,7 @@ class Live:
             time.monotonic() - started,
         )
 
-    def _count(self, messages: list[dict[str, Any]]) -> set[str]:
+    def _count(self, messages: list[UsageMessage]) -> set[str]:
         """Count each message whose batch is new for its customer; the customers changed."""
         seed = self._seed()
         assert seed is not None
@@ -336,7 +337,7 @@ class Live:
         records: dict[str, Record] = {}
         changed: set[str] = set()
         for message in messages:
-            customer_id = message.get("customer_id")
+            customer_id = message.customer_id
             if customer_id:
                 record = records.get(customer_id)
                 if record is None:
@@ -346,21 +347,16 @@ class Live:
                 try:
                     counted = count(trial, message, floor)
                 except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-                    log.warning(
-                        "skipped a usage message of %s (%s): %s",
-                        customer_id,
-                        exc,
-                        json.dumps(message)[:200],
-                    )
+                    log.warning("skipped a usage message of %s (%s)", customer_id, exc)
                     continue
                 if counted:
                     records[customer_id] = trial
                     changed.add(customer_id)
-            callids = message.get("callids") or []
+            callids = list(message.callids)
             if callids:
                 for hook in self.on_callids:
                     try:
-                        hook(list(callids))
+                        hook(callids)
                     except Exception as exc:  # a hook's bug must not stop the counting
                         log.warning("on_callids hook %r failed: %s", hook, exc)
         for customer_id in changed:
@@ -371,9 +367,25 @@ class Live:
     async def _consume(self, stream: Any) -> None:
         async for values in stream.take(TAKE_MAX, within=TAKE_WITHIN):
             messages = [m for v in values if (m := parse_message(v)) is not None]
+            tries = 0
+            while True:  # a batch is counted, or the worker stops: it is never skipped
+                try:
+                    async with self._lock:
+                        await self._prepare()
+                        self._count(messages)
+                    break
+                except Exception as exc:  # the lake or the catalog unreadable for a while
+                    tries += 1
+                    log.warning(
+                        "a batch of %d usage messages not counted yet (try %d): %s; "
+                        "trying again in %.0f s",
+                        len(messages),
+                        tries,
+                        one_line(exc),
+                        RETRY,
+                    )
+                    await asyncio.sleep(RETRY)
             async with self._lock:
-                await self._prepare()
-                self._count(messages)
                 await self._report()
 
     async def _prepare(self) -> None:
@@ -382,21 +394,39 @@ class Live:
         await self._follow()
 
     async def _follow(self) -> None:
-        """The lake's commit log after the cursor (runs the stream does not carry)."""
-        return None
+        """Count the lake's runs committed since the cursor that the stream does not carry
+        (``cdrflow rate``); read the lake again at a run that rewrote rows (a re-rate or a
+        recalc) or when the commit log no longer reaches back to the cursor."""
+        cursor = self.progress.get(CURSOR)
+        if cursor is None:
+            return
+        pending = await asyncio.to_thread(
+            lake_runs, self.settings.home, self.settings.topic, int(cursor)
+        )
+        if pending is None:
+            await self._reseed("the commit log does not reach back to the live cursor")
+            return
+        for entry, messages in pending:
+            if messages is None:
+                await self._reseed(f"commit {entry.seq} ({entry.run}) rewrote lake rows")
+                return
+            if messages:
+                self._count(messages)
+            self.progress[CURSOR] = entry.seq
 
     async def _tick(self) -> None:
-        if not self._ready():
+        if not self.ready():
             return
         async with self._lock:
             try:
                 await self._prepare()
                 await self._report()
-            except CdrflowError as exc:
-                log.warning("%s", exc)
+            except Exception as exc:  # one line, and the next tick tries again
+                log.warning("live tick: %s", one_line(exc))
 
-    def _ready(self) -> bool:
-        """Whether the tables are recovered (the timer runs from the worker's start)."""
+    def ready(self) -> bool:
+        """Whether the tables are recovered and no rebalance is under way: timers and
+        views run from the worker's start, and should do nothing before."""
         app: Any = self.app
         return bool(
             app.tables.recovery.completed.is_set() and not app.in_recovery and not app.rebalancing
@@ -428,7 +458,7 @@ class Live:
         @self.app.page("/customers", name="customers")
         async def customers(web: View, request: Request) -> Response:
             del request
-            if not live._ready():
+            if not live.ready():
                 return web.json({"error": "the live tables are being recovered"}, status=503)
             try:
                 books = live._books()
@@ -441,7 +471,7 @@ class Live:
         @self.app.page("/customers/{customer_id}", name="customer")
         async def customer(web: View, request: Request, customer_id: str) -> Response:
             del request
-            if not live._ready():
+            if not live.ready():
                 return web.json({"error": "the live tables are being recovered"}, status=503)
             try:
                 found = live.customer_json(customer_id)
@@ -451,6 +481,55 @@ class Live:
             if found is None:
                 return web.json({"error": f"there is no customer {customer_id!r}"}, status=404)
             return web.json(found)
+
+
+def lake_runs(
+    home: Path, topic: str, cursor: int
+) -> list[tuple[commitlog.Entry, list[UsageMessage] | None]] | None:
+    """The commit log's entries after ``cursor`` whose runs are in place, each with its
+    usage messages: none for a batch of ``topic``'s stream (its messages come through
+    Kafka), None for a run that rewrote lake rows (the entries stop there). None when the
+    log no longer reaches back to ``cursor``. Read without the lake lock: the newest entry
+    is left for later while its run is publishing, and a run that removes files the
+    entries name is itself such an entry."""
+    root = lake_root(home)
+    head = commitlog.head(root)
+    last = head.seq if head.publishing is None else head.seq - 1
+    if last == cursor:
+        return []
+    entries = commitlog.since(root, cursor)
+    if entries is None:
+        return None
+    out: list[tuple[commitlog.Entry, list[UsageMessage] | None]] = []
+    for entry in entries:
+        if entry.seq > last:
+            break
+        if entry.replaces:
+            out.append((entry, None))
+            break
+        if is_stream_entry(entry, topic):
+            out.append((entry, []))
+            continue
+        messages = [m for _, v in messages_of_entry(home, entry) if (m := parse_message(v))]
+        out.append((entry, messages))
+    return out
+
+
+class KeyedTable(faust.Table[Any, Any]):
+    """A table whose changelog partition is its key's hash, known without the stream's
+    current event (the agent counts batches taken from the stream; the timer and the views
+    write too) and without the producer's metadata of the changelog topic (which faust's
+    ``use_partitioner`` needs, and a first write at start may not have yet). One worker
+    holds every partition, so any fixed function of the key will do."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        return zlib.crc32(json.dumps(key).encode()) % (self.partitions or 1)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one log line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def broker_url(bootstrap: str) -> str:
@@ -478,5 +557,7 @@ def build(settings: LiveSettings) -> Live:
         value_serializer="json",
     )
     live = Live(app, settings, partitions)
+    # The modules that plug in, each from its own install().
     gate.install(live)
+    alerting.install(live)
     return live

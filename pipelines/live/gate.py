@@ -228,7 +228,7 @@ class Gate:
         """The holds of the table (a restarted worker's), once it is recovered."""
         if self._loaded:
             return True
-        if not self.live._ready():
+        if not self.live.ready():
             return False
         for callid, data in list(self.table.items()):
             try:

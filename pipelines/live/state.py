@@ -2,16 +2,17 @@
 
 Pure computation: a customer's record is a JSON object (a changelog-backed table's value),
 moved by the usage messages of committed batches (``pipelines.usage``), each counted once:
-a stream batch when its ``first`` offset is past the record's counted offset of its
-partition, a lake entry when its ``seq`` is past the record's lake cursor. Both positions
-live in the record itself, so the usage and the positions it covers change in one changelog
-message: a worker killed between two customers' writes counts each batch once for each.
+a stream batch's message when its (``first`` offset, ``part``) is past the record's mark for
+its partition, a lake entry's when its (``seq``, ``part``) is past the record's lake mark.
+The marks live in the record itself, so the usage and the batches it covers change in one
+changelog message: a worker killed between two customers' writes counts each batch once for
+each.
 
 The record::
 
     {"usage": "12.345678",                    # Σ (charge + tax) of the rated calls counted
-     "counted": {"3": 199, ...},              # stream partition → last offset counted
-     "lake": 17,                              # newest commit-log entry counted
+     "counted": {"3": [100, 0], ...},         # stream partition → (first, part) counted
+     "lake": [17, 0],                         # commit-log (seq, part) counted
      "minutes": {"2026-12-07T10:15:00Z": [attempts, answered, "duration", pdd_sum,
                                           pdd_count], ...},  # the ASR/ACD/PDD window
      "draws": {"P1|2026-12-01|2026-12-01": 60, ...}}  # package seconds drawn
@@ -29,11 +30,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from billing.money import ZERO
+from pipelines.usage import UsageMessage
 
 Record = dict[str, Any]
 # The ASR/ACD/PDD window: the minutes of the 15 before the newest dt seen (its own included).
 WINDOW_MINUTES = 15
 RATIO = Decimal("0.01")  # asr (%), acd (s) and pdd (ms) are shown to two places
+# A mark's part number that says every part of its batch (or entry) is counted.
+ALL_PARTS = 1 << 31
+NONE_COUNTED = [-1, ALL_PARTS]  # a stream partition of which nothing is counted
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,12 @@ class Seed:
 
 
 def new_record(seed: Seed, usage: Decimal = ZERO, draws: Mapping[str, int] | None = None) -> Record:
-    """A customer's record as the lake left it at ``seed``."""
+    """A customer's record as the lake left it at ``seed``: every part of every batch up to
+    the seed's positions counted."""
     return {
         "usage": str(usage),
-        "counted": dict(seed.positions),
-        "lake": seed.head,
+        "counted": {p: [last, ALL_PARTS] for p, last in seed.positions.items()},
+        "lake": [seed.head, ALL_PARTS],
         "minutes": {},
         "draws": dict(draws or {}),
     }
@@ -86,42 +92,49 @@ def draw_key(package_id: str, start_date: str, period_start: str) -> str:
     return f"{package_id}|{start_date}|{period_start}"
 
 
-def is_new(record: Record, source: Mapping[str, Any]) -> bool:
-    """Whether a message of batch ``source`` is not yet counted in ``record``."""
+def _after(mark: list[int], at: int, part: int) -> bool:
+    return (at, part) > (mark[0], mark[1])
+
+
+def is_new(record: Record, message: UsageMessage) -> bool:
+    """Whether ``message`` (one part of a batch's message for the record's customer) is not
+    yet counted in ``record``: its batch's (``first`` offset, part) past the counted mark of
+    its stream partition, or its (commit-log ``seq``, part) past the lake mark."""
+    source = message.source
     if source["kind"] == "stream":
-        counted = record["counted"].get(str(source["partition"]), -1)
-        return int(source["first"]) > int(counted)
-    return int(source["seq"]) > int(record["lake"])
+        mark = record["counted"].get(str(source["partition"]), NONE_COUNTED)
+        return _after(mark, int(source["first"]), message.part)
+    return _after(record["lake"], int(source["seq"]), message.part)
 
 
-def count(record: Record, message: Mapping[str, Any], floor: str | None) -> bool:
-    """Add one usage message to ``record`` unless its batch is counted already; minutes
-    older than ``floor`` are left out (and dropped). True when the record changed."""
-    source = message["source"]
-    if not is_new(record, source):
+def count(record: Record, message: UsageMessage, floor: str | None) -> bool:
+    """Add one usage message to ``record`` unless it is counted already; minutes older than
+    ``floor`` are left out of the window (their money counts). True when it was counted."""
+    source = message.source
+    if not is_new(record, message):
         return False
     if source["kind"] == "stream":
-        record["counted"][str(source["partition"])] = int(source["last"])
+        record["counted"][str(source["partition"])] = [int(source["first"]), message.part]
     else:
-        record["lake"] = int(source["seq"])
+        record["lake"] = [int(source["seq"]), message.part]
     usage = Decimal(record["usage"])
     minutes: dict[str, list[Any]] = record["minutes"]
-    for m in message.get("minutes") or ():
-        usage += Decimal(str(m.get("money") or "0"))
-        key = minute_key(parse_minute(m["minute"]))
+    for m in message.minutes:
+        usage += m.money
+        key = minute_key(m.minute)
         if floor is not None and key < floor:
             continue
         bucket = minutes.setdefault(key, [0, 0, "0", 0, 0])
-        bucket[0] += int(m.get("attempts") or 0)
-        bucket[1] += int(m.get("answered") or 0)
-        bucket[2] = str(Decimal(bucket[2]) + Decimal(str(m.get("duration") or "0")))
-        bucket[3] += int(m.get("pdd_sum") or 0)
-        bucket[4] += int(m.get("pdd_count") or 0)
+        bucket[0] += m.attempts
+        bucket[1] += m.answered
+        bucket[2] = str(Decimal(bucket[2]) + m.duration)
+        bucket[3] += m.pdd_sum
+        bucket[4] += m.pdd_count
     record["usage"] = str(usage)
     draws: dict[str, int] = record["draws"]
-    for d in message.get("draws") or ():
-        key = draw_key(d["package_id"], d["start_date"], d["period_start"])
-        draws[key] = draws.get(key, 0) + int(d["seconds"])
+    for d in message.draws:
+        key = draw_key(d.package_id, d.start_date.isoformat(), d.period_start.isoformat())
+        draws[key] = draws.get(key, 0) + d.seconds
     prune(record, floor)
     return True
 
@@ -135,11 +148,11 @@ def prune(record: Record, floor: str | None) -> None:
         del minutes[key]
 
 
-def newest_minute(messages: Iterable[Mapping[str, Any]], newest: str | None) -> str | None:
+def newest_minute(messages: Iterable[UsageMessage], newest: str | None) -> str | None:
     """The newest minute of ``messages``' rated calls, or ``newest`` if that is later."""
     for message in messages:
-        for m in message.get("minutes") or ():
-            key = minute_key(parse_minute(m["minute"]))
+        for m in message.minutes:
+            key = minute_key(m.minute)
             if newest is None or key > newest:
                 newest = key
     return newest

@@ -1,5 +1,6 @@
 """Real receivers for alert deliveries: an SMTP server (aiosmtpd) and an HTTP server, both
-on 127.0.0.1, started and stopped by the tests; and the session's Kafka broker."""
+on 127.0.0.1, started and stopped by the tests (the session's Kafka broker and topics are
+tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from pipelines.kafka_broker import free_port
-from tests.kafka.conftest import kafka_broker, topic
 
-__all__ = ["kafka_broker", "topic"]
 PATIENCE = 120.0  # seconds: a bound against a hang, never a deadline
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -16,10 +17,15 @@ from pipelines.live.state import (
     window,
     window_floor,
 )
+from pipelines.usage import UsageMessage, parse
 
 
-def stream(partition: int, first: int, last: int, **extra: Any) -> dict[str, Any]:
-    return {
+def message(data: dict[str, Any]) -> UsageMessage:
+    return parse(json.dumps(data).encode())
+
+
+def stream(partition: int, first: int, last: int, **extra: Any) -> UsageMessage:
+    return message({
         "batch": f"b{partition}-{first}",
         "source": {"kind": "stream", "topic": "cdrs", "partition": partition, "first": first,
                    "last": last},
@@ -28,7 +34,9 @@ def stream(partition: int, first: int, last: int, **extra: Any) -> dict[str, Any
         "minutes": extra.get("minutes", []),
         "draws": extra.get("draws", []),
         "callids": [],
-    }  # fmt: skip
+        "part": extra.get("part", 0),
+        "parts": extra.get("parts", 1),
+    })  # fmt: skip
 
 
 def minute(at: str, money: str, attempts: int = 2, answered: int = 1) -> dict[str, Any]:
@@ -49,12 +57,28 @@ def test_a_stream_batch_counts_once_past_the_seed_position() -> None:
     assert Decimal(record["usage"]) == Decimal("11.750001")
 
 
+def test_each_part_of_a_batch_counts_once() -> None:
+    record = new_record(Seed({}, 0))
+    parts = [
+        stream(2, 0, 9, part=i, parts=2, minutes=[minute("2026-12-07T10:00:00Z", "1")])
+        for i in range(2)
+    ]
+    assert count(record, parts[0], None) and not count(record, parts[0], None)
+    assert count(record, parts[1], None) and not count(record, parts[1], None)
+    assert not count(record, parts[0], None)
+    assert record["usage"] == "2"
+
+
 def test_a_lake_entry_counts_once_past_the_cursor() -> None:
     record = new_record(Seed({}, 5))
-    entry = {"source": {"kind": "lake", "seq": 5}, "minutes": [minute("2026-12-07T10:00:00Z", "2")]}
-    assert not count(record, entry, None)
-    entry["source"]["seq"] = 6
-    assert count(record, entry, None) and not count(record, entry, None)
+
+    def entry(seq: int) -> UsageMessage:
+        return message({"batch": "r", "source": {"kind": "lake", "seq": seq}, "customer_id": "C1",
+                        "currency": "USD", "minutes": [minute("2026-12-07T10:00:00Z", "2")],
+                        "draws": [], "callids": []})  # fmt: skip
+
+    assert not count(record, entry(5), None)
+    assert count(record, entry(6), None) and not count(record, entry(6), None)
     assert record["usage"] == "2"
 
 
