@@ -45,12 +45,16 @@ def worker(
             "--app-id", help="the app's name in Kafka (its consumer group and table topics)"
         ),
     ] = "cdrflow-live",
+    alerts_topic: Annotated[
+        str, typer.Option("--alerts-topic", help="the topic alert firings are published to")
+    ] = "alerts",
     config: Annotated[
         Path | None,
         typer.Option(
             "--config",
-            help="alert delivery settings (SMTP, webhooks; default <home>/live.toml if there): "
-            "secrets go there or in CDRFLOW_SMTP_* variables, never on the command line",
+            help="alert delivery settings (SMTP, webhooks; default <home>/live.toml if there; "
+            "it wins over the CDRFLOW_SMTP_* variables): secrets go there or in the "
+            "variables, never on the command line",
         ),
     ] = None,
 ) -> None:
@@ -72,6 +76,7 @@ def worker(
         web_port=web_port,
         max_seconds_cap=max_seconds_cap,
         app_id=app_id,
+        alerts_topic=alerts_topic,
         config_file=config,
     )
     app = build(settings)

@@ -6,7 +6,8 @@ firings recorded, published and delivered.
 from Kafka), an ``after_batch`` hook that evaluates the alerts of the customers whose values
 changed, a 1-second timer that evaluates alerts the catalog added or edited (so an alert whose
 condition is already true fires without waiting for the customer's next call), and the
-``Outbox`` task that publishes to the ``alerts`` topic and delivers. The order of a firing's
+``Outbox`` task that publishes to the ``alerts`` topic and delivers, and ``GET /alerts``
+(the newest firings and their deliveries, for ``cdrflow live top``). The order of a firing's
 steps, and why a crash never fires anything twice, is ``pipelines.live.outbox``'s docstring.
 """
 
@@ -15,20 +16,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 from pipelines.live.alerts import Alert, Firing, State, by_customer, evaluate
-from pipelines.live.deliver import Deliverer, DeliverySettings, delivery_settings
-from pipelines.live.firings import Ledger
-from pipelines.live.outbox import TOPIC, KafkaPublisher, Outbox, Publisher
+from pipelines.live.deliver import Deliverer, DeliverySettings, channel_of, delivery_settings
+from pipelines.live.firings import Ledger, Settled
+from pipelines.live.outbox import KafkaPublisher, Outbox, Publisher
 
 log = logging.getLogger("cdrflow.live.alerts")
 TABLE = "alert_states"
 CHECK = 1.0  # seconds between looks for alerts the catalog added or edited
+START_WAIT = 60.0  # seconds a batch waits for the lake's firings to be read at the start
+LATEST, MOST = 20, 1000  # firings GET /alerts shows unless told, and at most
 
 Values = Mapping[str, Decimal | int | None]
 
@@ -48,9 +51,11 @@ class Alerting:
         publisher: Publisher,
         deliverer: Deliverer,
         now: Callable[[], datetime],
+        before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.home = Path(home)
         self.states = states
+        self.before_write = before_write
         self.publisher = publisher
         self.deliverer = deliverer
         self.now = now
@@ -117,6 +122,8 @@ class Alerting:
                         log.info("alert %s fired: %s", firing.key, firing.summary())
                 if moved:
                     kept.update({k: v.to_json() for k, v in moved.items()})
+                    if self.before_write is not None:
+                        await self.before_write()
                     self.states[customer_id] = kept
                 self.outbox.send(firings)
                 out.extend(firings)
@@ -158,15 +165,30 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
     ``settings`` default to ``delivery_settings`` of the live home and its config file."""
     home = Path(live.settings.home)
     if settings is None:
-        settings = delivery_settings(home, getattr(live.settings, "config_file", None))
-    publisher = KafkaPublisher(
-        live.settings.bootstrap,
-        getattr(live.settings, "alerts_topic", TOPIC),
-        getattr(live.settings, "kafka_config", None),
-    )
-    alerting = Alerting(home, live.table(TABLE), publisher, Deliverer(settings), live.now)
+        settings = delivery_settings(home, live.settings.config_file)
+    publisher = KafkaPublisher(live.settings.bootstrap, live.settings.alerts_topic)
+    states = live.table(TABLE)
+
+    known = asyncio.Event()
+
+    async def writable() -> None:
+        if not known.is_set():
+            await track_changelogs(live.app)
+            known.set()
+
+    alerting = Alerting(home, states, publisher, Deliverer(settings), live.now, writable)
 
     async def after_batch(changed: dict[str, dict[str, Decimal | int]]) -> None:
+        if not alerting.ready.is_set():
+            # The outbox task reads the lake's firings at the worker's start: moments.
+            try:
+                await asyncio.wait_for(alerting.ready.wait(), START_WAIT)
+            except TimeoutError:
+                log.error(
+                    "alerts: not evaluated for %d customers: the lake's firings are not read",
+                    len(changed),
+                )
+                return
         await alerting.on_values(_alert_rows(live), changed)
 
     live.after_batch.append(after_batch)
@@ -176,21 +198,69 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
             return
         try:
             rows = _alert_rows(live)
-        except Exception as exc:  # a catalog being replaced: the next tick
-            log.debug("alerts: the catalog is not readable now: %s", exc)
-            return
-        customers = alerting.unseen(rows)
-        if customers:
-            await alerting.on_values(rows, {c: live.values(c) for c in customers})
+            customers = alerting.unseen(rows)
+            if customers:
+                await alerting.on_values(rows, {c: live.values(c) for c in customers})
+        except Exception as exc:  # an exception in a faust timer would stop the app
+            log.warning("alerts: new or edited alerts not evaluated now: %s", exc)
 
     live.app.timer(CHECK, name="alerts_catalog")(catalog_check)
 
     async def outbox() -> None:
         with contextlib.suppress(asyncio.CancelledError):
-            await alerting.run()
+            try:
+                await writable()
+                await alerting.run()
+            except Exception as exc:  # alerts stop; the balances and authorization go on
+                log.error("alerts: the outbox stopped (%s: %s)", type(exc).__name__, exc)
 
     live.app.task(outbox)
+
+    async def latest(web: Any, request: Any) -> Any:
+        """``GET /alerts[?limit=N]``: the newest firings (20 unless told, at most
+        ``MOST``), newest first, each with its delivery (``pending`` until settled)."""
+        raw = request.query.get("limit", str(LATEST))
+        if not raw.isdigit() or not 1 <= int(raw) <= MOST:
+            return web.json({"error": f"limit must be a whole number 1..{MOST}"}, status=400)
+        ledger = alerting.ledger
+        if ledger is None:
+            return web.json({"error": "the lake's alert firings are being read"}, status=503)
+        try:
+            pairs = await asyncio.to_thread(ledger.latest, int(raw))
+        except Exception as exc:  # the lake's disk: one line, never a stop
+            log.warning("GET /alerts: %s", exc)
+            return web.json({"error": str(exc)}, status=500)
+        return web.json([latest_json(f, s) for f, s in pairs])
+
+    live.app.page("/alerts", name="alerts")(latest)
     return alerting
+
+
+def latest_json(firing: Firing, settled: Settled | None) -> dict[str, Any]:
+    """A firing as ``GET /alerts`` shows it: its message, the kind of its recipient (not
+    the recipient: a webhook's URL may hold a token) and its delivery."""
+    delivery = {"status": "pending"} if settled is None else settled.to_json()
+    delivery.pop("channel", None)
+    return {**firing.message(), "channel": channel_of(firing.recipient), "delivery": delivery}
+
+
+async def track_changelogs(app: Any) -> None:
+    """Make the producer's metadata cover every table's changelog topic.
+
+    faust finds a key's changelog partition (``use_partitioner``) synchronously, in the
+    producer's cluster metadata. aiokafka fetches metadata for every topic until it is asked
+    about one it does not know, and from then on only for the topics asked about. So a
+    changelog topic created after the producer's first fetch, once written, narrowed the
+    metadata to itself, and the next write to another table failed with a TypeError that
+    stopped the app. Tracking all of them at once, at start, keeps every table writable.
+    """
+    producer = app.producer._ensure_producer()
+    names = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    for name in names:
+        producer.client.add_topic(name)
+    await producer.client.force_metadata_update()
+    for name in names:
+        await producer.partitions_for(name)
 
 
 def _alert_rows(live: LiveApp) -> Sequence[Mapping[str, Any]]:

@@ -21,11 +21,12 @@ is, so a second worker of the same app would split them.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
+import socket
 import time
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -46,6 +47,7 @@ from pipelines.live.state import (
     CustomerState,
     Record,
     Seed,
+    copied,
     count,
     customer_state,
     draws_until,
@@ -64,6 +66,7 @@ log = logging.getLogger("cdrflow.live")
 TAKE_MAX = 10_000
 TAKE_WITHIN = 1.0
 RETRY = 5.0  # seconds before a batch that could not be counted is tried again
+METRICS_EVERY = 10.0  # seconds between the metrics lines
 TICK = 1.0  # seconds between the lake follower's looks, the catalog's, and the hooks' calls
 # Keys of the progress table.
 SEED, CURSOR, NEWEST = "seed", "lake_cursor", "newest_minute"
@@ -82,6 +85,7 @@ class LiveSettings:
     max_seconds_cap: int = 10_800
     app_id: str = "cdrflow-live"
     config_file: Path | None = None  # SMTP and webhook settings (pipelines.live.deliver)
+    alerts_topic: str = "alerts"  # where alert firings are published (SPEC §8)
 
 
 def usage_topic(topic: str) -> str:
@@ -154,6 +158,8 @@ class Live:
         self._lock = asyncio.Lock()
         self._sent: dict[str, Values] = {}  # the values last handed to after_batch
         self._usage_cache: dict[str, Usage] = {}
+        self.totals: Counter[str] = Counter()  # what was counted since the last metrics line
+        self._reported = 0.0  # the first metrics line covers the time since recovery
         self.topic = app.topic(
             usage_topic(settings.topic), key_serializer="raw", value_serializer="raw"
         )
@@ -341,17 +347,15 @@ class Live:
             if customer_id:
                 record = records.get(customer_id)
                 if record is None:
-                    record = self.customers.get(customer_id) or new_record(seed)
-                # A copy: a message that fails half-way leaves the record as it was.
-                trial = copy.deepcopy(record)
-                try:
-                    counted = count(trial, message, floor)
-                except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-                    log.warning("skipped a usage message of %s (%s)", customer_id, exc)
-                    continue
+                    stored = self.customers.get(customer_id)
+                    record = new_record(seed) if stored is None else copied(stored)
+                    records[customer_id] = record
+                counted = count(record, message, floor)
                 if counted:
-                    records[customer_id] = trial
                     changed.add(customer_id)
+                    self.totals["counted"] += 1
+                else:
+                    self.totals["skipped"] += 1
             callids = list(message.callids)
             if callids:
                 for hook in self.on_callids:
@@ -413,16 +417,38 @@ class Live:
             if messages:
                 self._count(messages)
             self.progress[CURSOR] = entry.seq
+            if messages:
+                self.totals["lake runs"] += 1
 
     async def _tick(self) -> None:
         if not self.ready():
             return
+        self._metrics()
         async with self._lock:
             try:
                 await self._prepare()
                 await self._report()
             except Exception as exc:  # one line, and the next tick tries again
                 log.warning("live tick: %s", one_line(exc))
+
+    def _metrics(self) -> None:
+        """A line every ``METRICS_EVERY`` seconds in which something was counted."""
+        now = time.monotonic()
+        if not self._reported:
+            self._reported = now
+        if now - self._reported < METRICS_EVERY:
+            return
+        if self.totals:
+            log.info(
+                "in %.0f s: %d usage messages counted, %d already counted (skipped), "
+                "%d lake runs followed",
+                now - self._reported,
+                self.totals["counted"],
+                self.totals["skipped"],
+                self.totals["lake runs"],
+            )
+        self.totals.clear()
+        self._reported = now
 
     def ready(self) -> bool:
         """Whether the tables are recovered and no rebalance is under way: timers and
@@ -537,9 +563,29 @@ def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
 
 
+def can_listen(host: str, port: int) -> None:
+    """Stop with one line, before the worker starts, when the views cannot listen on
+    ``host:port`` (faust would stop with a traceback)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise CdrflowError(f"--host {host!r}: not an address to listen on ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CdrflowError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another live worker may "
+                "be running there; --web-port and --host choose another"
+            ) from None
+
+
 def build(settings: LiveSettings) -> Live:
     """The live app for ``settings``: its faust app, tables, agent, timer and views, with
     every module that plugs into it installed."""
+    can_listen(settings.host, settings.web_port)
     partitions = topic_partitions(settings)
     datadir = settings.home / "live" / f"{settings.app_id}-data"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -554,6 +600,10 @@ def build(settings: LiveSettings) -> Live:
         topic_partitions=partitions,
         autodiscover=False,
         key_serializer="json",  # the tables' keys and values
+        # A worker killed (SIGKILL, a lost host) leaves the group after 10 s, not faust's
+        # 60 s: its successor recovers the tables that much sooner.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
         value_serializer="json",
     )
     live = Live(app, settings, partitions)

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from pipelines.clock import now
+from pipelines.home import NOT_OWNER
 from pipelines.live.alerts import UNITS, Firing, iso, text
 from pipelines.live.firings import Settled
 from schemas.alerts import DELIVERED_OK, DELIVERY_FAILED
@@ -157,6 +158,8 @@ def _read_file(path: Path) -> dict[str, Any]:
                 raise CdrflowError(f"{path}: [{table}] has no setting {key!r} (settings: {known})")
             name, kind = by_place[table, key]
             values[name] = _parse(kind, raw, f"{path}: [{table}] {key}")
+    if "smtp_password" in values and path.stat().st_mode & NOT_OWNER:
+        log.warning("%s holds the SMTP password and others may read it: chmod 600 %s", path, path)
     return values
 
 

@@ -70,6 +70,17 @@ def new_record(seed: Seed, usage: Decimal = ZERO, draws: Mapping[str, int] | Non
     }
 
 
+def copied(record: Record) -> Record:
+    """A copy of ``record`` to change (a table's value changes only when written back)."""
+    return {
+        "usage": record["usage"],
+        "counted": {p: list(mark) for p, mark in record["counted"].items()},
+        "lake": list(record["lake"]),
+        "minutes": {k: list(v) for k, v in record["minutes"].items()},
+        "draws": dict(record["draws"]),
+    }
+
+
 def minute_key(moment: datetime) -> str:
     """A minute bucket's name: its start, ISO 8601 UTC (``2026-12-07T10:15:00Z``)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:00Z")

@@ -145,6 +145,8 @@ class Webhook:
         self.posts: list[Posted] = []
         self.statuses = [200]
         self.arrived = threading.Condition()
+        # When set, the answer to a POST waits until it is released (a delivery in flight).
+        self.hold: threading.Event | None = None
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -155,6 +157,8 @@ class Webhook:
                     status = hook.statuses[min(len(hook.posts), len(hook.statuses) - 1)]
                     hook.posts.append(Posted(self.path, dict(self.headers), body, time.monotonic()))
                     hook.arrived.notify_all()
+                if hook.hold is not None:
+                    hook.hold.wait(PATIENCE)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -172,13 +176,27 @@ class Webhook:
             return list(self.posts)
 
 
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
+def _serve() -> Iterator[Webhook]:
     hook = Webhook()
     hook.thread.start()
     try:
         yield hook
     finally:
+        if hook.hold is not None:
+            hook.hold.set()
         hook.server.shutdown()
         hook.server.server_close()
         hook.thread.join()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    yield from _serve()
+
+
+@pytest.fixture
+def failing_webhook() -> Iterator[Webhook]:
+    """A second webhook server, answering 500 to every POST."""
+    for hook in _serve():
+        hook.statuses = [500]
+        yield hook

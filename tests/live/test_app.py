@@ -5,6 +5,7 @@ SIGKILL comes back with its tables."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,6 +131,15 @@ def test_live_balances_equal_cdrflow_balance_through_stream_rate_payments_and_a_
         assert (acme["attempts"], acme["answered"]) == (attempts, answered) and attempts > 0
         assert acme["asr"] is not None
 
+        # A re-rate (after a tax change) rewrites rows the app counted: it reads the lake again.
+        cdrflow(home, "customers", "edit", "acme", "--tax-percent", "25")
+        cdrflow(home, "rerate", "--from", "2026-11-02", "--to", "2026-11-04")
+        wait_for(lambda: agree(home, live), "live balances after a re-rate")
+        rerated = balances(home)
+        assert rerated["acme"]["usage"] != want["acme"]["usage"]
+        assert "rewrote lake rows" in live.text()
+        want = rerated
+
         # SIGKILL while the stream flows, restart: the tables come back from Kafka, and
         # what was counted before the kill (offsets committed or not) counts once.
         more = lines(write_jsonl(tmp_path / "more.jsonl", records(1600, seed=44)))
@@ -148,3 +158,20 @@ def test_live_balances_equal_cdrflow_balance_through_stream_rate_payments_and_a_
     finally:
         live.kill()
     assert "Traceback" not in log
+
+
+def test_a_web_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [CDRFLOW, "--home", str(tmp_path / "home"), "live", "worker", "--bootstrap",
+             "127.0.0.1:1", "--web-port", str(port)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): another live "
+        "worker may be running there; --web-port and --host choose another"
+    ]

@@ -280,14 +280,20 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
     assert DeliverySettings().port == 25
 
 
-def test_the_config_file_wins_over_the_environment(tmp_path: Path) -> None:
+def test_the_config_file_wins_over_the_environment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / "live.toml").write_text(
         '[smtp]\nhost = "relay.internal"\nport = 2525\npassword = "file-secret"\n'
         "starttls = false\n\n[webhook]\ntimeout = 4\n\n[delivery]\nretries = [1, 1, 1, 1]\n"
     )
-    settings = delivery_settings(home, environ=FULL_ENV)
+    (home / "live.toml").chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        settings = delivery_settings(home, environ=FULL_ENV)
+    assert f"{home / 'live.toml'} holds the SMTP password and others may read it" in caplog.text
+    assert "file-secret" not in caplog.text
     assert (settings.smtp_host, settings.smtp_port, settings.smtp_password) == (
         "relay.internal",
         2525,
