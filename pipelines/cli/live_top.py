@@ -75,8 +75,9 @@ ALERT_COLUMNS = (
     Column("area", "area", keep=True),
     Column("value", "value", numeric=True, keep=True),
     Column("condition", "condition"),
+    Column("delivery", "delivery"),
 )
-ALERT_DROPS = ("name", "condition")
+ALERT_DROPS = ("name", "delivery", "condition")
 
 
 class Unreachable(Exception):
@@ -137,12 +138,16 @@ def _objects(value: Any, url: str) -> list[dict[str, Any]]:
 
 
 def fetch(url: str, alerts: int) -> Snapshot:
-    """The customers and the ``alerts`` latest alerts of the worker at ``url``."""
+    """The customers and the ``alerts`` latest alerts (newest first) of the worker at
+    ``url``."""
     customers = _objects(get_json(f"{url}/customers"), f"{url}/customers")
     latest = None
     if alerts > 0:
         got = get_json(f"{url}/alerts?limit={alerts}", missing_ok=True)
-        latest = None if got is None else _objects(got, f"{url}/alerts")[-alerts:]
+        if got is not None:
+            found = _objects(got, f"{url}/alerts")
+            found.sort(key=lambda a: str(a.get("at") or ""), reverse=True)
+            latest = found[:alerts]
     customers.sort(key=lambda c: str(c.get("customer_id") or ""))
     return Snapshot(customers, latest, datetime.now(UTC))
 
@@ -165,7 +170,10 @@ def cell(value: Any) -> str:
 
 def _alert_row(alert: Mapping[str, Any]) -> dict[str, Any]:
     condition = f"{cell(alert.get('operator'))} {cell(alert.get('threshold'))}".strip()
-    return {**alert, "condition": condition}
+    delivery = alert.get("delivery")
+    if isinstance(delivery, Mapping):
+        delivery = delivery.get("status")
+    return {**alert, "condition": condition, "delivery": delivery}
 
 
 def fitting(
@@ -247,7 +255,7 @@ def view(snapshot: Snapshot, url: str, width: int, height: int | None) -> Render
     if alerts is None:
         lines.append(Text("(this worker serves no alerts)", style="dim"))
     elif alerts:
-        rows = [_alert_row(a) for a in reversed(alerts)]
+        rows = [_alert_row(a) for a in alerts]
         lines.append(table_of(ALERT_COLUMNS, rows, width, ALERT_DROPS, title="latest alerts"))
     else:
         lines.append(Text("no alerts yet", style="dim"))
@@ -321,7 +329,8 @@ def top(
         typer.Option("--format", help="table for people; csv or json print the customers once"),
     ] = TopFormat.table,
     alerts: Annotated[
-        int, typer.Option("--alerts", min=0, help="how many of the latest alerts to show")
+        int,
+        typer.Option("--alerts", min=0, max=1000, help="how many of the latest alerts to show"),
     ] = 8,
 ) -> None:
     """Every customer's live balance, available credit, channels, CPS, ASR, ACD and PDD, and

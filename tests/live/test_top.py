@@ -52,9 +52,13 @@ CUSTOMERS: list[dict[str, Any]] = [
      "asr": "45.5", "acd": "61.2", "pdd": "1234", "debit_limit": "500"},
 ]  # fmt: skip
 ALERTS: list[dict[str, Any]] = [
-    {"alert_id": "acme-low-balance", "customer_id": "acme", "name": "Balance below 100",
-     "area": "balance", "operator": "<", "threshold": "100", "value": "-123.456789",
-     "at": "2026-12-07T10:15:00Z"},
+    {"alert_id": "acme-low-balance", "crossing": 1, "customer_id": "acme",
+     "name": "Balance below 100", "area": "balance", "operator": "<", "threshold": "100",
+     "value": "-123.456789", "at": "2026-12-07T10:15:00Z", "channel": "email",
+     "delivery": {"status": "delivered", "tries": 1}},
+    {"alert_id": "globex-asr", "crossing": 3, "customer_id": "globex", "name": "ASR under 35%",
+     "area": "asr", "operator": "<", "threshold": "35", "value": "20.5",
+     "at": "2026-12-07T10:20:00Z", "channel": "webhook", "delivery": {"status": "pending"}},
 ]  # fmt: skip
 
 
@@ -160,10 +164,15 @@ def test_once_draws_every_customer_with_money_as_sent(server: FixedServer) -> No
     assert list(rows) == ["acme", "globex"]  # sorted by customer
     assert rows["acme"][4:] == ["-123.456789", "376.543211", "3", "1", "45.5", "61.2", "1234"]
     assert rows["globex"][4:8] == ["1000.000001", "2000.000001", "0", "0"]
-    alerts = done.stdout.split("latest alerts", 1)[1]
-    assert "acme-low-balance" not in alerts  # the alert's name is shown, not its id
+    alerts = done.stdout.split("latest alerts", 1)[1].splitlines()
+    assert "acme-low-balance" not in "".join(alerts)  # the alert's name is shown, not its id
+    newest, older = (line for line in alerts if line.startswith("│"))  # newest first
+    assert re.search(r"2026-12-07T10:20:00Z .*globex .*ASR under 35% .*asr .*20\.5 .*< 35 "
+                     r".*pending", newest)  # fmt: skip
     assert re.search(r"2026-12-07T10:15:00Z .*acme .*Balance below 100 .*balance .*-123\.456789"
-                     r" .*< 100", alerts)  # fmt: skip
+                     r" .*< 100 .*delivered", older)  # fmt: skip
+    one = top("--url", server.url, "--once", "--alerts", "1").stdout.split("latest alerts")[1]
+    assert "ASR under 35%" in one and "Balance below 100" not in one
 
 
 def test_a_narrow_terminal_keeps_customer_balance_available_and_channels(
@@ -371,15 +380,20 @@ def live_worker(sample: Catalog, home: Path, kafka_broker: Broker, topic: str) -
         worker.stop()
 
 
-def usage_message(topic: str, customer_id: str, money: str, callid: str) -> bytes:
-    """One batch's usage message of one answered call (``pipelines.usage``'s format)."""
+def usage_message(
+    topic: str, offset: int, money: str, callids: list[str], attempts: int, answered: int
+) -> bytes:
+    """Acme's usage message of one stream batch (``pipelines.usage``'s format): its calls
+    in one minute, answered ones a minute long with a PDD of 900 ms."""
     return json.dumps(
-        {"batch": f"stream-{topic}-p00000-o0-0", "customer_id": customer_id, "currency": "USD",
-         "source": {"kind": "stream", "topic": topic, "partition": 0, "first": 0, "last": 0},
-         "minutes": [{"minute": "2026-12-07T10:15:00Z", "attempts": 1, "answered": 1,
-                      "duration": "60", "pdd_sum": 900, "pdd_count": 1, "money": money,
-                      "package_seconds": 0}],
-         "draws": [], "callids": [callid]}
+        {"batch": f"stream-{topic}-p00000-o{offset}-{offset}", "customer_id": "acme",
+         "currency": "USD", "callids": callids, "draws": [],
+         "source": {"kind": "stream", "topic": topic, "partition": 0, "first": offset,
+                    "last": offset},
+         "minutes": [{"minute": "2026-12-07T10:15:00Z", "attempts": attempts,
+                      "answered": answered, "duration": str(60 * answered),
+                      "pdd_sum": 900 * attempts, "pdd_count": attempts, "money": money,
+                      "package_seconds": 0}]}
     ).encode()  # fmt: skip
 
 
@@ -406,11 +420,19 @@ def test_top_shows_a_real_worker_and_follows_its_usage(
     try:
         read_until(master, lambda text: acme["balance"] in text)
         producer = Producer({"bootstrap.servers": kafka_broker.bootstrap})
-        producer.produce(f"{topic}.usage", usage_message(topic, "acme", "1.5", "c1"), b"acme")
+        usage = f"{topic}.usage"
+        producer.produce(usage, usage_message(topic, 0, "1.5", ["c1"], 1, 1), b"acme")
         assert producer.flush(PATIENCE) == 0
         moved = str(Decimal(acme["balance"]) - Decimal("1.5"))
         screen = read_until(master, lambda text: f" {moved} " in text)
         assert re.search(rf"acme .* {re.escape(moved)} .* 100\.00 .* 60\.00 .* 900\.00", screen)
+        # Three calls that fail: ASR 25 %, under the sample's alert for acme (< 35).
+        producer.produce(usage, usage_message(topic, 1, "0", ["c2", "c3", "c4"], 3, 0), b"acme")
+        assert producer.flush(PATIENCE) == 0
+        screen = read_until(master, lambda text: "ASR under 35%" in text)
+        assert re.search(r"acme .* 25\.00 .* 60\.00 .* 900\.00", screen)
+        fired = screen.split("latest alerts")[1]
+        assert re.search(r"acme .*ASR under 35% .*asr .*25(\.00)? .*< 35", fired), fired
     finally:
         status = interrupt(process, master)
     assert status == 0
