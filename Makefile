@@ -3,7 +3,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chromium pango kafka-jars
+.PHONY: demo test chromium pango kafka-jars wrk
 
 demo: $(STAMP) pango
 	$(VENV)/bin/cdrflow demo
@@ -35,3 +35,8 @@ pango:
 kafka-jars: $(STAMP)
 	@command -v mvn >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y maven openjdk-17-jdk-headless; }
 	$(VENV)/bin/python -m pipelines.kafka_broker jars
+
+# The HTTP load generator of the live worker's benchmark (bench/live.py: POST /authorize),
+# from Debian's packages; only the benchmark needs it.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; }

@@ -84,10 +84,17 @@ def stream_command(home: Path, bootstrap: str, topic: str, group: str) -> list[s
 
 
 def run_stream(
-    work: Path, broker: Broker, topic: str, count: int, workers: int, rate: float = 0.0
+    work: Path,
+    broker: Broker,
+    topic: str,
+    count: int,
+    workers: int,
+    rate: float = 0.0,
+    home: Path | None = None,
 ) -> tuple[dict[str, float], Path]:
-    """Workers up, the simulator sending, until the lake holds every message."""
-    home = new_home(work / f"home-{topic}")
+    """Workers up, the simulator sending, until the lake holds every message; in ``home``
+    (one with the sample catalog) or a new one."""
+    home = home or new_home(work / f"home-{topic}")
     logs = [open(work / f"{topic}-worker{i}.log", "wb") for i in range(workers)]  # noqa: SIM115
     procs = [
         subprocess.Popen(stream_command(home, broker.bootstrap, topic, f"g-{topic}"), stdout=log,

@@ -1,4 +1,4 @@
-"""``cdrflow live``: the real-time app (SPEC §9): ``worker`` runs it."""
+"""``cdrflow live``: the real-time app (SPEC §9): ``worker`` runs it, ``top`` watches it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.context import home_of, operator_errors
+from pipelines.cli.live_top import top
 
 live = typer.Typer(
     help="Real time (SPEC §9): live balances, alerts and call authorization.",
     no_args_is_help=True,
 )
+live.command("top")(top)
 
 
 @live.command("worker")

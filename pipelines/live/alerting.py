@@ -6,7 +6,8 @@ firings recorded, published and delivered.
 from Kafka), an ``after_batch`` hook that evaluates the alerts of the customers whose values
 changed, a 1-second timer that evaluates alerts the catalog added or edited (so an alert whose
 condition is already true fires without waiting for the customer's next call), and the
-``Outbox`` task that publishes to the ``alerts`` topic and delivers. The order of a firing's
+``Outbox`` task that publishes to the ``alerts`` topic and delivers, and ``GET /alerts``
+(the newest firings and their deliveries, for ``cdrflow live top``). The order of a firing's
 steps, and why a crash never fires anything twice, is ``pipelines.live.outbox``'s docstring.
 """
 
@@ -22,14 +23,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipelines.live.alerts import Alert, Firing, State, by_customer, evaluate
-from pipelines.live.deliver import Deliverer, DeliverySettings, delivery_settings
-from pipelines.live.firings import Ledger
+from pipelines.live.deliver import Deliverer, DeliverySettings, channel_of, delivery_settings
+from pipelines.live.firings import Ledger, Settled
 from pipelines.live.outbox import KafkaPublisher, Outbox, Publisher
 
 log = logging.getLogger("cdrflow.live.alerts")
 TABLE = "alert_states"
 CHECK = 1.0  # seconds between looks for alerts the catalog added or edited
 START_WAIT = 60.0  # seconds a batch waits for the lake's firings to be read at the start
+LATEST, MOST = 20, 1000  # firings GET /alerts shows unless told, and at most
 
 Values = Mapping[str, Decimal | int | None]
 
@@ -213,7 +215,33 @@ def install(live: LiveApp, settings: DeliverySettings | None = None) -> Alerting
                 log.error("alerts: the outbox stopped (%s: %s)", type(exc).__name__, exc)
 
     live.app.task(outbox)
+
+    async def latest(web: Any, request: Any) -> Any:
+        """``GET /alerts[?limit=N]``: the newest firings (20 unless told, at most
+        ``MOST``), newest first, each with its delivery (``pending`` until settled)."""
+        raw = request.query.get("limit", str(LATEST))
+        if not raw.isdigit() or not 1 <= int(raw) <= MOST:
+            return web.json({"error": f"limit must be a whole number 1..{MOST}"}, status=400)
+        ledger = alerting.ledger
+        if ledger is None:
+            return web.json({"error": "the lake's alert firings are being read"}, status=503)
+        try:
+            pairs = await asyncio.to_thread(ledger.latest, int(raw))
+        except Exception as exc:  # the lake's disk: one line, never a stop
+            log.warning("GET /alerts: %s", exc)
+            return web.json({"error": str(exc)}, status=500)
+        return web.json([latest_json(f, s) for f, s in pairs])
+
+    live.app.page("/alerts", name="alerts")(latest)
     return alerting
+
+
+def latest_json(firing: Firing, settled: Settled | None) -> dict[str, Any]:
+    """A firing as ``GET /alerts`` shows it: its message, the kind of its recipient (not
+    the recipient: a webhook's URL may hold a token) and its delivery."""
+    delivery = {"status": "pending"} if settled is None else settled.to_json()
+    delivery.pop("channel", None)
+    return {**firing.message(), "channel": channel_of(firing.recipient), "delivery": delivery}
 
 
 async def track_changelogs(app: Any) -> None:

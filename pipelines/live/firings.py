@@ -91,6 +91,9 @@ class Ledger:
         self._newest: dict[str, int] = {}  # alert_id → its highest recorded crossing
         self._published: dict[str, tuple[int, int]] = {}  # key → (partition, offset)
         self._settled: set[str] = set()
+        # Records read or written by this process (they never change once written).
+        self._firings: dict[str, Firing] = {}
+        self._outcomes: dict[str, Settled] = {}
         self._scan()
 
     def _scan(self) -> None:
@@ -123,7 +126,53 @@ class Ledger:
     def read(self, key: str) -> Firing:
         with self._lock:
             path = self._fired[key]
-        return _firing(pq.read_table(path, schema=FIRED).to_pylist()[0])
+            cached = self._firings.get(key)
+        if cached is None:
+            cached = _firing(pq.read_table(path, schema=FIRED).to_pylist()[0])
+            with self._lock:
+                self._firings[key] = cached
+        return cached
+
+    def outcome(self, firing: Firing) -> Settled | None:
+        """How the firing's delivery ended; None while it is not settled."""
+        with self._lock:
+            if firing.key not in self._settled:
+                return None
+            cached = self._outcomes.get(firing.key)
+        if cached is None:
+            path = deliveries_root(self.home) / _day(firing) / f"{firing.key}.parquet"
+            row = pq.read_table(path, schema=DELIVERED).to_pylist()[0]
+            cached = Settled(
+                row["channel"], row["status"], row["tries"], row["error"], row["settled_at"]
+            )
+            with self._lock:
+                self._outcomes[firing.key] = cached
+        return cached
+
+    def latest(self, limit: int) -> list[tuple[Firing, Settled | None]]:
+        """The newest ``limit`` firings, newest first, each with its delivery's outcome.
+        Files are ordered by their date, then by when they were written (reading every
+        firing to sort by time would grow with the lake)."""
+
+        def order(path: Path) -> tuple[str, float]:
+            try:
+                return path.parent.name, path.stat().st_mtime
+            except OSError:
+                return path.parent.name, 0.0
+
+        with self._lock:
+            paths = dict(self._fired)
+        newest = sorted(paths, key=lambda k: order(paths[k]), reverse=True)[: max(limit, 0)]
+        out = []
+        for key in newest:
+            firing = self._readable(key)
+            if firing is not None:
+                try:
+                    outcome = self.outcome(firing)
+                except (OSError, ValueError, KeyError, pa.ArrowException):
+                    outcome = None
+                out.append((firing, outcome))
+        return sorted(out, key=lambda pair: pair[0].at, reverse=True)
 
     def recorded(self) -> dict[str, State]:
         """Per alert, the state its newest recorded firing implies: fired (not armed), at
@@ -184,10 +233,12 @@ class Ledger:
         for firing in firings:
             if firing.key in self:
                 continue
-            path = fired_root(self.home) / f"date={firing.at.astimezone(UTC).date()}"
+            path = fired_root(self.home) / _day(firing)
             table = pa.Table.from_pylist([_row(firing)], schema=FIRED)
             if _write_once(table, path / f"{firing.key}.parquet"):
                 new.append(firing)
+                with self._lock:
+                    self._firings[firing.key] = firing
             with self._lock:
                 self._add(firing.key, path / f"{firing.key}.parquet")
         return new
@@ -204,7 +255,7 @@ class Ledger:
 
     def settle(self, firing: Firing, settled: Settled) -> None:
         """The firing's delivery outcome, once (a second call for one key is a no-op)."""
-        path = deliveries_root(self.home) / f"date={firing.at.astimezone(UTC).date()}"
+        path = deliveries_root(self.home) / _day(firing)
         row = {
             "alert_id": firing.alert_id,
             "crossing": firing.crossing,
@@ -216,9 +267,17 @@ class Ledger:
             "fired_at": firing.at,
             "settled_at": settled.settled_at,
         }
-        _write_once(pa.Table.from_pylist([row], schema=DELIVERED), path / f"{firing.key}.parquet")
+        table = pa.Table.from_pylist([row], schema=DELIVERED)
+        written = _write_once(table, path / f"{firing.key}.parquet")
         with self._lock:
             self._settled.add(firing.key)
+            if written:
+                self._outcomes[firing.key] = settled
+
+
+def _day(firing: Firing) -> str:
+    """The hive partition of a firing: the UTC date of its time."""
+    return f"date={firing.at.astimezone(UTC).date()}"
 
 
 def _row(firing: Firing) -> dict[str, Any]:

@@ -208,6 +208,16 @@ def test_a_low_balance_alert_fires_once_per_crossing_through_a_kill(
         assert Decimal(third.body["value"]) < threshold
         assert len(smtp_auth_server.wait(2)) == 2
         wait_for(lambda: len(deliveries(home)) == 6, "every delivery settled")
+        # The newest firings, as `cdrflow live top` asks for them.
+        status, latest = live.get("/alerts?limit=3")
+        assert status == 200
+        assert [a["crossing"] for a in latest] == [2, 2, 2]
+        assert {a["alert_id"] for a in latest} == {"low-hook", "low-mail", "low-fail"}
+        assert {a["alert_id"]: a["delivery"]["status"] for a in latest} == {
+            "low-hook": "delivered", "low-mail": "delivered", "low-fail": "failed",
+        }  # fmt: skip
+        assert live.get("/alerts?limit=many")[0] == 400
+        assert len(live.get("/alerts")[1]) == 6
         logs.append(live.stop())
     finally:
         live.kill()

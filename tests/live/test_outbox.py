@@ -14,9 +14,10 @@ import duckdb
 import pytest
 
 from pipelines.kafka_broker import Broker
+from pipelines.live.alerting import latest_json
 from pipelines.live.alerts import Firing, State
 from pipelines.live.deliver import Deliverer, DeliverySettings
-from pipelines.live.firings import Ledger, deliveries_root, fired_root, published_root
+from pipelines.live.firings import Ledger, Settled, deliveries_root, fired_root, published_root
 from pipelines.live.outbox import KafkaPublisher, Outbox
 from tests.kafka.reader import consume
 from tests.live.conftest import Webhook
@@ -240,3 +241,29 @@ def test_a_damaged_firing_file_stops_nothing_else(
     unpublished, _ = again.pending()
     assert [f.key for f in unpublished] == ["other~1"]
     assert "alert firing acme-low~1: its lake file cannot be read" in caplog.text
+
+
+def test_the_latest_firings_with_their_deliveries(home: Path) -> None:
+    ledger = Ledger(home)
+    old = firing("a@b.example", 1)
+    hook = firing("https://h.example/x?token=t", 2, at=AT + timedelta(days=1))
+    new = firing("a@b.example", 1, "other", at=AT + timedelta(days=2))
+    for one in (old, hook, new):
+        ledger.record([one])
+    done = Settled("webhook", "failed", 5, "HTTP 500 Internal Server Error", AT + timedelta(days=1))
+    ledger.settle(hook, done)
+    assert ledger.latest(2) == [(new, None), (hook, done)]
+    again = Ledger(home)  # the outcome read back from the lake
+    assert again.latest(10) == [(new, None), (hook, done), (old, None)]
+    assert latest_json(hook, done) == {
+        **hook.message(),
+        "channel": "webhook",
+        "delivery": {
+            "status": "failed",
+            "tries": 5,
+            "error": "HTTP 500 Internal Server Error",
+            "settled_at": "2026-12-08T23:59:59.500000Z",
+        },
+    }
+    assert latest_json(new, None)["delivery"] == {"status": "pending"}
+    assert "token" not in json.dumps(latest_json(hook, done))
