@@ -87,6 +87,7 @@ from pipelines.kafka_broker import Broker
 from pipelines.kafka_out import PRODUCER_DEFAULTS, PRODUCER_REQUIRED
 from pipelines.lakefiles import lake_root, whole_runs
 from pipelines.usage import RATED_COLUMNS, batch_messages
+from rating.authorize import problem
 
 PATIENCE = 600.0  # seconds before a stuck run is given up on: a bound, not a deadline
 POLL = 0.1  # seconds between two looks at the live balances
@@ -475,7 +476,8 @@ def unlimited_home(root: Path) -> Path:
 
 def auth_bodies(path: Path, count: int) -> list[dict[str, Any]]:
     """Authorization requests made of the first ``count`` simulated CDRs of ``path`` that
-    parse: the §4 fields a switch knows before the call (the callid is the script's)."""
+    parse and make a valid call: the §4 fields a switch knows before the call (the callid
+    is the script's)."""
     bodies = []
     with path.open() as f:
         for line in f:
@@ -485,7 +487,10 @@ def auth_bodies(path: Path, count: int) -> list[dict[str, Any]]:
                 continue
             if not isinstance(cdr, dict) or not isinstance(cdr.get("dest_number"), str):
                 continue
-            bodies.append({k: cdr[k] for k in AUTH_FIELDS if cdr.get(k) not in (None, "")})
+            body = {k: cdr[k] for k in AUTH_FIELDS if cdr.get(k) not in (None, "")}
+            if problem({"callid": "c", **body}) is not None:
+                continue  # the simulator's deliberately malformed CDRs are no calls
+            bodies.append(body)
             if len(bodies) == count:
                 break
     return bodies

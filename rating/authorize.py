@@ -3,10 +3,14 @@
 Pure: the compiled tables and catalog rows of one version, the calls, the time and each
 customer's funds in; a ``Decision`` per call out. Who pays, the route and the rate row are
 the engine's own (``rating.engine.price`` on a batch of the calls, with the auth entry that
-identified each), so authorization never disagrees with rating. The reasons are checked in
-the order of §9: ``unknown_customer``, ``not_active``, ``cli_denied``, ``no_route``,
-``no_rate``, then the live limits ``channels`` and ``cps`` (state: the caller applies them,
-``Decision.limited``), then ``credit``.
+identified each), so authorization never disagrees with rating. The authorizer keeps those
+answers by the fields ``price`` reads (customer_id, source_ip, sip_user, dest_number,
+direction) while the time stays between two adjacent effective_from/effective_to boundaries
+of the rate rows, the only part of routing that depends on the time: a call whose fields were
+seen in that window is not priced again, and the rate in effect now is always the answer.
+The reasons are checked in the order of §9: ``unknown_customer``, ``not_active``,
+``cli_denied``, ``no_route``, ``no_rate``, then the live limits ``channels`` and ``cps``
+(state: the caller applies them, ``Decision.limited``), then ``credit``.
 
 ``max_seconds`` is exact: the billed durations a call longer than grace can have are the
 first billed step ``b0`` (the engine's billing of a call of grace + 1 seconds) and then
@@ -31,9 +35,9 @@ import pyarrow as pa
 
 from rating import kernels
 from rating.cli_rules import first_match
-from rating.engine import Usage, _charge_exact, draw, price
+from rating.engine import DAY_US, Usage, _charge_exact, draw, price
 from rating.modes import Rounding, round_ratio
-from rating.tables import Tables
+from rating.tables import NEVER_AFTER, NEVER_BEFORE, Tables
 from schemas.cdr import INPUT, TIME
 from schemas.errors import CdrflowError
 
@@ -132,6 +136,34 @@ class Limit:
     cps: int | None = None
 
 
+# A call's fields that ``price`` reads (with the time): the routing cache's key.
+RouteKey = tuple[str | None, str | None, str | None, str, str | None]
+ROUTES_MAX = 100_000  # entries of the routing cache; emptied when it reaches that
+
+
+@dataclass(frozen=True)
+class Route:
+    """The engine's answer for one call's routing fields (``price``; indexes into the
+    compiled tables, -1 none) and the first billed step of its rate row."""
+
+    customer: int
+    card: int
+    row: int
+    start: int
+    entry: int
+    first_step: int
+
+
+def route_key(call: Mapping[str, Any]) -> RouteKey:
+    return (
+        call.get("customer_id"),
+        call.get("source_ip"),
+        call.get("sip_user"),
+        call["dest_number"],
+        call.get("direction"),
+    )
+
+
 class Authorizer:
     """One catalog version made ready for authorization: the compiled tables, each
     customer's and auth entry's limits, and each customer's CLI rules in catalog order.
@@ -151,6 +183,26 @@ class Authorizer:
             if rule["customer_id"] in index:
                 rules.setdefault(index[rule["customer_id"]], []).append(rule)
         self.cli_rules = rules
+
+        # The routing cache: the engine's own answer for a call's routing fields, kept
+        # while the time stays between two adjacent effective_from/effective_to boundaries
+        # of the rate rows (the only part of ``price`` that depends on the time).
+        bounds = tables.versions[:, :2].ravel() if tables.versions.size else np.empty(0, np.int64)
+        inner = bounds[bounds < NEVER_AFTER]
+        self._bounds = np.unique(np.concatenate([bounds, inner + 1]))
+        self._routes: dict[RouteKey, Route] = {}
+        self._routes_from, self._routes_until = 0, -1  # an empty window: filled on first use
+
+    def routes(self, at: int) -> dict[RouteKey, Route]:
+        """The routing cache at ``at`` (µs since the epoch): emptied when ``at`` leaves the
+        window between the rate rows' boundaries it was filled in, or when it is full. A
+        rate row effective from (or to) ``t`` is thus never answered past ``t``."""
+        if not self._routes_from <= at < self._routes_until or len(self._routes) >= ROUTES_MAX:
+            k = int(np.searchsorted(self._bounds, at, side="right"))
+            self._routes_from = int(self._bounds[k - 1]) if k else NEVER_BEFORE
+            self._routes_until = int(self._bounds[k]) if k < self._bounds.size else NEVER_AFTER
+            self._routes = {}
+        return self._routes
 
     @staticmethod
     def of(tables: Tables, rows: Rows) -> Authorizer:
@@ -247,18 +299,36 @@ def decide_many(
     cap: int = DEFAULT_CAP,
 ) -> list[Decision]:
     """Decide valid calls (``problem`` None) at ``now``, each on its own (credit and
-    package seconds are not reserved between them): one ``price`` for all of them, then
-    each call's checks in §9 order. ``funds`` gives a customer's funds by customer_id; it is
+    package seconds are not reserved between them): one ``price`` for those whose routing
+    fields the authorizer has not seen since the last rate boundary (``Authorizer.routes``),
+    then each call's checks in §9 order. ``funds`` gives a customer's funds by customer_id; it is
     asked once per customer, and only for customers with a call that reaches the credit
     check. The live limits are left to the caller (``Decision.limited``)."""
     if not calls:
         return []
     tables = authorizer.tables
     at = (now.astimezone(UTC) - _EPOCH) // _US
-    entries = np.empty(len(calls), np.int64)
-    priced = price(tables, _batch(calls, at), entries)
-    first = _first_steps(tables, priced.row, priced.card)
-    customers, cards, rows = priced.customer.tolist(), priced.card.tolist(), priced.row.tolist()
+    routes = authorizer.routes(at)
+    keys = [route_key(call) for call in calls]
+    missing: dict[RouteKey, int] = {}
+    for i, key in enumerate(keys):
+        if key not in routes and key not in missing:
+            missing[key] = i
+    if missing:  # the engine's own answers, for the routing fields not seen in this window
+        asked = [calls[i] for i in missing.values()]
+        entries = np.empty(len(asked), np.int64)
+        priced = price(tables, _batch(asked, at), entries)
+        steps = _first_steps(tables, priced.row, priced.card).tolist()
+        for j, (key, c, card, row, start, entry) in enumerate(
+            zip(missing, priced.customer.tolist(), priced.card.tolist(), priced.row.tolist(),
+                priced.start.tolist(), entries.tolist(), strict=True)
+        ):  # fmt: skip
+            routes[key] = Route(c, card, row, start, entry, steps[j])
+    found = [routes[key] for key in keys]
+    customers = [r.customer for r in found]
+    cards = [r.card for r in found]
+    rows = [r.row for r in found]
+    first = [r.first_step for r in found]
     reasons: list[str | None] = []
     for i, call in enumerate(calls):
         c = customers[i]
@@ -277,10 +347,17 @@ def decide_many(
     priceable = [i for i, reason in enumerate(reasons) if reason is None]
     money = {c: funds(tables.customer_ids[c]) for c in {customers[i] for i in priceable}}
     drawn = {c: f.drawn for c, f in money.items()}
-    free = packages_left(
-        tables, priced.customer, priced.days, priced.batch["dest_number"], priced.start,
-        priceable, drawn,
-    )  # fmt: skip
+    free: dict[int, int] = {}
+    if priceable:
+        free = packages_left(
+            tables,
+            np.array(customers, np.int64),
+            np.full(len(calls), at // DAY_US, np.int64),
+            pa.chunked_array([pa.array([call["dest_number"] for call in calls], pa.string())]),
+            np.array([r.start for r in found], np.int64),
+            priceable,
+            drawn,
+        )
     out = []
     for i, call in enumerate(calls):
         c, card, row, reason = customers[i], cards[i], rows[i], reasons[i]
@@ -301,7 +378,7 @@ def decide_many(
                 rate=int(tables.row_rate[row]) if row >= 0 and c >= 0 else None,
                 max_seconds=seconds,
                 customer=c,
-                auth_entry=int(entries[i]),
+                auth_entry=found[i].entry,
                 first_step=int(first[i]),
                 package_seconds=free.get(i, 0),
             )
@@ -514,6 +591,7 @@ __all__ = [
     "Decision",
     "Funds",
     "Limit",
+    "Route",
     "cost",
     "decide",
     "decide_many",

@@ -3,7 +3,7 @@ call, and ``max_seconds`` against hand-computed cases and against the engine's o
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -669,3 +669,64 @@ def test_packages_left_is_each_calls_own_draw_of_everything(
 def _batch_of(calls: list[dict[str, Any]]) -> pa.Table:
     rows = [{**c, "dt": NOW, "sip_code": 200} for c in calls]
     return pa.Table.from_pylist(rows, schema=INPUT)
+
+
+# -- the routing cache -------------------------------------------------------------------------
+
+
+def _two_versions() -> dict[str, Any]:
+    """Card k's 44 at 0.60 until NOW + 1 min, then at 1.20 (a row effective from then)."""
+    snapshot = catalog()
+    boundary = "2026-11-18T10:31:00Z"
+    snapshot["rates"][0]["effective_to"] = boundary
+    snapshot["rates"].append(
+        {**snapshot["rates"][0], "id": 2, "rate": Decimal("1.20"), "effective_from": boundary,
+         "effective_to": None}
+    )  # fmt: skip
+    return snapshot
+
+
+def test_the_routing_cache_answers_the_rate_in_effect_as_a_boundary_passes() -> None:
+    snapshot = _two_versions()
+    made = authorizer(snapshot)  # one authorizer, its cache kept between the calls
+    call = {"callid": "x", "dest_number": NUMBER, "customer_id": "c"}
+    before = datetime(2026, 11, 18, 10, 30, 59, 999_999, tzinfo=UTC)
+    at = datetime(2026, 11, 18, 10, 31, tzinfo=UTC)
+    assert decide(made, call, NOW, funds("100")).rate == 600_000
+    assert made.routes((NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
+    assert decide(made, call, before, funds("100")).rate == 600_000
+    assert decide(made, call, at, funds("100")).rate == 1_200_000
+    assert decide(made, call, before, funds("100")).rate == 600_000  # back again: exact
+    # Each answer is the one a fresh authorizer (an empty cache) gives.
+    for moment in (NOW, before, at):
+        assert decide(made, call, moment, funds("3")) == decide(
+            authorizer(snapshot), call, moment, funds("3")
+        )
+
+
+def test_the_routing_cache_is_per_catalog_version() -> None:
+    snapshot = catalog()
+    first = authorizer(snapshot)
+    call = {"callid": "x", "dest_number": NUMBER, "customer_id": "c"}
+    assert decide(first, call, NOW, funds("100")).allow
+    edited = catalog(status="suspended")
+    assert decide(authorizer(edited), call, NOW, funds("100")).reason == "not_active"
+    moved = catalog()
+    moved["routes"] = [_route(1, "c", dial="33")]
+    assert decide(authorizer(moved), call, NOW, funds("100")).reason == "no_route"
+    assert decide(first, call, NOW, funds("100")).allow  # the old version's own cache
+
+
+def test_calls_of_one_batch_sharing_routing_fields_get_their_own_answers() -> None:
+    made = authorizer(catalog())
+    calls = [
+        {"callid": "a", "dest_number": NUMBER, "customer_id": "c"},
+        {"callid": "b", "dest_number": NUMBER, "customer_id": "c"},
+        {"callid": "c", "dest_number": "33123", "customer_id": "c"},
+        {"callid": "d", "dest_number": NUMBER, "customer_id": "nobody"},
+    ]
+    fresh = decide_many(made, calls, NOW, funds("1"))
+    again = decide_many(made, calls, NOW, funds("1"))  # all from the cache now
+    assert fresh == again
+    assert [d.callid for d in again] == ["a", "b", "c", "d"]
+    assert [d.reason for d in again] == [None, None, "no_rate", "unknown_customer"]
