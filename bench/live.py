@@ -418,7 +418,7 @@ def run_e2e(broker: Broker, work: Path, count: int, partitions: int) -> dict[str
     runs: dict[str, dict[str, float]] = {}
     topic = "cdrs-e2e-alone"
     broker.create_topic(topic, partitions)
-    runs["stream worker alone"], _ = run_stream(work, broker, topic, count, 1)
+    runs["stream worker alone"], _ = run_stream(work, broker, topic, count, 1, published=True)
     # The live worker reads the usage topic; its home is the stream's, so it seeds from the
     # same (empty) lake and counts each batch once.
     topic = "cdrs-e2e-live"
@@ -428,7 +428,7 @@ def run_e2e(broker: Broker, work: Path, count: int, partitions: int) -> dict[str
     with live_worker(home, broker, topic, work) as worker:
         live_cpu = cpu_seconds(worker.pid)
         before = worker.balances()
-        run, home = run_stream(work, broker, topic, count, 1, home=home)
+        run, home = run_stream(work, broker, topic, count, 1, home=home, published=True)
         landed_at = time.time()
         money = lake_money(home)
         give_up = time.monotonic() + PATIENCE
@@ -438,7 +438,8 @@ def run_e2e(broker: Broker, work: Path, count: int, partitions: int) -> dict[str
                 run["lag"] = time.time() - landed_at
                 break
             if time.monotonic() > give_up:
-                raise RuntimeError("the live balances never counted the stream's batches")
+                left = {c: str(now[c] - before[c] + m) for c, m in money.items() if c in before}
+                raise RuntimeError(f"the live balances never counted the stream's batches: {left}")
             time.sleep(POLL)
         run["live_cpu"] = cpu_seconds(worker.pid) - live_cpu
     runs["stream worker + live worker"] = run
