@@ -132,7 +132,7 @@ def run_stream(
         # From the first message produced (its Kafka timestamp), not from the simulator's
         # launch: its own start (Python, the catalog) is not the pipeline's time.
         seconds = time.time() - first_produced(broker, topic)
-        simulator.wait(60)
+        simulator.communicate(timeout=60)  # its stderr pipe read and closed too
         used = [cpu_seconds(p.pid) - c for p, c in zip(procs, worker_cpu, strict=True)]
         return {
             "seconds": seconds,
