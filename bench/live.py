@@ -45,6 +45,7 @@ and a home with the sample catalog, then:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -190,11 +191,12 @@ class LiveWorker:
 @contextmanager
 def live_worker(home: Path, broker: Broker, topic: str, work: Path) -> Iterator[LiveWorker]:
     """``cdrflow live worker`` on ``home`` reading ``<topic>.usage``, until its web views
-    answer; stopped (SIGTERM to its group, then SIGKILL) whatever happens."""
+    answer; stopped (SIGTERM to its group, then SIGKILL) whatever happens. An app id of its
+    own: a worker of another run's id would recover that run's tables from Kafka."""
     port = free_port()
     log = work / f"live-{topic}.log"
     command = [CDRFLOW, "--home", str(home), "live", "worker", "--bootstrap", broker.bootstrap,
-               "--topic", topic, "--web-port", str(port)]  # fmt: skip
+               "--topic", topic, "--web-port", str(port), "--app-id", f"bench-{topic}"]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
@@ -419,7 +421,7 @@ def run_e2e(broker: Broker, work: Path, count: int, partitions: int) -> dict[str
     runs: dict[str, dict[str, float]] = {}
     topic = "cdrs-e2e-alone"
     broker.create_topic(topic, partitions)
-    runs["stream worker alone"], _ = run_stream(work, broker, topic, count, 1)
+    runs["stream worker alone"], _ = run_stream(work, broker, topic, count, 1, published=True)
     # The live worker reads the usage topic; its home is the stream's, so it seeds from the
     # same (empty) lake and counts each batch once.
     topic = "cdrs-e2e-live"
@@ -429,7 +431,7 @@ def run_e2e(broker: Broker, work: Path, count: int, partitions: int) -> dict[str
     with live_worker(home, broker, topic, work) as worker:
         live_cpu = cpu_seconds(worker.pid)
         before = worker.balances()
-        run, home = run_stream(work, broker, topic, count, 1, home=home)
+        run, home = run_stream(work, broker, topic, count, 1, home=home, published=True)
         landed_at = time.time()
         money = lake_money(home)
         give_up = time.monotonic() + PATIENCE
@@ -439,7 +441,8 @@ def run_e2e(broker: Broker, work: Path, count: int, partitions: int) -> dict[str
                 run["lag"] = time.time() - landed_at
                 break
             if time.monotonic() > give_up:
-                raise RuntimeError("the live balances never counted the stream's batches")
+                left = {c: str(now[c] - before[c] + m) for c, m in money.items() if c in before}
+                raise RuntimeError(f"the live balances never counted the stream's batches: {left}")
             time.sleep(POLL)
         run["live_cpu"] = cpu_seconds(worker.pid) - live_cpu
     runs["stream worker + live worker"] = run
@@ -649,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bodies", type=int, default=2_000, help="distinct requests")
     parser.add_argument("--e2e-cdrs", type=int, default=1_000_000, help="0 skips it")
     parser.add_argument("--skip-usage", action="store_true")
+    parser.add_argument("--keep", type=Path, help="work in this new directory, kept (logs)")
     parser.add_argument("--skip-auth", action="store_true")
     args = parser.parse_args(argv)
     console = Console()
@@ -659,8 +663,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load average {info['load']}"
     )
     targets = []
-    with tempfile.TemporaryDirectory(prefix="cdrflow-bench-live-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep is None:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cdrflow-live-")))
+        else:
+            work = args.keep
+            work.mkdir(parents=True, exist_ok=False)
         path, scratch = simulated(work, args.cdrs)
         with Broker.start(work / "broker", die_with_parent=True) as broker:
             broker.create_topic("warm-up", args.partitions)

@@ -43,6 +43,7 @@ from pipelines.catalog.csvdir import import_directory
 from pipelines.cli.demo import sample_catalog
 from pipelines.kafka_broker import Broker
 from pipelines.lakefiles import committed_runs, lake_root
+from pipelines.stream import published_mark
 
 CDRFLOW = str(Path(sys.executable).parent / "cdrflow")
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,12 @@ def landed(home: Path, topic: str) -> int:
     )
 
 
+def all_published(home: Path, topic: str) -> bool:
+    """Every committed batch of ``topic`` is marked published (``pipelines.stream``)."""
+    runs = [r["run"] for r in committed_runs(home) if r.get("stream", {}).get("topic") == topic]
+    return all(published_mark(home, run).exists() for run in runs)
+
+
 def simulate_command(home: Path, bootstrap: str, topic: str, count: int, rate: float) -> list[str]:
     return [CDRFLOW, "--home", str(home), "simulate", "--count", str(count), "--kafka", bootstrap,
             "--topic", topic, "--rate", str(rate), "--seed", "1", "--days", "1"]  # fmt: skip
@@ -91,9 +98,12 @@ def run_stream(
     workers: int,
     rate: float = 0.0,
     home: Path | None = None,
+    published: bool = False,
 ) -> tuple[dict[str, float], Path]:
-    """Workers up, the simulator sending, until the lake holds every message; in ``home``
-    (one with the sample catalog) or a new one."""
+    """Workers up, the simulator sending, until the lake holds every message (and, when
+    ``published``, every batch is marked published to the output topics: a worker stopped
+    sooner leaves its last batches to the next one); in ``home`` (one with the sample
+    catalog) or a new one."""
     home = home or new_home(work / f"home-{topic}")
     logs = [open(work / f"{topic}-worker{i}.log", "wb") for i in range(workers)]  # noqa: SIM115
     procs = [
@@ -111,7 +121,7 @@ def run_stream(
             stderr=subprocess.PIPE,
         )
         sim_cpu = 0.0
-        while landed(home, topic) < count:
+        while landed(home, topic) < count or (published and not all_published(home, topic)):
             if simulator.poll() is None:
                 sim_cpu = cpu_seconds(simulator.pid)
             elif simulator.returncode != 0:
@@ -122,7 +132,7 @@ def run_stream(
         # From the first message produced (its Kafka timestamp), not from the simulator's
         # launch: its own start (Python, the catalog) is not the pipeline's time.
         seconds = time.time() - first_produced(broker, topic)
-        simulator.wait(60)
+        simulator.communicate(timeout=60)  # its stderr pipe read and closed too
         used = [cpu_seconds(p.pid) - c for p, c in zip(procs, worker_cpu, strict=True)]
         return {
             "seconds": seconds,

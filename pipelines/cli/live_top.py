@@ -69,7 +69,7 @@ COLUMNS = (
 )
 DROPS = ("name", "currency", "pdd", "status", "acd", "cps", "asr")
 ALERT_COLUMNS = (
-    Column("at", "at", keep=True),
+    Column("at", "at (UTC)", keep=True),
     Column("customer_id", "customer", keep=True),
     Column("name", "alert"),
     Column("area", "area", keep=True),
@@ -168,12 +168,26 @@ def cell(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def moment(value: Any) -> Any:
+    """An ISO 8601 UTC time as ``YYYY-MM-DD HH:MM:SS`` (the column says UTC); anything else
+    as it came."""
+    if not isinstance(value, str):
+        return value
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if at.tzinfo is not None:
+        at = at.astimezone(UTC)
+    return f"{at:%Y-%m-%d %H:%M:%S}"
+
+
 def _alert_row(alert: Mapping[str, Any]) -> dict[str, Any]:
     condition = f"{cell(alert.get('operator'))} {cell(alert.get('threshold'))}".strip()
     delivery = alert.get("delivery")
     if isinstance(delivery, Mapping):
         delivery = delivery.get("status")
-    return {**alert, "condition": condition, "delivery": delivery}
+    return {**alert, "at": moment(alert.get("at")), "condition": condition, "delivery": delivery}
 
 
 def fitting(

@@ -54,7 +54,7 @@ CUSTOMERS: list[dict[str, Any]] = [
 ALERTS: list[dict[str, Any]] = [
     {"alert_id": "acme-low-balance", "crossing": 1, "customer_id": "acme",
      "name": "Balance below 100", "area": "balance", "operator": "<", "threshold": "100",
-     "value": "-123.456789", "at": "2026-12-07T10:15:00Z", "channel": "email",
+     "value": "-123.456789", "at": "2026-12-07T10:15:00.123456Z", "channel": "email",
      "delivery": {"status": "delivered", "tries": 1}},
     {"alert_id": "globex-asr", "crossing": 3, "customer_id": "globex", "name": "ASR under 35%",
      "area": "asr", "operator": "<", "threshold": "35", "value": "20.5",
@@ -167,9 +167,9 @@ def test_once_draws_every_customer_with_money_as_sent(server: FixedServer) -> No
     alerts = done.stdout.split("latest alerts", 1)[1].splitlines()
     assert "acme-low-balance" not in "".join(alerts)  # the alert's name is shown, not its id
     newest, older = (line for line in alerts if line.startswith("│"))  # newest first
-    assert re.search(r"2026-12-07T10:20:00Z .*globex .*ASR under 35% .*asr .*20\.5 .*< 35 "
+    assert re.search(r"2026-12-07 10:20:00 .*globex .*ASR under 35% .*asr .*20\.5 .*< 35 "
                      r".*pending", newest)  # fmt: skip
-    assert re.search(r"2026-12-07T10:15:00Z .*acme .*Balance below 100 .*balance .*-123\.456789"
+    assert re.search(r"2026-12-07 10:15:00 .*acme .*Balance below 100 .*balance .*-123\.456789"
                      r" .*< 100 .*delivered", older)  # fmt: skip
     one = top("--url", server.url, "--once", "--alerts", "1").stdout.split("latest alerts")[1]
     assert "ASR under 35%" in one and "Balance below 100" not in one
@@ -303,10 +303,10 @@ def spawn(args: list[str], slave: int) -> subprocess.Popen[bytes]:
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def read_until(master: int, done: Any, seen: list[str] | None = None) -> str:
-    """What the terminal shows, read until ``done(text)`` holds for the text since the last
-    screen start (rich redraws in place): that screen's text."""
-    buffer = seen if seen is not None else [""]
+def read_until(master: int, done: Any) -> str:
+    """What the terminal shows, read until ``done(text)`` holds for a whole screen (rich
+    redraws in place: a screen is whole once the next one has begun); that screen's text."""
+    buffer = ""
     give_up = time.monotonic() + PATIENCE
     while time.monotonic() < give_up:
         ready, _, _ = select.select([master], [], [], 0.5)
@@ -315,16 +315,12 @@ def read_until(master: int, done: Any, seen: list[str] | None = None) -> str:
                 chunk = os.read(master, 65536)
             except OSError:
                 break
-            buffer[0] += chunk.decode(errors="replace")
-            text = ANSI.sub("", buffer[0])
-            screens = text.split("customers · ")
-            if len(screens) > 1 and done(screens[-1]):
-                latest = screens[-1]
-                buffer[0] = ""
-                return latest
-    raise AssertionError(
-        f"the terminal never showed it; it ends:\n{ANSI.sub('', buffer[0])[-3000:]}"
-    )
+            buffer += chunk.decode(errors="replace")
+            screens = ANSI.sub("", buffer).split("customers · ")[1:-1]
+            for screen in reversed(screens):
+                if done(screen):
+                    return screen
+    raise AssertionError(f"the terminal never showed it; it ends:\n{ANSI.sub('', buffer)[-3000:]}")
 
 
 def interrupt(process: subprocess.Popen[bytes], master: int) -> int:
