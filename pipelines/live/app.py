@@ -69,6 +69,8 @@ TAKE_WITHIN = 1.0
 RETRY = 5.0  # seconds before a batch that could not be counted is tried again
 METRICS_EVERY = 10.0  # seconds between the metrics lines
 TICK = 1.0  # seconds between the lake follower's looks, the catalog's, and the hooks' calls
+# Allocations between two young collections (CPython's default: 700).
+GC_YOUNG = 50_000
 # Keys of the progress table.
 SEED, CURSOR, NEWEST = "seed", "lake_cursor", "newest_minute"
 
@@ -430,6 +432,11 @@ class Live:
             # tables) lives as long as the worker: out of the collector's sight, a full
             # collection no longer stalls the views for a few hundred ms.
             gc.freeze()
+            # Fewer, larger young collections and a full one only after many of them: the
+            # holds and faust's buffers grow by thousands of objects a second, and each full
+            # collection scans them all while the views wait (CPython's default, 700/10/10,
+            # made one every few seconds).
+            gc.set_threshold(GC_YOUNG, 20, 100)
             self._frozen = True
         self._metrics()
         async with self._lock:
