@@ -139,6 +139,13 @@ class Limit:
 # A call's fields that ``price`` reads (with the time): the routing cache's key.
 RouteKey = tuple[str | None, str | None, str | None, str, str | None]
 ROUTES_MAX = 100_000  # entries of the routing cache; emptied when it reaches that
+# A call's fields that decide which allotments it may draw on: customer (index), dialled
+# number, where the rated number starts in it, and the UTC day (days since the epoch).
+DrawKey = tuple[int, str, int, int]
+# The allotments a call may draw on, in the engine's order: (``Usage``'s key of the
+# allotment's period: allotment × 2^32 + period start day, the allotment's seconds).
+Drawable = tuple[tuple[int, int], ...]
+DRAWABLE_MAX = 100_000  # entries ``Authorizer.drawables`` keeps; emptied when full
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,8 @@ class Authorizer:
         self._bounds = np.unique(np.concatenate([bounds, inner + 1]))
         self._routes: dict[RouteKey, Route] = {}
         self._routes_from, self._routes_until = 0, -1  # an empty window: filled on first use
+        # The allotments a call may draw on, by its customer, number and day (``drawable``).
+        self.drawables: dict[DrawKey, Drawable] = {}
 
     def routes(self, at: int) -> dict[RouteKey, Route]:
         """The routing cache at ``at`` (µs since the epoch): emptied when ``at`` leaves the
@@ -351,12 +360,13 @@ def decide_many(
     if priceable:
         free = packages_left(
             tables,
-            np.array(customers, np.int64),
-            np.full(len(calls), at // DAY_US, np.int64),
-            pa.chunked_array([pa.array([call["dest_number"] for call in calls], pa.string())]),
-            np.array([r.start for r in found], np.int64),
+            customers,
+            [at // DAY_US] * len(calls),
+            [call["dest_number"] for call in calls],
+            [r.start for r in found],
             priceable,
             drawn,
+            authorizer.drawables,
         )
     out = []
     for i, call in enumerate(calls):
@@ -430,28 +440,60 @@ def _first_steps(tables: Tables, rows: I64, cards: I64) -> I64:
 
 def packages_left(
     tables: Tables,
-    customer: I64,
-    days: I64,
-    dest_number: pa.ChunkedArray,
-    start: I64,
+    customer: Sequence[int],
+    days: Sequence[int],
+    numbers: Sequence[str],
+    start: Sequence[int],
     calls: Sequence[int],
     drawn: Mapping[int, Usage | None],
+    known: dict[DrawKey, Drawable] | None = None,
 ) -> dict[int, int]:
-    """The package seconds each of ``calls`` (indexes into the arrays: customer, UTC day,
+    """The package seconds each of ``calls`` (indexes into the sequences: customer, UTC day,
     dialled number and where the rated number starts in it) could still draw (SPEC §5.3),
-    after what each customer has ``drawn``: the engine's own ``draw`` of every second there
-    is. Nothing is reserved between the calls, so each gets its own copy of its customer's
-    allotments (as if it were a customer of its own), their usage seeded from ``drawn``,
-    and one draw serves them all."""
+    after what each customer has ``drawn``: what the engine's own ``draw`` of every second
+    there is would give it alone. Nothing is reserved between the calls.
+
+    Which allotments a call may draw on, and in which period (``drawable``), depends only on
+    the catalog version and those four values, so ``known`` (an ``Authorizer``'s) keeps them
+    between batches; what is left is then each allotment's seconds less what ``drawn`` holds
+    for its period, as ``kernels.draw_packages`` takes it."""
+    known = {} if known is None else known
     left = dict.fromkeys(calls, 0)
-    chosen = [i for i in calls if tables.allot_count[customer[i]] > 0]
-    if not chosen:
-        return left
-    rows = np.array(chosen, np.int64)
-    firsts, counts = tables.allot_first[customer[rows]], tables.allot_count[customer[rows]]
+    keys = {
+        i: (int(customer[i]), numbers[i], int(start[i]), int(days[i]))
+        for i in calls
+        if tables.allot_count[customer[i]] > 0
+    }
+    new = list(dict.fromkeys(key for key in keys.values() if key not in known))
+    if new:
+        if len(known) + len(new) > DRAWABLE_MAX:
+            known.clear()
+        known.update(zip(new, drawable(tables, new), strict=True))
+    spent: dict[int, dict[int, int]] = {}
+    for i, key in keys.items():
+        used = drawn.get(key[0])
+        if used is None:
+            left[i] = sum(seconds for _, seconds in known[key])
+            continue
+        table = spent.get(key[0])
+        if table is None:
+            table = spent[key[0]] = _as_dict(used)
+        left[i] = sum(max(0, seconds - table.get(period, 0)) for period, seconds in known[key])
+    return left
+
+
+def drawable(tables: Tables, calls: Sequence[DrawKey]) -> list[Drawable]:
+    """The allotments each call may draw on (SPEC §5.3: valid on its day, a prefix matching
+    its number), found by the engine's own ``draw`` of every second there is on a fresh
+    usage: each call gets its own copy of its customer's allotments (as if it were a
+    customer of its own), so one draw serves them all and each call draws on every
+    allotment open to it (those with no seconds give nothing and are left out)."""
+    customer = np.array([c for c, _, _, _ in calls], np.int64)
+    counts = tables.allot_count[customer]
+    firsts = tables.allot_first[customer]
     # Copy v of the allotments is real allotment real[v]; call k owns copies from first[k].
     real = np.concatenate([np.arange(f, f + c) for f, c in zip(firsts, counts, strict=True)])
-    first = np.zeros(rows.size, np.int64)
+    first = np.zeros(len(calls), np.int64)
     np.cumsum(counts[:-1], out=first[1:])
     view = replace(
         tables,
@@ -459,29 +501,23 @@ def packages_left(
         allot_count=counts,
         **{name: getattr(tables, name)[real] for name in _ALLOT_ARRAYS},
     )
-    own = np.full(customer.size, -1, np.int64)
-    own[rows] = np.arange(rows.size)
-    billed = np.zeros(customer.size, np.int64)
-    billed[rows] = _ALL
-    usage = Usage()
-    for k, i in enumerate(chosen):
-        used = drawn.get(int(customer[i]))
-        if used is None:
-            continue
-        for v in range(int(first[k]), int(first[k] + counts[k])):
-            a = int(real[v])
-            period = int(
-                kernels.period_start(
-                    int(days[i]), int(tables.allot_freq[a]), int(tables.allot_start[a])
-                )
-            )
-            seconds = _used(used, a * _KEY + period)
-            if seconds:
-                usage.add(v * _KEY + period, seconds)
-    draws = draw(view, own, days, dest_number, start, billed, None, usage)
-    for i in chosen:
-        left[i] = int(draws.seconds[i])
-    return left
+    own = np.arange(len(calls), dtype=np.int64)
+    draws = draw(
+        view,
+        own,
+        np.array([day for _, _, _, day in calls], np.int64),
+        pa.array([number for _, number, _, _ in calls], pa.string()),
+        np.array([s for _, _, s, _ in calls], np.int64),
+        np.full(len(calls), _ALL, np.int64),
+        None,
+        Usage(),
+    )
+    out: list[list[tuple[int, int]]] = [[] for _ in calls]
+    found = zip(draws.row.tolist(), real[draws.allot].tolist(), draws.period.tolist(),
+                draws.drawn.tolist(), strict=True)  # fmt: skip
+    for k, a, period, seconds in found:
+        out[k].append((a * _KEY + period, seconds))
+    return [tuple(allotments) for allotments in out]
 
 
 # The per-allotment arrays of ``Tables`` that ``draw`` reads, and ``Usage``'s key: allotment
@@ -491,10 +527,10 @@ _ALLOT_ARRAYS = ("allot_start", "allot_end", "allot_freq", "allot_seconds", "all
 _KEY = 4294967296
 
 
-def _used(usage: Usage, key: int) -> int:
-    """Seconds ``usage`` holds under ``key`` (0: none)."""
-    slot = kernels.usage_slot(usage.keys, key)
-    return int(usage.values[slot]) if usage.keys[slot] == key else 0
+def _as_dict(usage: Usage) -> dict[int, int]:
+    """``usage`` as a dict: seconds by key."""
+    held = usage.keys != -1
+    return dict(zip(usage.keys[held].tolist(), usage.values[held].tolist(), strict=True))
 
 
 def cost(tables: Tables, customer: int, card: int, row: int, billed: int, free: int) -> int:
@@ -595,6 +631,7 @@ __all__ = [
     "cost",
     "decide",
     "decide_many",
+    "drawable",
     "max_seconds",
     "micro_of",
     "money_text",

@@ -639,15 +639,15 @@ def test_packages_left_is_each_calls_own_draw_of_everything(
         for i, n in enumerate(numbers)
     ]
     priced = price(tables, _batch_of(calls))
-    together = packages_left(
-        tables,
-        priced.customer,
-        priced.days,
-        priced.batch["dest_number"],
-        priced.start,
-        range(len(calls)),
-        {0: usage},
-    )
+    numbers = priced.batch["dest_number"].to_pylist()
+    args = (tables, priced.customer, priced.days, numbers, priced.start, range(len(calls)))
+    together = packages_left(*args, {0: usage})
+    # What it keeps between batches (the allotments open to each call) is the same whatever
+    # was drawn when it was found: first found with nothing drawn, then used with the usage.
+    known: dict[Any, Any] = {}
+    everything = {"4477555": 340, "4420555": 190, "1212555": 240, "3312555": 90}
+    assert packages_left(*args, {}, known) == {i: everything[n] for i, n in enumerate(numbers)}
+    assert packages_left(*args, {0: usage}, known) == together and len(known) == len(set(numbers))
     for i in range(len(calls)):
         alone = Usage(usage.keys.size)
         alone.keys, alone.values = usage.keys.copy(), usage.values.copy()
