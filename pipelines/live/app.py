@@ -620,9 +620,6 @@ def build(settings: LiveSettings) -> Live:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
         value_serializer="json",
-        # The holds' changelog writes (one a call allowed) go out in batches of up to
-        # 5 ms, not one produce request each.
-        producer_linger=0.005,
     )
     live = Live(app, settings, partitions)
     # The modules that plug in, each from its own install().

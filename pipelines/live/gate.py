@@ -8,7 +8,8 @@ equals it; none set is unlimited, 0 allows nothing).
 An allowed call holds a channel until its CDR arrives (its callid in a usage message:
 ``Live.on_callids``, rated or rejected) or ``max_seconds + 60`` s pass (a 1-second timer,
 and a look before every batch of requests). Holds live in the changelog-backed ``holds``
-table (callid → the hold and its answer), so a restarted worker keeps them; a repeated
+table (callid → the hold and its answer), its changelog written a batch of requests at a
+time (``pipelines.live.changelog``), so a restarted worker keeps them; a repeated
 callid that holds a channel gets the same answer again. The CPS window is the allowed
 authorizations of the last second, on the monotonic clock, in memory: a restart loses at
 most one second of it. Hold expiries are on the app's clock (``Live.now``, so
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from faust.web import Request, Response, View
 
+from pipelines.live.changelog import Writes
 from rating.authorize import Authorizer, Decision, Funds, decide_many, micro_of, problem
 
 if TYPE_CHECKING:
@@ -50,39 +52,40 @@ TICK = 1.0
 Scope = tuple[str, str]  # ("customer", customer_id) or ("auth", the auth entry's key)
 
 
-@dataclass(frozen=True)
-class Hold:
-    """A channel held by an allowed call: whose, until when (epoch seconds of the app's
-    clock), and the answer a repeat of its callid gets."""
+# A channel held by an allowed call: (customer_id, the auth entry's key or None, when it
+# ends in epoch seconds of the app's clock, the answer a repeat of its callid gets as JSON
+# text). A plain tuple of strings and numbers, which the collector stops tracking: a busy
+# gate holds hundreds of thousands, and full collections that scanned them all stalled it
+# (docs/benchmarks.md). The holds table keeps ``hold_json``, a dict of the same four.
+Hold = tuple[str, str | None, float, str]
 
-    customer_id: str
-    entry: str | None
-    expires: float
-    answer: dict[str, Any]
 
-    def json(self) -> dict[str, Any]:
-        return {
-            "customer_id": self.customer_id,
-            "entry": self.entry,
-            "expires": self.expires,
-            "answer": self.answer,
-        }
+def hold_of(customer_id: str, entry: str | None, expires: float, answer: Mapping[str, Any]) -> Hold:
+    return (customer_id, entry, float(expires), json.dumps(answer, separators=(",", ":")))
 
-    @staticmethod
-    def of(data: Mapping[str, Any]) -> Hold:
-        return Hold(
-            str(data["customer_id"]),
-            None if data.get("entry") is None else str(data["entry"]),
-            float(data["expires"]),
-            dict(data["answer"]),
-        )
 
-    @property
-    def scopes(self) -> list[Scope]:
-        out: list[Scope] = [("customer", self.customer_id)]
-        if self.entry is not None:
-            out.append(("auth", self.entry))
-        return out
+def hold_json(hold: Hold) -> dict[str, Any]:
+    customer_id, entry, expires, answer = hold
+    return {"customer_id": customer_id, "entry": entry, "expires": expires, "answer": answer}
+
+
+def hold_read(data: Mapping[str, Any]) -> Hold:
+    """A hold from its table value (``hold_json``); KeyError, TypeError or ValueError when
+    it is none."""
+    answer = data["answer"]
+    if not isinstance(answer, str) or not isinstance(json.loads(answer), dict):
+        raise TypeError("its answer is not a JSON object's text")
+    entry = data.get("entry")
+    return (str(data["customer_id"]), None if entry is None else str(entry),
+            float(data["expires"]), answer)  # fmt: skip
+
+
+def hold_scopes(hold: Hold) -> list[Scope]:
+    """The scopes whose channels a hold takes: its customer's, and its auth entry's."""
+    out: list[Scope] = [("customer", hold[0])]
+    if hold[1] is not None:
+        out.append(("auth", hold[1]))
+    return out
 
 
 @dataclass
@@ -106,15 +109,15 @@ class Holds:
         if callid in self.by_callid:
             return
         self.by_callid[callid] = hold
-        for scope in hold.scopes:
+        for scope in hold_scopes(hold):
             self.channels[scope] = self.channels.get(scope, 0) + 1
-        heapq.heappush(self._expiry, (hold.expires, callid))
+        heapq.heappush(self._expiry, (hold[2], callid))
 
     def free(self, callid: str) -> Hold | None:
         """Release ``callid``'s channel; the hold, or None when it held none."""
         hold = self.by_callid.pop(callid, None)
         if hold is not None:
-            for scope in hold.scopes:
+            for scope in hold_scopes(hold):
                 left = self.channels[scope] - 1
                 if left:
                     self.channels[scope] = left
@@ -128,7 +131,7 @@ class Holds:
         while self._expiry and self._expiry[0][0] <= now:
             expires, callid = heapq.heappop(self._expiry)
             hold = self.by_callid.get(callid)
-            if hold is not None and hold.expires == expires:
+            if hold is not None and hold[2] == expires:
                 out.append(callid)
         return out
 
@@ -176,9 +179,9 @@ class Gate:
     def __init__(self, live: Live) -> None:
         self.live = live
         self.table = live.table("holds")
+        self.writes = Writes(live.app, self.table)  # its changelog a batch at a time
         self.holds = Holds()
         self._loaded = False
-        self._warm = False
         self._queue: list[_Request] = []
         self._running: asyncio.Task[None] | None = None
         self.monotonic: Callable[[], float] = time.monotonic
@@ -194,6 +197,7 @@ class Gate:
 
     def values(self, customer_id: str) -> dict[str, Any]:
         """Channels up and CPS now of a customer (its values and JSON)."""
+        self._load()  # a restarted worker's holds, as soon as its tables are recovered
         scope = ("customer", customer_id)
         return {
             "channels": self.holds.channels.get(scope, 0),
@@ -201,22 +205,8 @@ class Gate:
         }
 
     async def tick(self) -> None:
-        if await self.prepare():
+        if self._load():
             self.expire()
-
-    async def prepare(self) -> bool:
-        """Whether the gate can answer: the tables recovered, the holds loaded, and the
-        producer knowing the holds' changelog partitions (a table write from a view picks
-        its partition at once, and fails on a topic the producer has no metadata for)."""
-        if self._warm:
-            return True
-        if not self._load():
-            return False
-        producer: Any = self.live.app.producer
-        topic = self.table.changelog_topic.get_topic_name()
-        await producer._ensure_producer().partitions_for(topic)
-        self._warm = True
-        return True
 
     def expire(self) -> None:
         now = self.live.now().timestamp()
@@ -232,7 +222,7 @@ class Gate:
             return False
         for callid, data in list(self.table.items()):
             try:
-                self.holds.add(str(callid), Hold.of(data))
+                self.holds.add(str(callid), hold_read(data))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("dropped a hold of %s that is not one: %s", callid, exc)
         self._loaded = True
@@ -241,15 +231,14 @@ class Gate:
         return True
 
     def _forget(self, callid: str) -> None:
-        if callid in self.table:
-            del self.table[callid]
+        self.writes.delete(callid)
 
     # -- authorizing -----------------------------------------------------------------------
 
     async def authorize(self, call: dict[str, Any]) -> dict[str, Any]:
         """The answer to one valid call (``rating.authorize.problem`` None), decided with
         the requests that arrive with it."""
-        if not await self.prepare():
+        if not self._load():
             raise NotReady
         request = _Request(call, asyncio.get_running_loop().create_future())
         self._queue.append(request)
@@ -275,7 +264,7 @@ class Gate:
 
     def decide(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The answers to valid calls, in order: decided together, then held one by one."""
-        if not self._warm:
+        if not self._loaded:
             raise NotReady
         self.expire()
         tables, rows = self.live.engine()
@@ -295,7 +284,7 @@ class Gate:
         for i, call in enumerate(calls):
             held = self.holds.get(call["callid"])  # held before, or by a repeat just now
             if held is not None:
-                out.append(held.answer)
+                out.append(json.loads(held[3]))
             else:
                 out.append(self._apply(authorizer, decided[i], now.timestamp(), moment))
         return out
@@ -322,15 +311,15 @@ class Gate:
                 decision = decision.limited(reached)
             elif decision.allow:
                 answer = decision.answer()
-                hold = Hold(
+                hold = hold_of(
                     decision.customer_id or "",
                     entry,
                     now + decision.max_seconds + HOLD_GRACE,
                     answer,
                 )
                 self.holds.add(decision.callid, hold)
-                self.holds.allowed(hold.scopes, moment)
-                self.table[decision.callid] = hold.json()
+                self.holds.allowed(hold_scopes(hold), moment)
+                self.writes.set(decision.callid, hold_json(hold))
                 return answer
         return decision.answer()
 
@@ -419,4 +408,15 @@ def install(live: Live) -> Gate:
     return gate
 
 
-__all__ = ["CPS_WINDOW", "HOLD_GRACE", "MAX_BODY", "Gate", "Hold", "Holds", "install"]
+__all__ = [
+    "CPS_WINDOW",
+    "HOLD_GRACE",
+    "MAX_BODY",
+    "Gate",
+    "Hold",
+    "Holds",
+    "hold_json",
+    "hold_of",
+    "hold_read",
+    "install",
+]

@@ -22,7 +22,7 @@ import pytest
 from pipelines.catalog import Catalog
 from pipelines.catalog.csvdir import import_directory
 from pipelines.kafka_broker import Broker
-from tests.kafka.reader import unique_name
+from tests.kafka.reader import consume, unique_name
 from tests.kafka.test_stream import produce, settled
 from tests.live.process import CDRFLOW, PATIENCE, LiveWorker, _default_signals, wait_for
 
@@ -40,6 +40,7 @@ CATALOG = {
         "tiny,Tiny,active,USD,0,0.05,1,",
         "many,Many,active,USD,20,100,5,",
         "burst,Burst,active,USD,0,100,,2",
+        "open,Open,active,USD,0,1000,,",
     ],
     "rate_cards.csv": [
         "card_id,name,currency,direction,precision,rounding,duration_rounding",
@@ -51,7 +52,7 @@ CATALOG = {
     ],
     "routes.csv": [
         "customer_id,card_id,tech_prefix,strip_digits,dial_string,priority",
-        *(f"{c},k,,0,44|1,0" for c in ("acme", "idle", "poor", "tiny", "many", "burst")),
+        *(f"{c},k,,0,44|1,0" for c in ("acme", "idle", "poor", "tiny", "many", "burst", "open")),
     ],
     "auth.csv": [
         "customer_id,kind,value,tech_prefix,channels,cps,password",
@@ -105,6 +106,7 @@ def live(tmp_path: Path, kafka_broker: Broker, topic: str) -> Any:
             home, kafka_broker.bootstrap, topic, app_id, env={"CDRFLOW_NOW": now.isoformat()}
         )
         worker.home = home  # type: ignore[attr-defined]
+        worker.app_id = app_id  # type: ignore[attr-defined]
         started.append(worker)
         worker.ready()
         return worker
@@ -184,6 +186,30 @@ def test_a_hold_outlives_a_restart_and_ends_after_max_seconds_and_a_minute(live:
     second.stop()
     third = live(NOW + timedelta(seconds=65))
     assert ask(third.url, callid="t2", customer_id="tiny")["allow"]
+
+
+def test_holds_reach_their_changelog_at_once_and_outlive_a_sigkill(
+    live: Any, kafka_broker: Broker
+) -> None:
+    """Concurrent allowed calls write their holds to the changelog in batches: every hold is
+    there while the worker runs (no flush at a clean stop needed), so a worker killed with
+    SIGKILL and restarted holds the same channels and answers a repeat the same."""
+    first = live()
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda i: ask(first.url, callid=f"o{i}", customer_id="open"),
+                                range(60)))  # fmt: skip
+    assert all(a["allow"] for a in answers)
+    records = consume(kafka_broker.bootstrap, f"{first.app_id}-holds-changelog", 60)
+    assert sorted(json.loads(r.key or b"") for r in records) == sorted(f"o{i}" for i in range(60))
+    assert {json.loads(json.loads(r.value)["answer"])["max_seconds"] for r in records} == {
+        answers[0]["max_seconds"]
+    }
+    first.kill()
+    second = live()
+    status, card = second.get("/customers/open")
+    assert (status, card["channels"]) == (200, 60)
+    assert ask(second.url, callid="o7", customer_id="open") == answers[7]
+    assert second.get("/customers/open")[1]["channels"] == 60
 
 
 def rate_on_the_stream(home: Path, bootstrap: str, topic: str, cdrs: list[dict[str, Any]]) -> None:

@@ -4,14 +4,19 @@ the customer's and the auth entry's limits both apply)."""
 
 from __future__ import annotations
 
-from pipelines.live.gate import CPS_WINDOW, Hold, Holds
+import gc
+import json
+
+import pytest
+
+from pipelines.live.gate import CPS_WINDOW, Hold, Holds, hold_json, hold_of, hold_read
 
 C = ("customer", "c")
 E = ("auth", "ip|10.0.0.0/24|")
 
 
 def hold(customer: str = "c", entry: str | None = E[1], expires: float = 100.0) -> Hold:
-    return Hold(customer, entry, expires, {"allow": True, "max_seconds": 40})
+    return hold_of(customer, entry, expires, {"allow": True, "max_seconds": 40})
 
 
 def test_a_hold_counts_for_its_customer_and_its_auth_entry_until_freed() -> None:
@@ -47,8 +52,34 @@ def test_holds_expire_in_order_and_a_freed_one_is_not_expired_again() -> None:
 
 
 def test_the_json_of_a_hold_reads_back() -> None:
-    assert Hold.of(hold().json()) == hold()
-    assert Hold.of(hold(entry=None).json()).scopes == [C]
+    assert hold_read(hold_json(hold())) == hold()
+    assert hold_read(hold_json(hold(entry=None))) == hold(entry=None)
+    assert json.loads(hold()[3]) == {"allow": True, "max_seconds": 40}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"entry": None, "expires": 1.0, "answer": "{}"},
+        {"customer_id": "c", "expires": "soon", "answer": "{}"},
+        {"customer_id": "c", "expires": 1.0, "answer": {"allow": True}},
+        {"customer_id": "c", "expires": 1.0, "answer": "[1]"},
+        {"customer_id": "c", "expires": 1.0, "answer": "{"},
+    ],
+)
+def test_a_table_value_that_is_no_hold_is_an_error(value: dict[str, object]) -> None:
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        hold_read(value)
+
+
+def test_the_collector_stops_tracking_holds_and_their_table_values() -> None:
+    """A busy gate holds hundreds of thousands of channels: neither a hold nor its table
+    value may be something each full collection scans."""
+    holds = Holds()
+    holds.add("a", hold())
+    value = hold_json(holds.get("a") or hold())
+    gc.collect()
+    assert not gc.is_tracked(holds.get("a")) and not gc.is_tracked(value)
 
 
 def test_channels_limit_is_reached_when_the_count_equals_it() -> None:
