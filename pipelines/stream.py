@@ -39,8 +39,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from pipelines import commitlog, usage
 from pipelines.catalog import Catalog
@@ -49,6 +47,7 @@ from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
 from pipelines.json_rows import json_rows
 from pipelines.kafka_config import client_config
+from pipelines.kafka_topics import ensure_outputs
 from pipelines.lakefiles import Staging, lake_lock, lake_root, recover, write_manifest
 from pipelines.rate import Summary, load_tables, package_usage, rate_block
 from rating.engine import Usage, utc_days
@@ -250,7 +249,7 @@ class Worker:
         self._failed: Counter[str] = Counter()  # undelivered messages of a publish, by error
         self._stopping: Callable[[], bool] = lambda: False
         if settings.publish:
-            _ensure_outputs(config, settings.topic)
+            ensure_outputs(config, settings.topic, ("rated", "rejected", "usage"))
             self.producer = Producer(
                 {
                     **config,
@@ -757,27 +756,3 @@ def shortened(record: dict[str, Any], keep: int = PUBLISHED_RAW) -> bytes:
     ``raw_truncated`` set."""
     record = {**record, "raw": (record.get("raw") or "")[:keep], "raw_truncated": True}
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _ensure_outputs(config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
-    """``<topic>.rated``, ``<topic>.rejected`` and ``<topic>.usage``, created with the input
-    topic's partitions if absent."""
-    admin = AdminClient(dict(config))
-    try:
-        meta = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise CdrflowError(
-            f"cannot reach Kafka at {config['bootstrap.servers']} within {timeout:.0f} s "
-            f"({exc.args[0].str()})"
-        ) from None
-    if topic not in meta.topics:
-        raise CdrflowError(f"Kafka topic {topic!r} does not exist on {config['bootstrap.servers']}")
-    partitions = len(meta.topics[topic].partitions)
-    wanted = [f"{topic}.{kind}" for kind in ("rated", "rejected", "usage")]
-    new = [NewTopic(t, partitions) for t in wanted if t not in meta.topics]
-    for future in admin.create_topics(new).values() if new else []:
-        try:
-            future.result(timeout)
-        except KafkaException as exc:  # another worker made it first
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise

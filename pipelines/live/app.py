@@ -95,40 +95,15 @@ def usage_topic(topic: str) -> str:
     return f"{topic}.usage"
 
 
-def topic_partitions(settings: LiveSettings, timeout: float = 30.0) -> int:
+def topic_partitions(settings: LiveSettings) -> int:
     """The usage topic's partition count (the tables' must equal it); the topic is created
     like the input topic when no rater has made it yet."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
-
     from pipelines.kafka_config import client_config
+    from pipelines.kafka_topics import ensure_outputs
 
     config = client_config(settings.bootstrap, None)
-    admin = AdminClient(dict(config))
-    try:
-        meta = admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise CdrflowError(
-            f"cannot reach Kafka at {settings.bootstrap} within {timeout:.0f} s "
-            f"({exc.args[0].str()})"
-        ) from None
-    usage = usage_topic(settings.topic)
-    if usage in meta.topics:
-        return len(meta.topics[usage].partitions)
-    if settings.topic not in meta.topics:
-        raise CdrflowError(
-            f"Kafka topic {settings.topic!r} does not exist on {settings.bootstrap} "
-            "(the raters' input topic; --topic names it)"
-        )
-    partitions = len(meta.topics[settings.topic].partitions)
-    for future in admin.create_topics([NewTopic(usage, partitions)]).values():
-        try:
-            future.result(timeout)
-        except KafkaException as exc:  # a rater made it first
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    return partitions
+    hint = "the raters' input topic; --topic names it"
+    return ensure_outputs(config, settings.topic, ("usage",), hint=hint)["usage"]
 
 
 def parse_message(value: bytes | None) -> UsageMessage | None:

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from pipelines import stream
+from pipelines.kafka_topics import ensure_outputs
 from pipelines.lakefiles import RATE_RUNS, committed_runs
 from pipelines.stream import (
     compact_runs,
@@ -133,7 +134,7 @@ def test_an_interrupted_merge_is_finished_by_the_next(tmp_path: Path, step: str)
 def test_a_worker_that_cannot_reach_kafka_says_so_without_a_traceback() -> None:
     """Nothing listens on port 1: the worker's first call to the cluster fails, named."""
     with pytest.raises(CdrflowError) as refused:
-        stream._ensure_outputs({"bootstrap.servers": "127.0.0.1:1"}, "cdrs", timeout=1.0)
+        ensure_outputs({"bootstrap.servers": "127.0.0.1:1"}, "cdrs", ("rated",), timeout=1.0)
     assert str(refused.value).startswith("cannot reach Kafka at 127.0.0.1:1 within 1 s (")
 
 
