@@ -36,13 +36,12 @@ rejected, by their reason now; unreplayable) and the money of the moved calls.
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import numpy as np
@@ -60,11 +59,10 @@ from pipelines.cdrfile import (
     _parallel_block,
     read_messages,
 )
-from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
-from pipelines.lakefiles import Staging, lake_lock, lake_root, recover
-from pipelines.rate import HeldCalls, Summary, _stage_rated, load_tables, package_usage, rate_block
-from pipelines.rerate import LOCK_WAIT, _who
+from pipelines.lakefiles import Staging, lake_root
+from pipelines.rate import HeldCalls, Summary, _stage_rated, package_usage, rate_block
+from pipelines.rerate import staged_run
 from rating.tables import Tables
 from schemas.cdr import REJECT_REASONS, REJECTED
 from schemas.errors import CdrflowError
@@ -91,45 +89,28 @@ def replay(
     """Rate the selected rejected records again, each moving to the rated lake exactly once
     or staying rejected with its reason now; returns the run's record. ``on_total`` is told
     how many records are replayed, ``progress`` how many more are done."""
-    now = datetime.now(UTC)
-    run = f"replay-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    with lake_lock(home, on_wait=on_wait, timeout=LOCK_WAIT):
-        recovered = recover(home)
-        tables = cached_tables(home, load_tables)
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        staging = _Replaying(home, run)
-        try:
-            files = selection.files(rejected_lake(home))
-            chosen = selected_rows(con, files, selection)
-            record: dict[str, Any] = {
-                "kind": "replay",
-                "who": _who(),
-                "at": now.isoformat().replace("+00:00", "Z"),
-                "selection": {
-                    "reasons": list(selection.reasons),
-                    "customers": list(selection.customers),
-                    "from": selection.start.isoformat() if selection.start else None,
-                    "to": selection.end.isoformat() if selection.end else None,
-                    "sources": list(selection.sources),
-                },
-                "catalog_version": tables.version,
-            }
-            total = sum(len(rows) for rows in chosen.values())
-            if on_total is not None:
-                on_total(total)
-            stamp = int(now.timestamp() * 1_000_000)
-            # In the order of the listing: the day, then the file's name (its run's time).
-            ordered = [(name, chosen[name]) for name in files if name in chosen]
-            record.update(_replay(con, home, tables, staging, ordered, total, stamp, progress))
-            staging.commit(record)
-        except BaseException:
-            staging.abort()
-            raise
-        finally:
-            con.close()
-    record.update(run=run, recovered=recovered)
-    return record
+    with staged_run(home, "replay", _Replaying, on_wait) as run:
+        files = selection.files(rejected_lake(home))
+        chosen = selected_rows(run.con, files, selection)
+        run.record["selection"] = {
+            "reasons": list(selection.reasons),
+            "customers": list(selection.customers),
+            "from": selection.start.isoformat() if selection.start else None,
+            "to": selection.end.isoformat() if selection.end else None,
+            "sources": list(selection.sources),
+        }
+        run.record["catalog_version"] = run.tables.version
+        total = sum(len(rows) for rows in chosen.values())
+        if on_total is not None:
+            on_total(total)
+        stamp = int(run.now.timestamp() * 1_000_000)
+        # In the order of the listing: the day, then the file's name (its run's time).
+        ordered = [(name, chosen[name]) for name in files if name in chosen]
+        staging = cast(_Replaying, run.staging)  # staged_run made it of _Replaying
+        run.record.update(
+            _replay(run.con, home, run.tables, staging, ordered, total, stamp, progress)
+        )
+    return run.record
 
 
 class _Replaying(Staging):

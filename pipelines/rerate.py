@@ -26,7 +26,8 @@ from __future__ import annotations
 import getpass
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -91,39 +92,70 @@ def rerate(
     rows (``RATED`` columns) before they are priced, and adds its counts to the record."""
     if end <= start:
         raise CdrflowError(f"--to {end.isoformat()} is not after --from {start.isoformat()}")
-    now = datetime.now(UTC)
-    run = f"{kind}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     chosen = sorted(set(customers))
-    with lake_lock(home, timeout=LOCK_WAIT):
+    with staged_run(home, kind) as run:
+        last = effective_last(home, start, end, chosen, newest_day(rated_lake(home)))
+        run.record.update(
+            {
+                "asked": {"from": start.isoformat(), "to": end.isoformat()},
+                "effective": {"from": start.isoformat(), "to": (last + timedelta(1)).isoformat()},
+                "customers": chosen,
+                "catalog_version": run.tables.version,
+                **(details or {}),
+            }
+        )
+        summary = _rerate(
+            run.con, home, run.tables, run.staging, start, last, chosen, run.now, adjust
+        )
+        run.record.update(_counts(summary))
+    return run.record
+
+
+@dataclass
+class StagedRun:
+    """A run that rewrites the lake (a re-rate, a recalculation, a replay), as ``staged_run``
+    gives it: its id and time, the catalog's tables, a DuckDB connection (UTC), its staging
+    and the record its commit writes (``kind``, ``who`` and ``at`` filled in)."""
+
+    run_id: str
+    now: datetime
+    tables: Tables
+    con: duckdb.DuckDBPyConnection
+    staging: Staging
+    record: dict[str, Any]
+
+
+@contextmanager
+def staged_run(
+    home: Path,
+    kind: str,
+    staging: Callable[[Path, str], Staging] = Staging,
+    on_wait: Callable[[], None] | None = None,
+) -> Iterator[StagedRun]:
+    """Under the lake lock (waited for at most ``LOCK_WAIT`` seconds; ``on_wait`` is told
+    when it must wait), after recovery: the run, named ``<kind>-<time>-<hex>``. Its staging
+    is committed with its record when the block ends, and aborted when it raises (or is
+    interrupted); the record then gains ``run`` and ``recovered`` (what recovery did)."""
+    now = datetime.now(UTC)
+    run_id = f"{kind}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    with lake_lock(home, on_wait=on_wait, timeout=LOCK_WAIT):
         recovered = recover(home)
         tables = cached_tables(home, load_tables)
-        lake = rated_lake(home)
-        newest = newest_day(lake)
-        last = effective_last(home, start, end, chosen, newest)
-        record: dict[str, Any] = {
-            "kind": kind,
-            "who": _who(),
-            "at": now.isoformat().replace("+00:00", "Z"),
-            "asked": {"from": start.isoformat(), "to": end.isoformat()},
-            "effective": {"from": start.isoformat(), "to": (last + timedelta(1)).isoformat()},
-            "customers": chosen,
-            "catalog_version": tables.version,
-            **(details or {}),
-        }
         con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
-        staging = Staging(home, run)
         try:
-            summary = _rerate(con, home, tables, staging, start, last, chosen, now, adjust)
-            record.update(_counts(summary))
-            staging.commit(record)
-        except BaseException:
-            staging.abort()
-            raise
+            con.execute("SET TimeZone = 'UTC'")
+            at = now.isoformat().replace("+00:00", "Z")
+            record: dict[str, Any] = {"kind": kind, "who": _who(), "at": at}
+            run = StagedRun(run_id, now, tables, con, staging(home, run_id), record)
+            try:
+                yield run
+                run.staging.commit(record)
+            except BaseException:
+                run.staging.abort()
+                raise
         finally:
             con.close()
-    record.update(run=run, recovered=recovered)
-    return record
+    record.update(run=run_id, recovered=recovered)
 
 
 def _rerate(
@@ -341,4 +373,13 @@ def recalc(
     )
 
 
-__all__ = ["LOCK_WAIT", "conform", "effective_last", "read_rated", "recalc", "rerate"]
+__all__ = [
+    "LOCK_WAIT",
+    "StagedRun",
+    "conform",
+    "effective_last",
+    "read_rated",
+    "recalc",
+    "rerate",
+    "staged_run",
+]

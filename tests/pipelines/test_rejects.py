@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import pipelines.rejects
+import pipelines.rerate
 from pipelines import lakefiles
 from pipelines.catalog import Catalog
 from pipelines.cdrfile import read_messages
@@ -433,7 +433,7 @@ def test_a_replay_waits_for_the_lake_lock_then_names_its_holder(
     ) as holder:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline() == "held\n"
-        monkeypatch.setattr(pipelines.rejects, "LOCK_WAIT", 0.2)
+        monkeypatch.setattr(pipelines.rerate, "LOCK_WAIT", 0.2)
         with pytest.raises(CdrflowError) as caught:
             replay(home, Selection())
         holder.stdin.close()

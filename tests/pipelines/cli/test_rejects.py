@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
-import pipelines.rejects
+import pipelines.rerate
 from pipelines.catalog import Catalog
 from pipelines.rate import rate_files
 from tests.pipelines.cli.driver import Cli, narrow, shown
@@ -198,7 +198,7 @@ def test_a_replay_waiting_for_the_lake_names_its_holder(
     ) as holder:
         assert holder.stdout is not None and holder.stdin is not None
         assert holder.stdout.readline() == "held\n"
-        monkeypatch.setattr(pipelines.rejects, "LOCK_WAIT", 0.2)
+        monkeypatch.setattr(pipelines.rerate, "LOCK_WAIT", 0.2)
         result = cli.run("rejects", "replay")
         holder.stdin.close()
         holder.wait(300)
