@@ -139,9 +139,10 @@ class Limit:
 # A call's fields that ``price`` reads (with the time): the routing cache's key.
 RouteKey = tuple[str | None, str | None, str | None, str, str | None]
 ROUTES_MAX = 100_000  # entries of the routing cache; emptied when it reaches that
-# A call's fields that decide which allotments it may draw on: customer (index), dialled
-# number, where the rated number starts in it, and the UTC day (days since the epoch).
-DrawKey = tuple[int, str, int, int]
+# What decides which allotments a call may draw on: its customer (index), the start of its
+# rated number as far as the customer's longest allotment prefix reaches (``reach``), and
+# its UTC day (days since the epoch).
+DrawKey = tuple[int, str, int]
 # The allotments a call may draw on, in the engine's order: (``Usage``'s key of the
 # allotment's period: allotment × 2^32 + period start day, the allotment's seconds).
 Drawable = tuple[tuple[int, int], ...]
@@ -454,16 +455,20 @@ def packages_left(
     there is would give it alone. Nothing is reserved between the calls.
 
     Which allotments a call may draw on, and in which period (``drawable``), depends only on
-    the catalog version and those four values, so ``known`` (an ``Authorizer``'s) keeps them
-    between batches; what is left is then each allotment's seconds less what ``drawn`` holds
-    for its period, as ``kernels.draw_packages`` takes it."""
+    the catalog version, the customer, the day and as much of the rated number as the
+    customer's longest allotment prefix (``reach``), so ``known`` (an ``Authorizer``'s)
+    keeps them between batches, for every number that starts alike; what is left is then
+    each allotment's seconds less what ``drawn`` holds for its period, as
+    ``kernels.draw_packages`` takes it."""
     known = {} if known is None else known
     left = dict.fromkeys(calls, 0)
-    keys = {
-        i: (int(customer[i]), numbers[i], int(start[i]), int(days[i]))
-        for i in calls
-        if tables.allot_count[customer[i]] > 0
-    }
+    far = reach(tables)
+    keys = {}
+    for i in calls:
+        c = int(customer[i])
+        if tables.allot_count[c] > 0:
+            begin = int(start[i])
+            keys[i] = (c, numbers[i][begin : begin + far[c]], int(days[i]))
     new = list(dict.fromkeys(key for key in keys.values() if key not in known))
     if new:
         if len(known) + len(new) > DRAWABLE_MAX:
@@ -483,12 +488,12 @@ def packages_left(
 
 
 def drawable(tables: Tables, calls: Sequence[DrawKey]) -> list[Drawable]:
-    """The allotments each call may draw on (SPEC §5.3: valid on its day, a prefix matching
-    its number), found by the engine's own ``draw`` of every second there is on a fresh
-    usage: each call gets its own copy of its customer's allotments (as if it were a
-    customer of its own), so one draw serves them all and each call draws on every
-    allotment open to it (those with no seconds give nothing and are left out)."""
-    customer = np.array([c for c, _, _, _ in calls], np.int64)
+    """The allotments each call (``DrawKey``) may draw on (SPEC §5.3: valid on its day, a
+    prefix matching its rated number), found by the engine's own ``draw`` of every second
+    there is on a fresh usage: each call gets its own copy of its customer's allotments (as
+    if it were a customer of its own), so one draw serves them all and each call draws on
+    every allotment open to it (those with no seconds give nothing and are left out)."""
+    customer = np.array([c for c, _, _ in calls], np.int64)
     counts = tables.allot_count[customer]
     firsts = tables.allot_first[customer]
     # Copy v of the allotments is real allotment real[v]; call k owns copies from first[k].
@@ -505,9 +510,9 @@ def drawable(tables: Tables, calls: Sequence[DrawKey]) -> list[Drawable]:
     draws = draw(
         view,
         own,
-        np.array([day for _, _, _, day in calls], np.int64),
-        pa.array([number for _, number, _, _ in calls], pa.string()),
-        np.array([s for _, _, s, _ in calls], np.int64),
+        np.array([day for _, _, day in calls], np.int64),
+        pa.array([number for _, number, _ in calls], pa.string()),
+        np.zeros(len(calls), np.int64),
         np.full(len(calls), _ALL, np.int64),
         None,
         Usage(),
@@ -518,6 +523,24 @@ def drawable(tables: Tables, calls: Sequence[DrawKey]) -> list[Drawable]:
     for k, a, period, seconds in found:
         out[k].append((a * _KEY + period, seconds))
     return [tuple(allotments) for allotments in out]
+
+
+def reach(tables: Tables) -> list[int]:
+    """Per customer, the length of its allotments' longest prefix (0: none has one): how
+    much of a rated number decides which of them it may draw on. Kept with the tables."""
+    found: list[int] | None = tables.extra.get("allotment_reach")
+    if found is None:
+        lengths = np.diff(tables.allot_prefixes.offsets).tolist()
+        longest = [
+            max(lengths[f : f + n], default=0)
+            for f, n in zip(tables.allot_pfx_first.tolist(), tables.allot_pfx_count.tolist(),
+                            strict=True)
+        ]  # fmt: skip
+        found = tables.extra["allotment_reach"] = [
+            max(longest[f : f + n], default=0)
+            for f, n in zip(tables.allot_first.tolist(), tables.allot_count.tolist(), strict=True)
+        ]
+    return found
 
 
 # The per-allotment arrays of ``Tables`` that ``draw`` reads, and ``Usage``'s key: allotment
@@ -637,4 +660,5 @@ __all__ = [
     "money_text",
     "packages_left",
     "problem",
+    "reach",
 ]

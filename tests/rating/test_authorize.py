@@ -23,6 +23,7 @@ from rating.authorize import (
     micro_of,
     packages_left,
     problem,
+    reach,
 )
 from rating.engine import Usage, charges, draw, price, usage_from
 from rating.tables import compile_tables
@@ -664,6 +665,21 @@ def test_packages_left_is_each_calls_own_draw_of_everything(
             alone,
         )
         assert together[i] == mine.seconds[i]
+
+
+def test_numbers_that_start_alike_as_far_as_the_prefixes_reach_share_what_is_kept() -> None:
+    """Which allotments a call may draw on is kept by as much of its rated number as the
+    customer's longest allotment prefix: numbers alike that far are found once."""
+    snapshot = _with_package(catalog(), prefixes="4477|1")
+    tables = compile_tables(snapshot)
+    c = tables.customer_index["c"]
+    assert reach(tables) == [4 if i == c else 0 for i in range(len(tables.customer_ids))]
+    numbers = ["447700900123", "447700111222", "442071234567", "1555"]
+    known: dict[Any, Any] = {}
+    day = (NOW.date() - date(1970, 1, 1)).days
+    left = packages_left(tables, [c] * 4, [day] * 4, numbers, [0] * 4, range(4), {}, known)
+    assert left == {0: 60, 1: 60, 2: 0, 3: 60}
+    assert sorted(key[1] for key in known) == ["1555", "4420", "4477"]
 
 
 def _batch_of(calls: list[dict[str, Any]]) -> pa.Table:
