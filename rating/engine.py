@@ -72,8 +72,20 @@ def texts(tables: Tables, name: str) -> pa.Array:
     return cached
 
 
+# A column this short is read through a Python list: for a few values (an authorization
+# batch) Arrow's cost per call, tens of microseconds, is most of the time. The same values
+# either way (tests/rating/test_engine_small.py).
+SMALL = 64
+
+
 def _strings(column: pa.ChunkedArray | pa.Array) -> tuple[I64, npt.NDArray[np.uint8]]:
     """Arrow string buffers as (int64 offsets, uint8 data), nulls as empty strings."""
+    if len(column) <= SMALL:
+        encoded = [(v or "").encode() for v in column.to_pylist()]
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(v) for v in encoded], out=offsets[1:])
+        joined = bytearray(b"".join(encoded))  # writable, as Arrow's are: one compiled kernel
+        return offsets, np.frombuffer(joined, np.uint8) if joined else np.zeros(1, np.uint8)
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     array = pc.fill_null(array, "").cast(pa.large_string())
     _, offsets_buf, data_buf = array.buffers()
@@ -305,6 +317,8 @@ def _lookup(
 
 def _index_of(column: pa.ChunkedArray, index: dict[str, int]) -> I64:
     """Each value's index in ``index``: -1 when null or empty, -2 when unknown."""
+    if len(column) <= SMALL:
+        return np.array([index.get(v, -2) if v else -1 for v in column.to_pylist()], np.int64)
     encoded = pc.fill_null(column, "").combine_chunks().dictionary_encode()
     lookup = np.array(
         [index.get(v, -2) if v else -1 for v in encoded.dictionary.to_pylist()] or [-1], np.int64
@@ -314,6 +328,12 @@ def _index_of(column: pa.ChunkedArray, index: dict[str, int]) -> I64:
 
 
 def _encoded(column: pa.ChunkedArray) -> tuple[I64, list[str]]:
+    """Each value's index among the distinct values (nulls as empty), in order of first
+    appearance, and those values."""
+    if len(column) <= SMALL:
+        seen: dict[str, int] = {}
+        keys = [seen.setdefault(v or "", len(seen)) for v in column.to_pylist()]
+        return np.array(keys, np.int64), list(seen)
     encoded = pc.fill_null(column, "").combine_chunks().dictionary_encode()
     return encoded.indices.to_numpy(zero_copy_only=False).astype(
         np.int64
@@ -321,23 +341,38 @@ def _encoded(column: pa.ChunkedArray) -> tuple[I64, list[str]]:
 
 
 def _ip_candidates(tables: Tables, column: pa.ChunkedArray) -> tuple[I64, list[list[int]]]:
-    """Per distinct source IP, the auth entries whose network holds it, best first."""
+    """Per distinct source IP, the auth entries whose network holds it, best first; kept
+    with the tables by the IP's text (a carrier's switches send from a few addresses, and
+    finding an address's networks costs a parse per prefix length of the auth rows)."""
     keys, values = _encoded(column)
+    known: dict[str, list[int]] = tables.extra.setdefault("ip_candidates", {})
     lists: list[list[int]] = []
     for value in values:
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            lists.append([])
-            continue
-        found: list[int] = []
-        for length, networks in tables.ip_networks.items():
-            if length > address.max_prefixlen:
-                continue
-            network = ipaddress.ip_network(f"{address}/{length}", strict=False)
-            found += networks.get(network, [])
-        lists.append(sorted(found, key=tables.auth_order.__getitem__))
+        found = known.get(value)
+        if found is None:
+            if len(known) >= IP_CANDIDATES_MAX:
+                known.clear()
+            found = known[value] = _ip_entries(tables, value)
+        lists.append(found)
     return keys, lists
+
+
+IP_CANDIDATES_MAX = 100_000  # source IPs whose candidates the tables keep; emptied when full
+
+
+def _ip_entries(tables: Tables, value: str) -> list[int]:
+    """The auth entries whose network holds the address ``value``, best first."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return []
+    found: list[int] = []
+    for length, networks in tables.ip_networks.items():
+        if length > address.max_prefixlen:
+            continue
+        network = ipaddress.ip_network(f"{address}/{length}", strict=False)
+        found += networks.get(network, [])
+    return sorted(found, key=tables.auth_order.__getitem__)
 
 
 def _user_candidates(tables: Tables, column: pa.ChunkedArray) -> tuple[I64, list[list[int]]]:
