@@ -16,10 +16,10 @@ most one second of it. Hold expiries are on the app's clock (``Live.now``, so
 ``$CDRFLOW_NOW`` moves them).
 
 Requests are decided in batches: a request waits for the running batch, then every request
-that arrived meanwhile is priced in one ``price`` call (a one-call ``price`` costs about a
-millisecond, a call of a batch of a hundred a few microseconds), then the holds are applied
-one request at a time in arrival order, so that concurrent requests for one customer are
-counted exactly.
+that arrived meanwhile (``GATHER_TURNS``) is decided with one ``price`` call for the routing
+fields not seen before (a ``price`` call costs about 300 µs however few its calls, each
+call a few more), then the holds are applied one request at a time in arrival order, so
+that concurrent requests for one customer are counted exactly.
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ MAX_BODY = 64 * 1024  # SPEC §9.1: a larger body is answered 413
 HOLD_GRACE = 60  # SPEC §9: a hold lasts max_seconds + 60 s unless its CDR comes first
 CPS_WINDOW = 1.0  # seconds: CPS is the allowed authorizations of the last second
 TICK = 1.0
+# Turns of the event loop a batch waits before it is taken: a request read from its socket
+# needs a few (aiohttp's handler, faust's view, the body) to reach the queue. One turn made
+# batches of about 10 at 16 connections, three of about 15, and with every number new the
+# worker answered 4,600-5,100 requests/s instead of 3,600-4,200 (alternating runs); six
+# were slower again (docs/benchmarks.md).
+GATHER_TURNS = 3
 
 Scope = tuple[str, str]  # ("customer", customer_id) or ("auth", the auth entry's key)
 
@@ -248,7 +254,8 @@ class Gate:
 
     async def _drain(self) -> None:
         while self._queue:
-            await asyncio.sleep(0)  # let the requests already read join this batch
+            for _ in range(GATHER_TURNS):  # let the requests already read join this batch
+                await asyncio.sleep(0)
             batch, self._queue = self._queue, []
             try:
                 answers = self.decide([r.call for r in batch])
