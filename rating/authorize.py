@@ -411,10 +411,26 @@ def _batch(calls: Sequence[Mapping[str, Any]], at: int) -> pa.Table:
     columns: dict[str, pa.Array] = {}
     for name in (*TEXT_FIELDS, "direction"):
         columns[name] = pa.array([call.get(name) for call in calls], pa.string())
-    columns["dt"] = pa.array(np.full(n, at, np.int64)).cast(TIME)
+    times = np.full(n, at, np.int64)
+    columns["dt"] = pa.Array.from_buffers(TIME, n, [None, pa.py_buffer(times)])
     columns["sip_code"] = pa.array(np.full(n, 200, np.int16))
-    arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in INPUT]
+    empty = _empty_columns(n)
+    arrays = [columns[f.name] if f.name in columns else empty[f.name] for f in INPUT]
     return pa.Table.from_arrays(arrays, schema=INPUT)
+
+
+_EMPTY: dict[int, dict[str, pa.Array]] = {}
+
+
+def _empty_columns(n: int) -> dict[str, pa.Array]:
+    """Each INPUT field as n nulls, made once per batch size (an authorization batch's fields
+    are mostly empty; Arrow arrays are immutable, so batches may share them)."""
+    found = _EMPTY.get(n)
+    if found is None:
+        if len(_EMPTY) >= 256:
+            _EMPTY.clear()
+        found = _EMPTY[n] = {f.name: pa.nulls(n, f.type) for f in INPUT}
+    return found
 
 
 def _first_steps(tables: Tables, rows: I64, cards: I64) -> I64:
