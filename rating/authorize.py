@@ -149,17 +149,12 @@ Drawable = tuple[tuple[int, int], ...]
 DRAWABLE_MAX = 100_000  # entries ``Authorizer.drawables`` keeps; emptied when full
 
 
-@dataclass(frozen=True)
-class Route:
-    """The engine's answer for one call's routing fields (``price``; indexes into the
-    compiled tables, -1 none) and the first billed step of its rate row."""
-
-    customer: int
-    card: int
-    row: int
-    start: int
-    entry: int
-    first_step: int
+# The engine's answer for one call's routing fields (``price``; indexes into the compiled
+# tables, -1 none) and the first billed step of its rate row: (customer, card, row, where
+# the rated number starts, auth entry, first step). A plain tuple of ints, which Python's
+# collector stops tracking: with every number new the cache holds up to ROUTES_MAX of them,
+# and full collections scanning that many objects stalled the worker.
+Route = tuple[int, int, int, int, int, int]
 
 
 def route_key(call: Mapping[str, Any]) -> RouteKey:
@@ -326,19 +321,16 @@ def decide_many(
             missing[key] = i
     if missing:  # the engine's own answers, for the routing fields not seen in this window
         asked = [calls[i] for i in missing.values()]
-        entries = np.empty(len(asked), np.int64)
-        priced = price(tables, _batch(asked, at), entries)
+        identified = np.empty(len(asked), np.int64)
+        priced = price(tables, _batch(asked, at), identified)
         steps = _first_steps(tables, priced.row, priced.card).tolist()
         for j, (key, c, card, row, start, entry) in enumerate(
             zip(missing, priced.customer.tolist(), priced.card.tolist(), priced.row.tolist(),
-                priced.start.tolist(), entries.tolist(), strict=True)
+                priced.start.tolist(), identified.tolist(), strict=True)
         ):  # fmt: skip
-            routes[key] = Route(c, card, row, start, entry, steps[j])
+            routes[key] = (c, card, row, start, entry, steps[j])
     found = [routes[key] for key in keys]
-    customers = [r.customer for r in found]
-    cards = [r.card for r in found]
-    rows = [r.row for r in found]
-    first = [r.first_step for r in found]
+    customers, cards, rows, starts, entries, first = (list(c) for c in zip(*found, strict=True))
     reasons: list[str | None] = []
     for i, call in enumerate(calls):
         c = customers[i]
@@ -364,7 +356,7 @@ def decide_many(
             customers,
             [at // DAY_US] * len(calls),
             [call["dest_number"] for call in calls],
-            [r.start for r in found],
+            starts,
             priceable,
             drawn,
             authorizer.drawables,
@@ -389,7 +381,7 @@ def decide_many(
                 rate=int(tables.row_rate[row]) if row >= 0 and c >= 0 else None,
                 max_seconds=seconds,
                 customer=c,
-                auth_entry=found[i].entry,
+                auth_entry=entries[i],
                 first_step=int(first[i]),
                 package_seconds=free.get(i, 0),
             )

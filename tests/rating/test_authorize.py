@@ -3,6 +3,7 @@ call, and ``max_seconds`` against hand-computed cases and against the engine's o
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -746,3 +747,15 @@ def test_calls_of_one_batch_sharing_routing_fields_get_their_own_answers() -> No
     assert fresh == again
     assert [d.callid for d in again] == ["a", "b", "c", "d"]
     assert [d.reason for d in again] == [None, None, "no_rate", "unknown_customer"]
+
+
+def test_what_the_authorizer_keeps_is_out_of_the_collectors_sight() -> None:
+    """With every number new it keeps up to 100,000 answers of each kind: none may be an
+    object each full collection scans."""
+    snapshot = _with_package(catalog(), prefixes="44")
+    made = Authorizer.of(compile_tables(snapshot), snapshot)
+    decide_many(made, [{"callid": "a", "dest_number": NUMBER, "customer_id": "c"}], NOW, funds("1"))
+    gc.collect()
+    gc.collect()  # a tuple of tuples is let go a level a collection, the inner one first
+    kept = [*made.routes(int(NOW.timestamp()) * 1_000_000).items(), *made.drawables.items()]
+    assert len(kept) == 2 and not any(gc.is_tracked(item) for pair in kept for item in pair)
