@@ -132,6 +132,28 @@ def test_wrk_sends_every_body_as_made_with_a_callid_of_its_own(
 
 
 @pytest.mark.benchmark
+def test_wrk_sends_every_number_new_when_asked(
+    workload: dict[str, Any], capture: Capture, tmp_path: Path
+) -> None:
+    bodies = auth_bodies(workload["path"], 20)
+    script = tmp_path / "fresh.lua"
+    script.write_text(wrk_script(bodies, "POST", fresh=True))
+    run_wrk(capture.url, script, 1, 4, 2)
+    got = [json.loads(b) for b in capture.bodies]
+    numbers = [g["dest_number"] for g in got]
+    assert len(got) > len(bodies) and len(set(numbers)) == len(numbers)
+    for g in got:  # a body's fields, its number followed by digits of its own
+        g.pop("callid")
+        number = g.pop("dest_number")
+        assert any(
+            {k: v for k, v in b.items() if k != "dest_number"} == g
+            and number.startswith(b["dest_number"])
+            and number[len(b["dest_number"]) :].isdigit()
+            for b in bodies
+        )
+
+
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_the_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--cdrs", "20000", "--batch", "3000", "--auth-seconds", "2", "--bodies", "100",
