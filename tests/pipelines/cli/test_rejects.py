@@ -20,20 +20,25 @@ from tests.pipelines.cli.driver import Cli, narrow, shown
 from tests.pipelines.test_rejects import NEWCO_IP, cdrs, write_csv
 from tests.pipelines.workload import write_jsonl
 
-TODAY = datetime.now(UTC).date().isoformat()
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
 
 
 @pytest.fixture
-def rated(cli: Cli, sample: Catalog, tmp_path: Path) -> dict[str, Path]:
+def rated(cli: Cli, sample: Catalog, tmp_path: Path) -> dict[str, Any]:
     """The home with a JSON Lines file and a CSV file rated; the first has lines that are
-    no JSON and a dt that is no time (rejected on the day they were rejected)."""
+    no JSON and a dt that is no time (rejected on the day they were rejected: one of
+    ``rejected_on``, the UTC days before and after its run, two when midnight passed)."""
     jsonl = write_jsonl(tmp_path / "day1.jsonl", cdrs(1500, seed=1), broken_every=300)
     with jsonl.open("a") as f:
         f.write(json.dumps({"callid": "bad-dt", "dt": "02/11/2026", "dest_number": "44"}) + "\n")
     csv = write_csv(tmp_path / "day2.csv", cdrs(1500, seed=2))
+    before = today()
     rate_files(cli.home, [jsonl])
+    rejected_on = (before, today())
     rate_files(cli.home, [csv])
-    return {"jsonl": jsonl, "csv": csv}
+    return {"jsonl": jsonl, "csv": csv, "rejected_on": rejected_on}
 
 
 def lake_rows(home: Path, where: str = "TRUE", params: list[Any] | None = None) -> list[Any]:
@@ -57,9 +62,10 @@ def listed(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 
 def test_listings_match_a_duckdb_query_over_the_rejected_lake(
-    cli: Cli, rated: dict[str, Path]
+    cli: Cli, rated: dict[str, Any]
 ) -> None:
     jsonl, csv = str(rated["jsonl"]), str(rated["csv"])
+    first_day = rated["rejected_on"][0]
     cases: list[tuple[list[str], str, list[Any]]] = [
         ([], "TRUE", []),
         (["--reason", "no_route"], "reject_reason = 'no_route'", []),
@@ -67,7 +73,7 @@ def test_listings_match_a_duckdb_query_over_the_rejected_lake(
         (["--customer", "initech"], "customer_id = 'initech'", []),
         (["--from", "2026-11-02", "--to", "2026-11-03"], "date = '2026-11-02'", []),
         # A record whose dt did not parse is on the day it was rejected.
-        (["--from", TODAY], f"date >= '{TODAY}'", []),
+        (["--from", first_day], f"date >= '{first_day}'", []),
         (["--source", "day2.csv"], "source = ?", [csv]),
         (["--source", jsonl, "--reason", "invalid"], "source = ? AND reject_reason = 'invalid'",
          [jsonl]),
@@ -77,12 +83,12 @@ def test_listings_match_a_duckdb_query_over_the_rejected_lake(
         expected = lake_rows(cli.home, where, params)
         assert listed(cli.json("rejects", *args)) == expected, args
         assert expected or args[-1] == "elsewhere/day2.csv", args
-    [undated] = [r for r in cli.json("rejects", "--from", TODAY) if r["callid"] == "bad-dt"]
-    assert undated["dt"] is None and undated["date"] == TODAY
+    [undated] = [r for r in cli.json("rejects", "--from", first_day) if r["callid"] == "bad-dt"]
+    assert undated["dt"] is None and undated["date"] in rated["rejected_on"]
     assert undated["reject_detail"].startswith("dt: '02/11/2026' is neither ISO 8601")
 
 
-def test_the_summary_matches_a_duckdb_query(cli: Cli, rated: dict[str, Path]) -> None:
+def test_the_summary_matches_a_duckdb_query(cli: Cli, rated: dict[str, Any]) -> None:
     for args, where in (([], "TRUE"), (["--customer", "globex"], "customer_id = 'globex'")):
         with duckdb.connect() as con:
             expected = con.execute(
@@ -102,7 +108,7 @@ def test_the_summary_matches_a_duckdb_query(cli: Cli, rated: dict[str, Path]) ->
 
 
 def test_a_table_shows_the_first_records_and_says_how_to_see_all(
-    cli: Cli, rated: dict[str, Path]
+    cli: Cli, rated: dict[str, Any]
 ) -> None:
     total = len(lake_rows(cli.home))
     assert f"50 of {total:,} shown; --limit 0 shows all" in " ".join(
@@ -114,7 +120,7 @@ def test_a_table_shows_the_first_records_and_says_how_to_see_all(
 
 
 def test_in_80_columns_the_reason_detail_source_and_line_stay(
-    cli: Cli, rated: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, rated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     narrow(monkeypatch, 80)
     table = shown(cli.ok("rejects", "--reason", "no_route", "--limit", "5").stdout)
@@ -128,7 +134,7 @@ def test_in_80_columns_the_reason_detail_source_and_line_stay(
 
 
 def test_the_summary_keeps_reason_source_and_count_in_80_columns(
-    cli: Cli, rated: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, rated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     narrow(monkeypatch, 80)
     table = shown(cli.ok("rejects", "--summary").stdout)
@@ -139,7 +145,7 @@ def test_the_summary_keeps_reason_source_and_count_in_80_columns(
     assert wide.hidden == []
 
 
-def test_bad_options_are_refused_in_one_line(cli: Cli, rated: dict[str, Path]) -> None:
+def test_bad_options_are_refused_in_one_line(cli: Cli, rated: dict[str, Any]) -> None:
     assert "--reason 'no_customer' is not a reason; use one of invalid, duplicate" in cli.refused(
         "rejects", "--reason", "no_customer"
     )
@@ -150,7 +156,7 @@ def test_bad_options_are_refused_in_one_line(cli: Cli, rated: dict[str, Path]) -
 
 
 def test_replay_after_adding_the_customer_on_the_command_line(
-    cli: Cli, rated: dict[str, Path]
+    cli: Cli, rated: dict[str, Any]
 ) -> None:
     unknown = {
         (r["source"], r["line"]) for r in cli.json("rejects", "--reason", "unknown_customer")
@@ -183,7 +189,7 @@ def test_replay_after_adding_the_customer_on_the_command_line(
 
 
 def test_a_replay_waiting_for_the_lake_names_its_holder(
-    cli: Cli, rated: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, rated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     script = (
         "import sys; from pathlib import Path; from pipelines.lakefiles import lake_lock\n"
