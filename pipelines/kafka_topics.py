@@ -14,6 +14,11 @@ from confluent_kafka.cimpl import NewTopic
 from schemas.errors import CdrflowError
 
 
+def output_topic(topic: str, kind: str) -> str:
+    """The topic of ``kind`` (rated, rejected, usage) beside the input topic ``topic``."""
+    return f"{topic}.{kind}"
+
+
 def ensure_outputs(
     config: Mapping[str, Any],
     topic: str,
@@ -32,7 +37,7 @@ def ensure_outputs(
         raise CdrflowError(
             f"cannot reach Kafka at {bootstrap} within {timeout:.0f} s ({exc.args[0].str()})"
         ) from None
-    names = {kind: f"{topic}.{kind}" for kind in kinds}
+    names = {kind: output_topic(topic, kind) for kind in kinds}
     found = {kind: len(meta.topics[n].partitions) for kind, n in names.items() if n in meta.topics}
     if len(found) == len(names):
         return found
@@ -51,4 +56,4 @@ def ensure_outputs(
     return {kind: found.get(kind, partitions) for kind in kinds}
 
 
-__all__ = ["ensure_outputs"]
+__all__ = ["ensure_outputs", "output_topic"]

@@ -47,7 +47,7 @@ from pipelines.compiled import cached_tables
 from pipelines.dedupe import BilledCallids
 from pipelines.json_rows import json_rows
 from pipelines.kafka_config import client_config
-from pipelines.kafka_topics import ensure_outputs
+from pipelines.kafka_topics import ensure_outputs, output_topic
 from pipelines.lakefiles import Staging, lake_lock, lake_root, recover, write_manifest
 from pipelines.rate import Summary, load_tables, package_usage, rate_block
 from rating.engine import Usage, utc_days
@@ -559,7 +559,7 @@ class Worker:
         while its queue was full (Kafka away: it drains when Kafka is back)."""
         for batch in batches:
             for kind, parts in batch.tables.items():
-                target = f"{self.settings.topic}.{kind}"
+                target = output_topic(self.settings.topic, kind)
                 for table in parts:
                     if not self._send_all(producer, target, *_json_rows(table)):
                         return False
@@ -571,7 +571,8 @@ class Worker:
             )
             keys = [key for key, _ in messages]
             values = [value for _, value in messages]
-            if not self._send_all(producer, f"{self.settings.topic}.usage", keys, values):
+            usage_topic = output_topic(self.settings.topic, "usage")
+            if not self._send_all(producer, usage_topic, keys, values):
                 return False
         return True
 

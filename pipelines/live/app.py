@@ -41,6 +41,8 @@ from faust.web import Request, Response, View
 from billing.money import ZERO, text
 from pipelines import clock, commitlog
 from pipelines.compiled import stored_state
+from pipelines.kafka_config import client_config
+from pipelines.kafka_topics import ensure_outputs, output_topic
 from pipelines.lakefiles import lake_root
 from pipelines.live import alerting, gate
 from pipelines.live.seed import Books, LakeSeed, Rows, read_catalog, read_lake
@@ -91,16 +93,9 @@ class LiveSettings:
     alerts_topic: str = "alerts"  # where alert firings are published (SPEC §8)
 
 
-def usage_topic(topic: str) -> str:
-    return f"{topic}.usage"
-
-
 def topic_partitions(settings: LiveSettings) -> int:
     """The usage topic's partition count (the tables' must equal it); the topic is created
     like the input topic when no rater has made it yet."""
-    from pipelines.kafka_config import client_config
-    from pipelines.kafka_topics import ensure_outputs
-
     config = client_config(settings.bootstrap, None)
     hint = "the raters' input topic; --topic names it"
     return ensure_outputs(config, settings.topic, ("usage",), hint=hint)["usage"]
@@ -140,7 +135,7 @@ class Live:
         self._reported = 0.0  # the first metrics line covers the time since recovery
         self._frozen = False  # gc.freeze() done, once the tables are recovered
         self.topic = app.topic(
-            usage_topic(settings.topic), key_serializer="raw", value_serializer="raw"
+            output_topic(settings.topic, "usage"), key_serializer="raw", value_serializer="raw"
         )
         app.agent(self.topic, name="usage")(self._consume)
         app.timer(TICK, name="tick")(self._tick)
