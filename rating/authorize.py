@@ -195,7 +195,7 @@ class Authorizer:
         self._bounds = np.unique(np.concatenate([bounds, inner + 1]))
         self._routes: dict[RouteKey, Route] = {}
         self._routes_from, self._routes_until = 0, -1  # an empty window: filled on first use
-        # The allotments a call may draw on, by its customer, number and day (``drawable``).
+        # The allotments a call may draw on, by ``DrawKey`` (``packages_left``).
         self.drawables: dict[DrawKey, Drawable] = {}
 
     def routes(self, at: int) -> dict[RouteKey, Route]:

@@ -402,10 +402,12 @@ class Live:
             # tables) lives as long as the worker: out of the collector's sight, a full
             # collection no longer stalls the views for a few hundred ms.
             gc.freeze()
-            # Fewer, larger young collections and a full one only after many of them: the
-            # holds and faust's buffers grow by thousands of objects a second, and each full
-            # collection scans them all while the views wait (CPython's default, 700/10/10,
-            # made one every few seconds).
+            # Fewer, larger young collections and a full one only after many of them: each
+            # request makes objects by the dozen, thousands a second, and each full collection
+            # scans everything tracked while the views wait (CPython's default, 700/10/10,
+            # made one every few seconds). The holds, the routing cache's answers and the
+            # holds' table values are untracked tuples and flat dicts (pipelines.live.gate,
+            # rating.authorize), so the oldest generation stays small.
             gc.set_threshold(GC_YOUNG, 20, 100)
             self._frozen = True
         self._metrics()
