@@ -114,10 +114,10 @@ def rerate(
 @dataclass
 class StagedRun:
     """A run that rewrites the lake (a re-rate, a recalculation, a replay), as ``staged_run``
-    gives it: its id and time, the catalog's tables, a DuckDB connection (UTC), its staging
-    and the record its commit writes (``kind``, ``who`` and ``at`` filled in)."""
+    gives it: its time, the catalog's tables, a DuckDB connection (UTC), its staging (whose
+    ``run_id`` names the run) and the record its commit writes (``kind``, ``who`` and ``at``
+    filled in)."""
 
-    run_id: str
     now: datetime
     tables: Tables
     con: duckdb.DuckDBPyConnection
@@ -146,7 +146,7 @@ def staged_run(
             con.execute("SET TimeZone = 'UTC'")
             at = now.isoformat().replace("+00:00", "Z")
             record: dict[str, Any] = {"kind": kind, "who": _who(), "at": at}
-            run = StagedRun(run_id, now, tables, con, staging(home, run_id), record)
+            run = StagedRun(now, tables, con, staging(home, run_id), record)
             try:
                 yield run
                 run.staging.commit(record)
