@@ -2,12 +2,13 @@
 
 Pure: the compiled tables and catalog rows of one version, the calls, the time and each
 customer's funds in; a ``Decision`` per call out. Who pays, the route and the rate row are
-the engine's own (``rating.engine.price`` on a batch of the calls, with the auth entry that
-identified each), so authorization never disagrees with rating. The authorizer keeps those
-answers by the fields ``price`` reads (customer_id, source_ip, sip_user, dest_number,
-direction) while the time stays between two adjacent effective_from/effective_to boundaries
-of the rate rows, the only part of routing that depends on the time: a call whose fields were
-seen in that window is not priced again, and the rate in effect now is always the answer.
+the engine's own (``rating.engine.find``, what ``price`` does to a batch, on the calls'
+columns made at once, with the auth entry that identified each), so authorization never
+disagrees with rating. The authorizer keeps those answers by the fields the engine reads
+(customer_id, source_ip, sip_user, dest_number, direction) while the time stays between two
+adjacent effective_from/effective_to boundaries of the rate rows, the only part of routing
+that depends on the time: a call whose fields were seen in that window is not priced again,
+and the rate in effect now is always the answer.
 The reasons are checked in the order of §9: ``unknown_customer``, ``not_active``,
 ``cli_denied``, ``no_route``, ``no_rate``, then the live limits ``channels`` and ``cps``
 (state: the caller applies them, ``Decision.limited``), then ``credit``.
@@ -35,10 +36,9 @@ import pyarrow as pa
 
 from rating import kernels
 from rating.cli_rules import first_match
-from rating.engine import DAY_US, Usage, _charge_exact, draw, price
+from rating.engine import DAY_US, Columns, Usage, _charge_exact, draw, find
 from rating.modes import Rounding, round_ratio
 from rating.tables import NEVER_AFTER, NEVER_BEFORE, Tables
-from schemas.cdr import INPUT, TIME
 from schemas.errors import CdrflowError
 
 Row = Mapping[str, Any]
@@ -61,6 +61,8 @@ DEFAULT_CAP = 10_800
 # The fields of a request that authorization reads (any other SPEC §4 field is ignored).
 TEXT_FIELDS = ("callid", "dest_number", "source_cli", "customer_id", "source_ip", "sip_user")
 WHO = ("customer_id", "source_ip", "sip_user")
+# The fields of a call that routing reads (``rating.engine.Columns``).
+ROUTED = ("dest_number", "direction", *WHO)
 MAX_TEXT = 256
 _NUMBER = re.compile(r"[0-9+*#]{1,64}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -136,7 +138,7 @@ class Limit:
     cps: int | None = None
 
 
-# A call's fields that ``price`` reads (with the time): the routing cache's key.
+# A call's fields that the engine reads (with the time): the routing cache's key.
 RouteKey = tuple[str | None, str | None, str | None, str, str | None]
 ROUTES_MAX = 100_000  # entries of the routing cache; emptied when it reaches that
 # What decides which allotments a call may draw on: its customer (index), the start of its
@@ -149,7 +151,7 @@ Drawable = tuple[tuple[int, int], ...]
 DRAWABLE_MAX = 100_000  # entries ``Authorizer.drawables`` keeps; emptied when full
 
 
-# The engine's answer for one call's routing fields (``price``; indexes into the compiled
+# The engine's answer for one call's routing fields (``find``; indexes into the compiled
 # tables, -1 none) and the first billed step of its rate row: (customer, card, row, where
 # the rated number starts, auth entry, first step). A plain tuple of ints, which Python's
 # collector stops tracking: with every number new the cache holds up to ROUTES_MAX of them,
@@ -189,7 +191,7 @@ class Authorizer:
 
         # The routing cache: the engine's own answer for a call's routing fields, kept
         # while the time stays between two adjacent effective_from/effective_to boundaries
-        # of the rate rows (the only part of ``price`` that depends on the time).
+        # of the rate rows (the only part of routing that depends on the time).
         bounds = tables.versions[:, :2].ravel() if tables.versions.size else np.empty(0, np.int64)
         inner = bounds[bounds < NEVER_AFTER]
         self._bounds = np.unique(np.concatenate([bounds, inner + 1]))
@@ -304,7 +306,7 @@ def decide_many(
     cap: int = DEFAULT_CAP,
 ) -> list[Decision]:
     """Decide valid calls (``problem`` None) at ``now``, each on its own (credit and
-    package seconds are not reserved between them): one ``price`` for those whose routing
+    package seconds are not reserved between them): one engine call for those whose routing
     fields the authorizer has not seen since the last rate boundary (``Authorizer.routes``),
     then each call's checks in §9 order. ``funds`` gives a customer's funds by customer_id; it is
     asked once per customer, and only for customers with a call that reaches the credit
@@ -322,7 +324,7 @@ def decide_many(
     if missing:  # the engine's own answers, for the routing fields not seen in this window
         asked = [calls[i] for i in missing.values()]
         identified = np.empty(len(asked), np.int64)
-        priced = price(tables, _batch(asked, at), identified)
+        priced = find(tables, _columns(asked, at), identified)
         steps = _first_steps(tables, priced.row, priced.card).tolist()
         for j, (key, c, card, row, start, entry) in enumerate(
             zip(missing, priced.customer.tolist(), priced.card.tolist(), priced.row.tolist(),
@@ -397,32 +399,19 @@ def _cli_denied(authorizer: Authorizer, customer: int, cli: str | None) -> bool:
     return rule is not None and rule["action"] == "deny"
 
 
-def _batch(calls: Sequence[Mapping[str, Any]], at: int) -> pa.Table:
-    """The calls as a validated batch (``schemas.cdr.INPUT``) of answered calls at ``at``."""
+def _columns(calls: Sequence[Mapping[str, Any]], at: int) -> Columns:
+    """What the engine reads of the calls (``Columns``), as answered calls at ``at``: the
+    fields ``problem`` checked, and no provider card (authorization prices the customer's
+    leg alone)."""
     n = len(calls)
-    columns: dict[str, pa.Array] = {}
-    for name in (*TEXT_FIELDS, "direction"):
-        columns[name] = pa.array([call.get(name) for call in calls], pa.string())
-    times = np.full(n, at, np.int64)
-    columns["dt"] = pa.Array.from_buffers(TIME, n, [None, pa.py_buffer(times)])
-    columns["sip_code"] = pa.array(np.full(n, 200, np.int16))
-    empty = _empty_columns(n)
-    arrays = [columns[f.name] if f.name in columns else empty[f.name] for f in INPUT]
-    return pa.Table.from_arrays(arrays, schema=INPUT)
-
-
-_EMPTY: dict[int, dict[str, pa.Array]] = {}
-
-
-def _empty_columns(n: int) -> dict[str, pa.Array]:
-    """Each INPUT field as n nulls, made once per batch size (an authorization batch's fields
-    are mostly empty; Arrow arrays are immutable, so batches may share them)."""
-    found = _EMPTY.get(n)
-    if found is None:
-        if len(_EMPTY) >= 256:
-            _EMPTY.clear()
-        found = _EMPTY[n] = {f.name: pa.nulls(n, f.type) for f in INPUT}
-    return found
+    texts = {name: [call.get(name) for call in calls] for name in ROUTED}
+    return Columns(
+        **texts,
+        provider_card_id=[None] * n,
+        times=np.full(n, at, np.int64),
+        answered=np.ones(n, np.bool_),
+        duration=np.zeros(n, np.int64),
+    )
 
 
 def _first_steps(tables: Tables, rows: I64, cards: I64) -> I64:

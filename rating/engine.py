@@ -4,6 +4,10 @@ Rating is two steps so that packages can be drawn in (dt, callid) order across a
 ``price`` resolves who pays, the route, the rate row, billed seconds and the provider leg of
 one batch; ``finish`` draws packages over any number of priced batches (concatenated) and
 computes charge, tax and profit exactly, producing rated CDRs (``schemas.cdr.RATED``).
+``price`` reads a batch through its ``Columns`` (``find`` does the work): Arrow's, or for a
+batch of a few calls their values as Python lists, Arrow's fixed cost per compute call
+being most of the time there; authorization makes a handful of calls into ``Columns``
+without Arrow at all.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -77,11 +81,15 @@ def texts(tables: Tables, name: str) -> pa.Array:
 # either way (tests/rating/test_engine_small.py).
 SMALL = 64
 
+# A text column as ``price`` reads it: Arrow's, or a short batch's values as a Python list.
+Column: TypeAlias = pa.ChunkedArray | pa.Array | list[str | None]
 
-def _strings(column: pa.ChunkedArray | pa.Array) -> tuple[I64, npt.NDArray[np.uint8]]:
-    """Arrow string buffers as (int64 offsets, uint8 data), nulls as empty strings."""
-    if len(column) <= SMALL:
-        encoded = [(v or "").encode() for v in column.to_pylist()]
+
+def _strings(column: Column) -> tuple[I64, npt.NDArray[np.uint8]]:
+    """Strings as (int64 offsets, uint8 data) (Arrow's buffers), nulls as empty strings."""
+    if isinstance(column, list) or len(column) <= SMALL:
+        values = column if isinstance(column, list) else column.to_pylist()
+        encoded = [(v or "").encode() for v in values]
         offsets = np.zeros(len(encoded) + 1, np.int64)
         np.cumsum([len(v) for v in encoded], out=offsets[1:])
         joined = bytearray(b"".join(encoded))  # writable, as Arrow's are: one compiled kernel
@@ -116,13 +124,81 @@ def utc_days(column: pa.ChunkedArray) -> I64:
     return np.floor_divide(_times(column), DAY_US)
 
 
+TEXT_COLUMNS = ("dest_number", "direction", "customer_id", "source_ip", "sip_user",
+                "provider_card_id")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What ``price`` reads of a batch of calls: its text columns (``TEXT_COLUMNS``, nulls
+    as None), each Arrow's or, for a batch of at most ``SMALL`` calls, a Python list; each
+    call's time in µs since the epoch, whether it was answered (sip_code 200) and its
+    duration in millionths of a second. Authorization makes them from its requests at once
+    (no Arrow at all: most of the cost of pricing a handful of calls)."""
+
+    dest_number: Column
+    direction: Column
+    customer_id: Column
+    source_ip: Column
+    sip_user: Column
+    provider_card_id: Column
+    times: I64
+    answered: npt.NDArray[np.bool_]
+    duration: I64
+
+    def __len__(self) -> int:
+        return int(self.times.size)
+
+    @staticmethod
+    def of(batch: pa.Table) -> Columns:
+        """The columns of a validated batch (``schemas.cdr.INPUT``)."""
+        if batch.num_rows > SMALL:
+            return Columns(
+                **{name: batch[name] for name in TEXT_COLUMNS},
+                times=_times(batch["dt"]),
+                answered=pc.fill_null(pc.equal(batch["sip_code"], 200), False).to_numpy(
+                    zero_copy_only=False
+                ),
+                duration=_micro(batch["duration"]),
+            )
+        durations = batch["duration"].to_pylist()
+        return Columns(
+            **{name: batch[name].to_pylist() for name in TEXT_COLUMNS},
+            times=_times(batch["dt"]),
+            answered=np.array([code == 200 for code in batch["sip_code"].to_pylist()], np.bool_),
+            duration=np.array(  # decimal(18,6): exact in millionths
+                [0 if d is None else int(d.scaleb(6)) for d in durations], np.int64
+            ),
+        )
+
+
+class Found(NamedTuple):
+    """What ``price`` finds for each call (``Priced``'s arrays, in its order)."""
+
+    reason: npt.NDArray[np.object_]
+    customer: I64
+    card: I64
+    start: I64
+    row: I64
+    billed: I64
+    provider_card: I64
+    provider_row: I64
+    provider_billed: I64
+    days: I64
+
+
 def price(tables: Tables, batch: pa.Table, auth_entry: I64 | None = None) -> Priced:
     """Resolve, route and bill every CDR of a validated batch (SPEC §5.1-§5.2 without packages).
     ``auth_entry``, when given (n int64), is filled with the auth entry that identified each
     call (its index in the compiled tables), or -1: what authorization's per-entry limits
     need, found by the same resolution that finds the customer."""
-    n = batch.num_rows
-    dest = batch["dest_number"]
+    return Priced(batch, *find(tables, Columns.of(batch), auth_entry))
+
+
+def find(tables: Tables, columns: Columns, auth_entry: I64 | None = None) -> Found:
+    """``price`` of the calls' ``Columns``."""
+    n = len(columns)
+    dest = columns.dest_number
     offsets, data = _strings(dest)
     customer = np.full(n, -1, np.int64)
     card = np.full(n, -1, np.int64)
@@ -130,27 +206,19 @@ def price(tables: Tables, batch: pa.Table, auth_entry: I64 | None = None) -> Pri
     provider_card = np.full(n, -1, np.int64)
     # 1a. Inbound calls to a DID: the DID's customer and card, the number as it is.
     hit = np.zeros(n, bool)
-    inbound = (
-        pc.fill_null(pc.equal(batch["direction"], "inbound"), False).to_numpy(zero_copy_only=False)
-        if tables.did_numbers
-        else hit
-    )
+    inbound = _equals(columns.direction, "inbound") if tables.did_numbers else hit
     if inbound.any():
         rows = np.flatnonzero(inbound)
-        numbers = dest.take(pa.array(rows))
-        plus = pc.fill_null(pc.starts_with(numbers, "+"), False)
-        bare = pc.if_else(plus, pc.utf8_slice_codeunits(numbers, 1), numbers)
-        did = pc.index_in(bare, value_set=texts(tables, "did_numbers"))
-        did_np = pc.fill_null(did, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        did_np, plus = _dids(tables, dest, rows)
         found = did_np >= 0
         rows, did_np = rows[found], did_np[found]
         hit[rows] = True
         customer[rows] = tables.did_customer[did_np]
         card[rows] = tables.did_card[did_np]
-        start[rows] = plus.to_numpy(zero_copy_only=False)[found].astype(np.int64)
+        start[rows] = plus[found]
         provider_card[rows] = tables.did_provider_card[did_np]
     # 1b. An explicit customer_id must name a customer.
-    given = _index_of(batch["customer_id"], tables.customer_index)
+    given = _index_of(columns.customer_id, tables.customer_index)
     named = (given != -1) & ~hit
     customer[named] = given[named]  # -2, an unknown customer, stays unresolved
     # 1c-d. Auth by source IP, then by SIP user.
@@ -160,9 +228,9 @@ def price(tables: Tables, batch: pa.Table, auth_entry: I64 | None = None) -> Pri
     if pending.any():
         out = np.where(pending, -1, customer)
         if auth_entry is None:
-            _resolve_auth(tables, batch, offsets, data, tables.auth_customer, out)
+            _resolve_auth(tables, columns, offsets, data, tables.auth_customer, out)
         else:  # the entries themselves (an identity), then their customers
-            _resolve_auth(tables, batch, offsets, data, _entry_ids(tables), out)
+            _resolve_auth(tables, columns, offsets, data, _entry_ids(tables), out)
             auth_entry[pending] = out[pending]
             found = pending & (out >= 0)
             out[found] = tables.auth_customer[out[found]]
@@ -201,13 +269,11 @@ def price(tables: Tables, batch: pa.Table, auth_entry: I64 | None = None) -> Pri
         start = np.where(routed, route_start, start)
         reason[routed & (route_card < 0)] = "no_route"
     # 3. The rate row (longest prefix effective at dt) and billed seconds.
-    times = _times(batch["dt"])
-    answered = pc.fill_null(pc.equal(batch["sip_code"], 200), False).to_numpy(zero_copy_only=False)
-    duration = _micro(batch["duration"])
+    times, answered, duration = columns.times, columns.answered, columns.duration
     row, billed = leg(tables, offsets, data, start, card, times, answered, duration)
     reason[(reason == None) & (row < 0)] = "no_rate"  # noqa: E711 - numpy elementwise
     # The provider leg: the CDR's provider card (else a DID's), same number, own rules.
-    named_card = _index_of(batch["provider_card_id"], tables.card_index)
+    named_card = _index_of(columns.provider_card_id, tables.card_index)
     provider_card = np.where(
         named_card >= 0, named_card, np.where(named_card == -2, -1, provider_card)
     )
@@ -216,8 +282,7 @@ def price(tables: Tables, batch: pa.Table, auth_entry: I64 | None = None) -> Pri
         tables, offsets, data, start, provider_card, times, answered, duration
     )
     days = np.floor_divide(times, DAY_US)
-    return Priced(
-        batch,
+    return Found(
         reason,
         customer,
         card,
@@ -231,13 +296,54 @@ def price(tables: Tables, batch: pa.Table, auth_entry: I64 | None = None) -> Pri
     )
 
 
+def _equals(column: Column, value: str) -> npt.NDArray[np.bool_]:
+    """Which values equal ``value`` (nulls do not)."""
+    if isinstance(column, list):
+        return np.array([v == value for v in column], np.bool_)
+    equal: npt.NDArray[np.bool_] = pc.fill_null(pc.equal(column, value), False).to_numpy(
+        zero_copy_only=False
+    )
+    return equal
+
+
+def _dids(tables: Tables, dest: Column, rows: I64) -> tuple[I64, I64]:
+    """For the numbers at ``rows``: the DID each is, without a leading "+" (-1: none), and
+    whether it had the "+" (1) or not (0): where the rated number starts."""
+    if isinstance(dest, list):
+        index = _did_index(tables)
+        plus = [1 if (dest[r] or "").startswith("+") else 0 for r in rows.tolist()]
+        dids = [index.get((dest[r] or "")[p:], -1) if dest[r] is not None else -1
+                for r, p in zip(rows.tolist(), plus, strict=True)]  # fmt: skip
+        return np.array(dids, np.int64), np.array(plus, np.int64)
+    numbers = dest.take(pa.array(rows))
+    has_plus = pc.fill_null(pc.starts_with(numbers, "+"), False)
+    bare = pc.if_else(has_plus, pc.utf8_slice_codeunits(numbers, 1), numbers)
+    did = pc.index_in(bare, value_set=texts(tables, "did_numbers"))
+    did_np = pc.fill_null(did, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return did_np, has_plus.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _did_index(tables: Tables) -> dict[str, int]:
+    """Each DID number's index (its first, as Arrow's ``index_in`` finds it); kept with
+    the tables."""
+    index: dict[str, int] | None = tables.extra.get("did_index")
+    if index is None:
+        index = {}
+        for i, number in enumerate(tables.did_numbers):
+            index.setdefault(number, i)
+        tables.extra["did_index"] = index
+    return index
+
+
 def _resolve_auth(
-    tables: Tables, batch: pa.Table, offsets: I64, data: Any, values: I64, out: I64
+    tables: Tables, columns: Columns, offsets: I64, data: Any, values: I64, out: I64
 ) -> None:
     """SPEC §5.1 step 1 by auth: for each call with ``out[i] < 0``, ``values[e]`` of the
     first auth entry e that takes it, by source IP, then by SIP user."""
     for column, candidates in (("source_ip", _ip_candidates), ("sip_user", _user_candidates)):
-        keys, lists = candidates(tables, batch[column])
+        if not (out < 0).any():
+            return
+        keys, lists = candidates(tables, getattr(columns, column))
         if lists:
             cand_first, cand_count, cand_entry = _csr(lists)
             keys = np.where(out < 0, keys, -1)
@@ -279,8 +385,8 @@ def leg(
     n = card.size
     row = np.full(n, -1, np.int64)
     billed = np.zeros(n, np.int64)
-    if not tables.card_duration_rounding.size:  # a catalog without cards: nothing to look up
-        return row, billed
+    if not tables.card_duration_rounding.size or not (card >= 0).any():
+        return row, billed  # no card (a catalog without cards): nothing to look up
     _lookup(tables, offsets, data, start, card, times, row)
     kernels.bill(
         answered,
@@ -315,10 +421,11 @@ def _lookup(
     )
 
 
-def _index_of(column: pa.ChunkedArray, index: dict[str, int]) -> I64:
+def _index_of(column: Column, index: dict[str, int]) -> I64:
     """Each value's index in ``index``: -1 when null or empty, -2 when unknown."""
-    if len(column) <= SMALL:
-        return np.array([index.get(v, -2) if v else -1 for v in column.to_pylist()], np.int64)
+    if isinstance(column, list) or len(column) <= SMALL:
+        values = column if isinstance(column, list) else column.to_pylist()
+        return np.array([index.get(v, -2) if v else -1 for v in values], np.int64)
     encoded = pc.fill_null(column, "").combine_chunks().dictionary_encode()
     lookup = np.array(
         [index.get(v, -2) if v else -1 for v in encoded.dictionary.to_pylist()] or [-1], np.int64
@@ -327,12 +434,13 @@ def _index_of(column: pa.ChunkedArray, index: dict[str, int]) -> I64:
     return found
 
 
-def _encoded(column: pa.ChunkedArray) -> tuple[I64, list[str]]:
+def _encoded(column: Column) -> tuple[I64, list[str]]:
     """Each value's index among the distinct values (nulls as empty), in order of first
     appearance, and those values."""
-    if len(column) <= SMALL:
+    if isinstance(column, list) or len(column) <= SMALL:
+        values = column if isinstance(column, list) else column.to_pylist()
         seen: dict[str, int] = {}
-        keys = [seen.setdefault(v or "", len(seen)) for v in column.to_pylist()]
+        keys = [seen.setdefault(v or "", len(seen)) for v in values]
         return np.array(keys, np.int64), list(seen)
     encoded = pc.fill_null(column, "").combine_chunks().dictionary_encode()
     return encoded.indices.to_numpy(zero_copy_only=False).astype(
@@ -340,7 +448,7 @@ def _encoded(column: pa.ChunkedArray) -> tuple[I64, list[str]]:
     ), encoded.dictionary.to_pylist()
 
 
-def _ip_candidates(tables: Tables, column: pa.ChunkedArray) -> tuple[I64, list[list[int]]]:
+def _ip_candidates(tables: Tables, column: Column) -> tuple[I64, list[list[int]]]:
     """Per distinct source IP, the auth entries whose network holds it, best first; kept
     with the tables by the IP's text (a carrier's switches send from a few addresses, and
     finding an address's networks costs a parse per prefix length of the auth rows)."""
@@ -375,7 +483,7 @@ def _ip_entries(tables: Tables, value: str) -> list[int]:
     return sorted(found, key=tables.auth_order.__getitem__)
 
 
-def _user_candidates(tables: Tables, column: pa.ChunkedArray) -> tuple[I64, list[list[int]]]:
+def _user_candidates(tables: Tables, column: Column) -> tuple[I64, list[list[int]]]:
     keys, values = _encoded(column)
     lists = [
         sorted(tables.user_entries.get(v, []), key=tables.auth_order.__getitem__) if v else []
@@ -392,23 +500,43 @@ def _csr(lists: list[list[int]]) -> tuple[I64, I64, I64]:
     return first, counts, flat
 
 
-def _regex_matches(tables: Tables, dest: pa.ChunkedArray, customers: I64) -> npt.NDArray[np.bool_]:
+def _regex_matches(tables: Tables, dest: Column, customers: I64) -> npt.NDArray[np.bool_]:
     """For regex dial strings: does the number left after each route's manipulation match?"""
     n = len(customers)
-    regex_routes = [r for r, pattern in enumerate(tables.route_regex) if pattern is not None]
     out = np.zeros((n, tables.regex_width), np.bool_)
+    by_customer = _regex_routes(tables)
+    if not by_customer:
+        return out
     tp = tables.route_tech_prefix
-    for r in regex_routes:
+    wanted = set(customers.tolist()) & by_customer.keys() if n <= SMALL else by_customer.keys()
+    for r in sorted(r for c in wanted for r in by_customer[c]):
         rows = np.flatnonzero(customers == tables.route_customer[r])
         if rows.size == 0:
             continue
-        numbers = dest.take(pa.array(rows))
+        numbers = (  # Arrow's regular expressions (RE2) either way
+            pa.array([dest[i] for i in rows.tolist()], pa.string())
+            if isinstance(dest, list)
+            else dest.take(pa.array(rows))
+        )
         rest = pc.utf8_slice_codeunits(numbers, int(tp.offsets[r + 1] - tp.offsets[r]))
         rest = pc.if_else(pc.starts_with(rest, "+"), pc.utf8_slice_codeunits(rest, 1), rest)
         rest = pc.utf8_slice_codeunits(rest, int(tables.route_strip[r]))
         ok = pc.fill_null(pc.match_substring_regex(rest, tables.route_regex[r]), False)
         out[rows, tables.route_regex_col[r]] = ok.to_numpy(zero_copy_only=False)
     return out
+
+
+def _regex_routes(tables: Tables) -> dict[int, list[int]]:
+    """The routes whose dial string is a regular expression, by customer; kept with the
+    tables."""
+    found: dict[int, list[int]] | None = tables.extra.get("regex_routes")
+    if found is None:
+        found = {}
+        for r, pattern in enumerate(tables.route_regex):
+            if pattern is not None:
+                found.setdefault(int(tables.route_customer[r]), []).append(r)
+        tables.extra["regex_routes"] = found
+    return found
 
 
 class Usage:
@@ -535,7 +663,7 @@ def draw(
     tables: Tables,
     customer: I64,
     days: I64,
-    dest_number: pa.ChunkedArray | pa.Array,
+    dest_number: Column,
     start: I64,
     billed: I64,
     order_keys: pa.Table | None,
@@ -820,11 +948,14 @@ def _draws(tables: Tables, n: int, draws: Draws) -> pa.Array:
 
 __all__ = [
     "Charges",
+    "Columns",
     "Draws",
+    "Found",
     "Priced",
     "Usage",
     "charges",
     "draw",
+    "find",
     "finish",
     "leg",
     "may_draw",
