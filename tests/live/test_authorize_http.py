@@ -78,13 +78,15 @@ def catalog_home(root: Path) -> Path:
 
 
 def post(url: str, body: bytes, timeout: float = 60.0) -> tuple[int, Any]:
-    """(status, JSON answer) of a POST of raw bytes."""
+    """(status, JSON answer) of a POST of raw bytes; every answer is JSON."""
     request = urllib.request.Request(url + "/authorize", data=body, method="POST")
     request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
+            assert response.headers.get_content_type() == "application/json"
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
+        assert exc.headers.get_content_type() == "application/json"
         return exc.code, json.loads(exc.read())
 
 

@@ -9,14 +9,22 @@ import json
 
 import pytest
 
-from pipelines.live.gate import CPS_WINDOW, Hold, Holds, hold_json, hold_of, hold_read
+from pipelines.live.gate import (
+    CPS_WINDOW,
+    Hold,
+    Holds,
+    answer_text,
+    hold_json,
+    hold_of,
+    hold_read,
+)
 
 C = ("customer", "c")
 E = ("auth", "ip|10.0.0.0/24|")
 
 
 def hold(customer: str = "c", entry: str | None = E[1], expires: float = 100.0) -> Hold:
-    return hold_of(customer, entry, expires, {"allow": True, "max_seconds": 40})
+    return hold_of(customer, entry, expires, answer_text({"allow": True, "max_seconds": 40}))
 
 
 def test_a_hold_counts_for_its_customer_and_its_auth_entry_until_freed() -> None:
