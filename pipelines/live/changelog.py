@@ -9,9 +9,10 @@ worker's memory stall it for a quarter of a second (docs/benchmarks.md).
 
 ``Writes`` puts each write in the table's own store at once and sends the records of every
 write since its last send together: one batch per partition (aiokafka's ``send_batch``),
-the keys and values made by the table's own codecs and placed by the producer's own
-partitioner, so the changelog holds the records faust would have written and faust recovers
-the table from it as before. One send is in flight at a time and the next waits for its
+the keys and values made by the table's own codecs and placed as the producer's own
+partitioner places them (Kafka's default one, computed for a batch of keys at once), so the
+changelog holds the records faust would have written and faust recovers the table from it
+as before. One send is in flight at a time and the next waits for its
 delivery, so the records of one key reach the broker in the order written, and the lag is
 one round trip to the broker. What is still waiting when the app stops is sent before the
 producer is flushed.
@@ -23,6 +24,10 @@ import asyncio
 import logging
 from collections import defaultdict
 from typing import Any
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from pipelines.partitioner import partitions
 
 log = logging.getLogger("cdrflow.live")
 
@@ -82,18 +87,20 @@ class Writes:
         topic = self.table.changelog_topic
         name = topic.get_topic_name()
         await producer.partitions_for(name)  # the partitioner reads the topic's metadata
-        by_partition: defaultdict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        records = []
         for key, value in writes:
             raw_key, _ = topic.prepare_key(key, self.table.key_serializer)
             raw_value = None
             if value is not None:
                 raw_value, _ = topic.prepare_value(value, self.table.value_serializer)
-            partition = producer._partition(name, None, None, None, raw_key, raw_value)
-            by_partition[partition].append((raw_key, raw_value))
+            records.append((raw_key, raw_value))
+        by_partition: defaultdict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        for partition, record in zip(_partitions(producer, name, records), records, strict=True):
+            by_partition[partition].append(record)
         delivered = []
-        for partition, records in by_partition.items():
+        for partition, placed in by_partition.items():
             batch = producer.create_batch()
-            for raw_key, raw_value in records:
+            for raw_key, raw_value in placed:
                 if batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
                     delivered.append(await producer.send_batch(batch, name, partition=partition))
                     batch = producer.create_batch()
@@ -101,6 +108,17 @@ class Writes:
                         raise ValueError(f"a record of {len(raw_value or b'')} bytes is too large")
             delivered.append(await producer.send_batch(batch, name, partition=partition))
         await asyncio.gather(*delivered)
+
+
+def _partitions(producer: Any, name: str, records: list[tuple[Any, Any]]) -> list[int]:
+    """The partition the producer's partitioner gives each record: Kafka's default one
+    computed for all the keys at once (``pipelines.partitioner``) when it is that one."""
+    keys = [key for key, _ in records]
+    if isinstance(producer._partitioner, DefaultPartitioner) and all(
+        isinstance(key, bytes) for key in keys
+    ):
+        return partitions(keys, list(producer._metadata.partitions_for_topic(name)))
+    return [producer._partition(name, None, None, None, key, value) for key, value in records]
 
 
 __all__ = ["Writes"]
